@@ -1,0 +1,184 @@
+"""05 — does the student know the docs now? Base vs fine-tuned answers, character-level scores, and exports.
+
+Both models answer with the same chat template and greedy decoding. The base answers come from the same
+weights with the adapter switched off, so one copy of the model is in memory.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Iterable
+
+from .progress import bar
+
+GENERATIONS_FILE = "generations.jsonl"
+METRICS_FILE = "metrics.json"
+
+
+# ---- metrics (character level: works for Chinese without a word segmenter) ---------------------------------
+
+
+def _chars(text: str) -> list[str]:
+    text = unicodedata.normalize("NFKC", text).lower()
+    return [c for c in text if not c.isspace() and not unicodedata.category(c).startswith("P")]
+
+
+def char_f1(pred: str, ref: str) -> float:
+    p, r = _chars(pred), _chars(ref)
+    if not p or not r:
+        return float(p == r)
+    from collections import Counter
+
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    prec, rec = common / len(p), common / len(r)
+    return 2 * prec * rec / (prec + rec)
+
+
+def rouge_l(pred: str, ref: str) -> float:
+    """ROUGE-L F-measure over characters (longest common subsequence)."""
+    p, r = _chars(pred), _chars(ref)
+    if not p or not r:
+        return float(p == r)
+    prev = [0] * (len(r) + 1)
+    for a in p:
+        cur = [0]
+        for j, b in enumerate(r, 1):
+            cur.append(prev[j - 1] + 1 if a == b else max(prev[j], cur[j - 1]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    prec, rec = lcs / len(p), lcs / len(r)
+    return 2 * prec * rec / (prec + rec)
+
+
+def summarize(rows: list[dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(rows)}
+    for model in ("base", "tuned"):
+        for metric in ("rouge_l", "char_f1"):
+            vals = [r[f"{model}_{metric}"] for r in rows]
+            out[f"{model}_{metric}"] = round(sum(vals) / len(vals), 4) if vals else None
+    return out
+
+
+# ---- generation ---------------------------------------------------------------------------------------------
+
+
+def load_tuned(adapter_dir: Path, base_source: str):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    tok = AutoTokenizer.from_pretrained(str(adapter_dir))
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    base = AutoModelForCausalLM.from_pretrained(base_source, dtype=dtype)
+    if cuda:
+        base = base.to("cuda")
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    model.eval()
+    return model, tok
+
+
+def _prompts(tok, questions: Iterable[str], system_prompt: str = "") -> list[str]:
+    out = []
+    for q in questions:
+        msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": q}]
+        out.append(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+    return out
+
+
+def generate(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, adapter: bool,
+             system_prompt: str = "", desc: str = "") -> list[str]:
+    import contextlib
+
+    import torch
+
+    prompts = _prompts(tok, questions, system_prompt)
+    answers: list[str] = []
+    ctx = contextlib.nullcontext() if adapter else model.disable_adapter()
+    with ctx, torch.inference_mode(), bar(total=len(prompts), desc=desc or ("fine-tuned" if adapter else "base")) as pbar:
+        for i in range(0, len(prompts), batch_size):
+            batch = prompts[i:i + batch_size]
+            enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+            for row in out[:, enc["input_ids"].shape[1]:]:
+                answers.append(tok.decode(row, skip_special_tokens=True).strip())
+            pbar.update(len(batch))
+    return answers
+
+
+def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "") -> list[dict]:
+    questions = [r["messages"][0]["content"] for r in eval_rows]
+    refs = [r["messages"][-1]["content"] for r in eval_rows]
+    base = generate(model, tok, questions, max_new_tokens, batch_size, adapter=False, system_prompt=system_prompt)
+    tuned = generate(model, tok, questions, max_new_tokens, batch_size, adapter=True, system_prompt=system_prompt)
+    rows = []
+    for r, q, ref, b, t in zip(eval_rows, questions, refs, base, tuned):
+        rows.append({
+            "id": r["id"], "source": r.get("source", ""), "split": r.get("split", "eval"), "question": q,
+            "reference": ref, "base": b, "tuned": t,
+            "base_rouge_l": round(rouge_l(b, ref), 4), "tuned_rouge_l": round(rouge_l(t, ref), 4),
+            "base_char_f1": round(char_f1(b, ref), 4), "tuned_char_f1": round(char_f1(t, ref), 4),
+        })
+    return rows
+
+
+def write_results(rows: list[dict], eval_dir: Path) -> dict[str, Any]:
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    with open(eval_dir / GENERATIONS_FILE, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    metrics = {"eval": summarize(rows)}
+    (eval_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
+    def cell(text: str) -> str:
+        return f"<td style='text-align:left;vertical-align:top'>{html.escape(text)}</td>"
+
+    head = ("<tr><th>question</th><th>reference</th><th>base</th><th>fine-tuned</th>"
+            "<th>ROUGE-L base → tuned</th></tr>")
+    body = "".join(
+        f"<tr>{cell(r['question'])}{cell(r['reference'])}{cell(r['base'])}{cell(r['tuned'])}"
+        f"<td>{r['base_rouge_l']:.2f} → {r['tuned_rouge_l']:.2f}</td></tr>"
+        for r in rows[:limit]
+    )
+    return f"<table class='tunebook-compare'>{head}{body}</table>"
+
+
+# ---- export -------------------------------------------------------------------------------------------------
+
+
+def export_merged(model, tok, out_dir: Path) -> Path:
+    """Merge the LoRA weights into a copy of the base and save it in 16-bit (vLLM / transformers ready)."""
+    import torch
+
+    merged = model.merge_and_unload()
+    merged = merged.to(torch.bfloat16)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(str(out_dir), safe_serialization=True)
+    tok.padding_side = "right"
+    tok.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def copy_adapter(adapter_dir: Path, out_dir: Path) -> Path:
+    import shutil
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(adapter_dir, out_dir)
+    return out_dir
+
+

