@@ -220,6 +220,11 @@ def run(profile: str | None, overrides: list[str], corpus: str | None = None, ru
     rec["started_at"] = rec.get("started_at") or datetime.now(timezone.utc).isoformat()
     run.save(rec)
 
+    if log_output:  # papermill echoes each cell's output through its logger
+        import logging
+
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logging.getLogger("papermill").setLevel(logging.INFO)
     os.environ["TUNEBOOK_HEADLESS"] = "1"  # inherited by the kernels: text progress bars
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     old = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)

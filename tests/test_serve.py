@@ -1,0 +1,100 @@
+"""01's server lifecycle against a real llama-server (SmolLM2-135M)."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from tunebook import serve, settings as st, synthesize
+from tunebook.corpus import Chunk
+
+from conftest import llama_server_available, server_processes
+
+pytestmark = pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)")
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory, smollm2_gguf):
+    run_dir = tmp_path_factory.mktemp("serve-run")
+    cfg = st.load("ci", ["serve.port=18180"]).serve
+    t = serve.start(cfg, "smollm2-135m-instruct", run_dir)
+    yield run_dir, t
+    serve.stop(run_dir)
+
+
+def test_start_records_teacher_json(running):
+    run_dir, t = running
+    rec = json.loads((run_dir / "teacher.json").read_text())
+    assert rec["base_url"].startswith("http://127.0.0.1:") and rec["capacity"] == 2
+    assert rec["started_by_tunebook"] and rec["pid"] and "--host" in rec["command"]
+    assert rec["command"][rec["command"].index("--host") + 1] == "127.0.0.1"
+    assert Path(rec["log"]).is_file()
+
+
+def test_smoke_stream_and_json_schema(running):
+    _, t = running
+    s = serve.smoke_stream(t, "Say hello.", max_tokens=16)
+    assert s["tokens"] > 0 and s["text"].strip() and s["tokens_per_s"] > 0
+    data = serve.smoke_json_schema(t)
+    assert set(data) == {"topic", "score"}
+
+
+def test_tokenize_counts_in_the_teachers_tokenizer(running):
+    _, t = running
+    assert serve.tokenize(t, "hello world") in (2, 3)
+
+
+def test_start_reuses_the_running_server(running):
+    run_dir, t = running
+    again = serve.start(st.load("ci").serve, "smollm2-135m-instruct", run_dir)
+    assert again.pid == t.pid
+
+
+def test_taken_port_falls_back_or_fails_clearly(running, tmp_path):
+    _, t = running
+    port = int(t.base_url.rsplit(":", 1)[1].split("/")[0])
+    assert serve.pick_port("127.0.0.1", port, fallback=True) != port
+    with pytest.raises(serve.ServeError, match="is taken"):
+        serve.pick_port("127.0.0.1", port, fallback=False)
+
+
+def test_generate_appends_and_resumes(running, tmp_path):
+    _, t = running
+    cfg = st.load("ci").synth
+    chunks = [Chunk(f"c{i}", "a.md", "Brindlewatt", ["Brindlewatt"],
+                    f"Brindlewatt {i}.0 listens on port 74{i}2 by default.", 20, "en") for i in range(3)]
+    stats = synthesize.generate(chunks[:2], t, cfg, tmp_path)
+    assert stats.chunks_ok + stats.chunks_failed == 2
+    first = synthesize.load_qa(tmp_path)
+    assert first and all(r["question"] and r["answer"] for r in first)
+    stats2 = synthesize.generate(chunks, t, cfg, tmp_path)  # a rerun does only what is left
+    assert stats2.chunks_skipped_done == stats.chunks_ok
+    assert len(synthesize.load_qa(tmp_path)) >= len(first)
+
+
+def test_public_bind_needs_explicit_param(tmp_path):
+    cfg = st.load("ci", ["serve.host=0.0.0.0"]).serve
+    with pytest.raises(serve.ServeError, match="allow_public_bind"):
+        serve.start(cfg, "smollm2-135m-instruct", tmp_path)
+
+
+def test_server_dying_at_start_fails_with_log_tail(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + os.urandom(256))
+    cfg = st.load("ci", ["serve.port=18190", "serve.ready_timeout=60"]).serve
+    with pytest.raises(serve.ServeError) as e:
+        serve.start(cfg, str(bad), tmp_path)
+    assert "exited with code" in str(e.value) and "last lines of" in str(e.value)
+    assert not server_processes(str(bad))
+
+
+def test_stop_leaves_no_process(tmp_path, smollm2_gguf):
+    cfg = st.load("ci", ["serve.port=18200"]).serve
+    t = serve.start(cfg, "smollm2-135m-instruct", tmp_path)
+    assert serve._alive(t.pid)
+    assert serve.stop(tmp_path)
+    assert not serve._alive(t.pid)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(t.base_url.rsplit(":", 1)[1].split("/")[0]))) != 0
