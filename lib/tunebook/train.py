@@ -172,9 +172,10 @@ def check_batch_masking(trainer, n: int = 8) -> None:
 
 
 def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbacks=()):
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=student.model,
         args=args,
         train_dataset=train_ds,
@@ -183,6 +184,8 @@ def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbac
         peft_config=peft_config,
         callbacks=list(callbacks),
     )
+    trainer.remove_callback(PrinterCallback)  # with tqdm off it prints every log dict; LiveLoss shows them instead
+    return trainer
 
 
 def peak_memory_mb() -> float:
