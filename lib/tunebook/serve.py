@@ -144,10 +144,13 @@ def vllm_command(cfg: ServeSettings, model: str, port: int) -> list[str]:
         "--model", model,
         "--tensor-parallel-size", str(cfg.tensor_parallel_size),
         "--gpu-memory-utilization", str(cfg.gpu_memory_utilization),
-        "--swap-space", str(cfg.swap_space),
         "--max-num-seqs", str(cfg.parallel),
-        "--disable-log-requests",
     ]
+    # the original flow's --swap-space 16 --disable-log-requests: both were removed from current vLLM releases
+    if cfg.swap_space:
+        cmd += ["--swap-space", str(cfg.swap_space)]
+    if cfg.disable_log_requests:
+        cmd += ["--disable-log-requests"]
     if cfg.served_model_name:
         cmd += ["--served-model-name", cfg.served_model_name]
     if cfg.reasoning_parser:

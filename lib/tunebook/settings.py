@@ -51,7 +51,8 @@ class ServeSettings(_Section):
     tensor_parallel_size: int = Field(1, ge=1)
     max_model_len: int = Field(8000, ge=256)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    swap_space: int = Field(16, ge=0)
+    swap_space: int = Field(0, ge=0)
+    disable_log_requests: bool = False
     served_model_name: str = ""
     reasoning_parser: str = ""
     extra_args: list[str] = []
