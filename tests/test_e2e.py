@@ -123,3 +123,14 @@ def test_failing_step_exits_nonzero_with_resume_hint(tmp_path):
     assert rec["steps"]["01_serve"]["status"] == "failed" and "ServeError" in rec["steps"]["01_serve"]["error"]
     assert (tmp_path / "bad" / "notebooks" / "01_serve.ipynb").is_file()
     assert not server_processes(str(bad))
+
+
+def test_server_is_stopped_when_a_later_step_fails(tmp_path):
+    env = {"TUNEBOOK_OUTPUTS": str(tmp_path)}
+    r = tunebook_cli("run", "--profile", "ci", "--run-id", "late-fail", "--to", "02", "-p", "serve.port=18500",
+                     "-p", f"corpus={tmp_path / 'no-such-docs'}", env=env)
+    assert r.returncode == 1 and "[02_synthesize] FAILED" in r.stderr and "corpus folder" in r.stderr
+    rec = json.loads((tmp_path / "late-fail" / "run.json").read_text())
+    assert rec["steps"]["01_serve"]["status"] == "ok" and rec["steps"]["02_synthesize"]["status"] == "failed"
+    assert "stopped the teacher server" in r.stdout
+    assert not [p for p in server_processes("--port") if "--port 185" in p]

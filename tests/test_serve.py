@@ -169,3 +169,26 @@ def _notebook_text(path: Path) -> str:
 
     nb = nbformat.read(str(path), as_version=4)
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_compatible_server_on_the_port_is_reused_not_owned(running, tmp_path):
+    run_dir, t = running
+    port = int(t.base_url.rsplit(":", 1)[1].split("/")[0])
+    other = tmp_path / "other-run"
+    reused = serve.start(st.load("ci", [f"serve.port={port}"]).serve, "smollm2-135m-instruct", other)
+    assert reused.base_url == t.base_url and not reused.started_by_tunebook and reused.pid is None
+    assert serve.stop(other) is False and serve._alive(t.pid), "a reused server belongs to whoever started it"
+
+
+@pytest.mark.e2e
+def test_requests_spread_over_endpoints_and_survive_a_dead_one(running, tmp_path):
+    """Two endpoints: the live server and a dead port. Every chunk still completes; the live one did the work."""
+    _, t = running
+    dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
+    multi = serve.Teacher(backend="openai", base_url=dead, model=t.model, capacity=1, extra_base_urls=[t.base_url])
+    chunks = [Chunk(f"m{i}", "a.md", "Brindlewatt", ["Brindlewatt"],
+                    f"The Brindlewatt cache holds at most {i}048 MB.", 20, "en") for i in range(4)]
+    stats = synthesize.generate(chunks, multi, st.load("ci", ["synth.request_timeout=60"]).synth, tmp_path)
+    assert stats.chunks_ok + stats.chunks_failed == 4 and stats.chunks_ok >= 3
+    assert stats.endpoints[dead]["ok"] == 0 and stats.endpoints[dead]["errors"] >= 1
+    assert stats.endpoints[t.base_url]["ok"] == 4, "the live endpoint answered every chunk"

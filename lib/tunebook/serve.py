@@ -42,6 +42,12 @@ class Teacher:
     command: list[str] = field(default_factory=list)
     started_by_tunebook: bool = False
     started_at: float = 0.0
+    extra_base_urls: list[str] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        """Every endpoint serving this teacher; ``capacity`` is per endpoint."""
+        return [self.base_url, *self.extra_base_urls]
 
     def api_key(self) -> str:
         if not self.api_key_env:
@@ -51,11 +57,12 @@ class Teacher:
             raise ServeError(f"environment variable {self.api_key_env} (serve.api_key_env) is not set")
         return key
 
-    def client(self, timeout: float = 600.0, max_retries: int = 3, asynchronous: bool = False):
+    def client(self, timeout: float = 600.0, max_retries: int = 3, asynchronous: bool = False, base_url: str = ""):
         import openai
 
         cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-        return cls(base_url=self.base_url, api_key=self.api_key(), timeout=timeout, max_retries=max_retries)
+        return cls(base_url=base_url or self.base_url, api_key=self.api_key(), timeout=timeout,
+                   max_retries=max_retries)
 
     def save(self, run_dir: Path) -> Path:
         path = Path(run_dir) / TEACHER_FILE
@@ -181,9 +188,41 @@ def log_tail(log: Path | None, lines: int = 25) -> str:
     return f"last lines of {log}:\n" + "\n".join(text[-lines:])
 
 
+def served_models(host: str, port: int, api_key: str = "") -> list[str]:
+    """Model ids an OpenAI-compatible server on host:port reports ([] if nothing answers)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        r = httpx.get(f"http://{host}:{port}/v1/models", headers=headers, timeout=3.0)
+        return [m.get("id", "") for m in r.json().get("data", [])] if r.status_code == 200 else []
+    except (httpx.HTTPError, ValueError):
+        return []
+
+
+def _compatible(cfg: ServeSettings, teacher_spec: str) -> Teacher | None:
+    """A server already on the configured port that serves the same model is reused (and never stopped by us)."""
+    if port_free(cfg.host, cfg.port):
+        return None
+    key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+    ids = served_models(cfg.host, cfg.port, key)
+    if cfg.backend == "llama.cpp":
+        wanted = {models.gguf_path(teacher_spec).name}
+    else:
+        wanted = {cfg.served_model_name or teacher_spec, teacher_spec}
+    match = next((i for i in ids if i in wanted or Path(i).name in wanted), None)
+    if match is None:
+        return None
+    print(f"reusing the compatible {cfg.backend} server already on port {cfg.port} (serving {match})")
+    return Teacher(backend=cfg.backend, base_url=f"http://{cfg.host}:{cfg.port}/v1", model=match,
+                   capacity=cfg.parallel, api_key_env=cfg.api_key_env, started_by_tunebook=False)
+
+
 def start_process(cfg: ServeSettings, teacher_spec: str, run_dir: Path) -> Teacher:
     """Start llama-server or vLLM detached (own process group), record it, wait until it answers."""
     _check_bind(cfg)
+    reused = _compatible(cfg, teacher_spec)
+    if reused is not None:
+        reused.save(run_dir)
+        return reused
     port = pick_port(cfg.host, cfg.port, cfg.port_fallback)
     if cfg.backend == "llama.cpp":
         cmd = llama_command(cfg, models.gguf_path(teacher_spec), port)
@@ -234,6 +273,7 @@ def attach_openai(cfg: ServeSettings, teacher_spec: str, run_dir: Path) -> Teach
         model=cfg.api_model or teacher_spec,
         capacity=cfg.parallel,
         api_key_env=cfg.api_key_env,
+        extra_base_urls=list(cfg.extra_base_urls),
     )
     teacher.api_key()  # fail early when the variable is missing
     teacher.save(run_dir)

@@ -57,6 +57,7 @@ class ServeSettings(_Section):
     reasoning_parser: str = ""
     extra_args: list[str] = []
     base_url: str = ""
+    extra_base_urls: list[str] = []
     api_model: str = ""
     api_key_env: str = ""
     smoke_prompt: str = "简单解释一下量子计算"

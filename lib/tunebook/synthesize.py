@@ -123,6 +123,7 @@ class SynthStats:
     completion_tokens: int = 0
     seconds: float = 0.0
     concurrency: int = 0
+    endpoints: dict[str, dict[str, int]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -205,17 +206,41 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
     done = done_chunks(data_dir)
     todo = [c for c in chunks if c.id not in done]
     stats.chunks_skipped_done = len(chunks) - len(todo)
-    stats.concurrency = max(1, teacher.capacity)
-    client = teacher.client(timeout=cfg.request_timeout, max_retries=3, asynchronous=True)
+    urls = teacher.urls
+    stats.concurrency = max(1, teacher.capacity) * len(urls)
+    clients = {u: teacher.client(timeout=cfg.request_timeout, max_retries=2, asynchronous=True, base_url=u)
+               for u in urls}
+    inflight = {u: 0 for u in urls}
+    stats.endpoints = {u: {"requests": 0, "ok": 0, "errors": 0, "completion_tokens": 0} for u in urls}
     templates = {lang: prompt_template(lang) for lang in {c.lang for c in todo}}
     sem = asyncio.Semaphore(stats.concurrency)
     writer = _Writer(data_dir)
     t0 = time.perf_counter()
 
+    async def ask_anywhere(chunk: Chunk):
+        """The least busy endpoint first; if it fails (after the client's own retries), the next one."""
+        last: Exception | None = None
+        for u in sorted(urls, key=lambda x: inflight[x]):
+            inflight[u] += 1
+            stats.endpoints[u]["requests"] += 1
+            try:
+                pairs, usage = await _ask(clients[u], teacher, chunk, cfg, templates[chunk.lang])
+            except Exception as e:
+                stats.endpoints[u]["errors"] += 1
+                last = e
+                continue
+            finally:
+                inflight[u] -= 1
+            stats.endpoints[u]["ok"] += 1
+            stats.endpoints[u]["completion_tokens"] += (usage.completion_tokens or 0) if usage else 0
+            return pairs, usage
+        assert last is not None
+        raise last
+
     async def one(chunk: Chunk) -> None:
         async with sem:
             try:
-                pairs, usage = await _ask(client, teacher, chunk, cfg, templates[chunk.lang])
+                pairs, usage = await ask_anywhere(chunk)
             except Exception as e:  # recorded, retried on the next run
                 stats.chunks_failed += 1
                 stats.errors.append(f"{chunk.id}: {type(e).__name__}: {e}")
@@ -256,7 +281,8 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                 pbar.set_postfix(pairs=stats.pairs, failed=stats.chunks_failed)
     finally:
         writer.close()
-        await client.close()
+        for c in clients.values():
+            await c.close()
     stats.seconds = round(time.perf_counter() - t0, 2)
     return stats
 
