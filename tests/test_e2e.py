@@ -49,7 +49,7 @@ def test_run_dir_has_every_artifact(ci_run):
     assert (run_dir / "teacher.json").is_file() and (run_dir / "logs" / "teacher-llama-server.log").is_file()
     data = run_dir / "data"
     qa = [json.loads(x) for x in (data / "qa.jsonl").read_text().splitlines()]
-    assert qa and all(r["question"] and r["answer"] for r in qa)
+    assert qa and all(r["instruction"] and r["output"] and r["source"] and r["chunk_id"] for r in qa)
     assert (data / "train.jsonl").read_text().strip() and (data / "eval.jsonl").read_text().strip()
     assert (run_dir / "train" / "adapter" / "adapter_model.safetensors").is_file()
     assert (run_dir / "train" / "adapter" / "adapter_config.json").is_file()

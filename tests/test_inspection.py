@@ -1,57 +1,136 @@
 import json
 
+import pytest
+
 from tunebook import inspection
 from tunebook.settings import InspectSettings
 
+FACTS = ["port", "cache size", "trial length", "bus limit", "release date", "config file", "licence variable",
+         "import limit", "solver timeout", "thread count", "error code", "team name", "installer name",
+         "minimum memory", "log level", "horizon", "step size", "export format"]
 
-def _rows():
+
+def _rows(n_chunks=6, per_chunk=3):
     rows = []
-    for c in range(6):
-        for q in range(3):
+    k = 0
+    for c in range(n_chunks):
+        for q in range(per_chunk):
+            fact = FACTS[k % len(FACTS)]
+            k += 1
             rows.append({"id": f"{c}-{q}", "chunk_id": f"c{c}", "source": f"s{c % 2}.md", "lang": "en",
-                         "question": f"What is fact {q} of chunk {c}?", "answer": f"Fact {q}/{c} is 4{c}{q}."})
+                         "instruction": f"What is the Brindlewatt {fact} for setup {c}{q}?",
+                         "output": f"The {fact} is 4{c}{q}.",
+                         "paraphrases": [f"Tell me which {fact} variant #{c}{q} of Brindlewatt uses, please."]})
     return rows
+
+
+def _chunks(rows, extra=1):
+    by = {}
+    for r in rows:
+        by.setdefault(r["chunk_id"], []).append(r["output"])
+    out = [{"id": cid, "text": " ".join(v), "source": "s.md", "breadcrumb": ["T"], "tokens": 20} for cid, v in by.items()]
+    return out + [{"id": f"empty{i}", "text": "nothing", "source": "s.md", "breadcrumb": ["T"], "tokens": 5}
+                  for i in range(extra)]
 
 
 def test_filters_record_a_reason_for_each_drop():
     rows = _rows()
-    rows.append({**rows[0], "id": "dup", "question": "  what is FACT 0 of chunk 0 ?"})
-    rows.append({**rows[1], "id": "meta", "question": "According to the text, what is the port?"})
-    rows.append({**rows[1], "id": "meta-zh", "question": "根据文本，默认端口是多少？"})
-    rows.append({**rows[2], "id": "empty", "answer": "  "})
-    rows.append({**rows[2], "id": "refuse", "question": "What is the limit?", "answer": "I'm sorry, I cannot say."})
-    kept, dropped = inspection.filter_rows(rows, InspectSettings())
+    rows.append({**rows[0], "id": "dup", "instruction": "  what is the BRINDLEWATT port for setup 00 ?"})
+    rows.append({**rows[3], "id": "near", "instruction": rows[3]["instruction"].replace("?", " exactly?")})
+    rows.append({**rows[1], "id": "meta", "instruction": "According to the text, what is the port?"})
+    rows.append({**rows[1], "id": "meta-zh", "instruction": "根据文本，默认端口是多少？"})
+    rows.append({**rows[2], "id": "empty", "output": "  "})
+    rows.append({**rows[2], "id": "refuse", "instruction": "What is the limit of Brindlewatt?",
+                 "output": "I'm sorry, I cannot say."})
+    rows.append({**rows[2], "id": "trunc", "instruction": "How does the Brindlewatt solver iterate?",
+                 "output": "It iterates by", "finish_reason": "length"})
+    rows.append({**rows[4], "id": "ungrounded", "instruction": "Who founded the moon colony?",
+                 "output": "Zorblax the Magnificent"})
+    chunks = {c["id"]: c["text"] for c in _chunks(_rows())}
+    long_q = {**rows[5], "id": "long", "instruction": "Why " + "very " * 50 + "long?"}
+    rows.append(long_q)
+    kept, dropped = inspection.filter_rows(rows, InspectSettings(max_tokens=40), chunks,
+                                           count_tokens=lambda q, a: len((q + a).split()))
     reasons = {d["id"]: d["drop_reason"] for d in dropped}
-    assert reasons == {"dup": "duplicate of 0-0", "meta": "meta-phrasing in question",
-                       "meta-zh": "meta-phrasing in question", "empty": "empty field", "refuse": "refusal"}
-    assert len(kept) == 18
+    assert reasons == {
+        "dup": "exact duplicate of 0-0", "near": "near duplicate of 1-0",
+        "meta": "meta-phrasing in question", "meta-zh": "meta-phrasing in question", "empty": "empty field",
+        "refuse": "refusal", "trunc": "truncated", "ungrounded": "not grounded in its chunk",
+        "long": "over max_tokens"}
+    assert len(kept) == 18 and all(r["grounding"] >= 0.3 for r in kept)
 
 
-def test_split_is_grouped_by_chunk_and_reproducible(tmp_path):
+def test_split_recall_and_unseen_are_leak_free(tmp_path):
     rows = _rows()
-    chunks = [{"id": f"c{i}"} for i in range(7)]
-    res = inspection.run(rows, chunks, InspectSettings(eval_fraction=0.34), seed=3, data_dir=tmp_path)
+    res = inspection.run(rows, _chunks(rows), InspectSettings(eval_fraction=0.34, recall_fraction=0.5), seed=3,
+                         data_dir=tmp_path)
     train_chunks = {r["chunk_id"] for r in res.train}
-    eval_chunks = {r["chunk_id"] for r in res.eval}
-    assert train_chunks and eval_chunks and not (train_chunks & eval_chunks)
-    assert not ({inspection.normalize(r["question"]) for r in res.train}
-                & {inspection.normalize(r["question"]) for r in res.eval})
-    again = inspection.split_by_chunk(rows, InspectSettings(eval_fraction=0.34), seed=3)
+    unseen = [r for r in res.eval if r["split"] == "unseen"]
+    recall = [r for r in res.eval if r["split"] == "recall"]
+    assert unseen and recall
+    assert not ({r["chunk_id"] for r in unseen} & train_chunks)
+    train_ids = {r["id"] for r in res.train}
+    assert all(r["paraphrase_of"] in train_ids for r in recall)
+    # no eval question is an exact or near duplicate of a train question
+    index = inspection.NearDup(0.8)
+    for r in res.train:
+        index.add(r["id"], r["instruction"])
+    train_norm = {inspection.normalize(r["instruction"]) for r in res.train}
+    for r in res.eval:
+        assert inspection.normalize(r["instruction"]) not in train_norm
+        assert index.query(r["instruction"]) is None
+    again = inspection.split(res.kept, InspectSettings(eval_fraction=0.34, recall_fraction=0.5), seed=3)
     assert [r["id"] for r in again[1]] == [r["id"] for r in res.eval]
-    lines = (tmp_path / "train.jsonl").read_text().splitlines()
-    first = json.loads(lines[0])
+    first = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])
     assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
+    evals = [json.loads(x) for x in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert {e["split"] for e in evals} == {"recall", "unseen"}
     report = json.loads((tmp_path / "inspect_report.json").read_text())
-    assert report["train"] + report["eval"] == 18 and report["chunks_without_pairs"] == 1
+    assert report["train"] == len(res.train) and report["eval_recall"] == len(recall)
+    assert report["chunks_without_pairs"] == 1
+
+
+def test_paraphrase_too_close_to_its_original_is_not_a_recall_question():
+    rows = _rows()
+    for r in rows:
+        r["paraphrases"] = [r["instruction"].replace("?", " ?")]  # the same wording
+    train, evals, leak = inspection.split(rows, InspectSettings(eval_fraction=0.34, recall_fraction=1.0), seed=1)
+    assert not [r for r in evals if r["split"] == "recall"]
+    assert leak["recall_paraphrases_too_close"] == len([r for r in train if r.get("paraphrases")])
+
+
+def test_exports_for_other_tools(tmp_path):
+    rows = _rows()
+    inspection.run(rows, _chunks(rows), InspectSettings(eval_fraction=0.34), seed=3, data_dir=tmp_path)
+    alpaca = json.loads((tmp_path / "train_alpaca.json").read_text())
+    assert set(alpaca[0]) == {"instruction", "input", "output"}
+    share = json.loads((tmp_path / "train_sharegpt.json").read_text())
+    assert [t["from"] for t in share[0]["conversations"]] == ["human", "gpt"]
+    info = json.loads((tmp_path / "dataset_info.json").read_text())
+    assert info["tunebook_sharegpt"]["formatting"] == "sharegpt"
+    assert info["tunebook_alpaca"]["file_name"] == "train_alpaca.json"
 
 
 def test_split_needs_two_chunks():
-    import pytest
-
     with pytest.raises(ValueError, match="at least 2 chunks"):
-        inspection.split_by_chunk([r for r in _rows() if r["chunk_id"] == "c0"], InspectSettings(), 0)
+        inspection.split([r for r in _rows() if r["chunk_id"] == "c0"], InspectSettings(), 0)
+
+
+def test_grounding_score():
+    assert inspection.grounding("默认端口是7432", "Brindlewatt 的默认端口是 7432。") == 1.0
+    assert inspection.grounding("completely unrelated words", "默认端口是 7432") < 0.1
 
 
 def test_sample_table_escapes_html():
-    html = inspection.sample_table([{"source": "a.md", "question": "<b>x</b>?", "answer": "y & z"}], 5)
+    html = inspection.sample_table([{"source": "a.md", "instruction": "<b>x</b>?", "output": "y & z"}], 5)
     assert "&lt;b&gt;" in html and "y &amp; z" in html
+
+
+def test_browser_builds_widgets():
+    rows = _rows()
+    res = inspection.InspectResult(kept=rows, dropped=[{**rows[0], "drop_reason": "refusal"}], train=rows[:10],
+                                   eval=[{**r, "split": "unseen"} for r in rows[10:]])
+    box = inspection.browser(res)
+    src, flag, score = box.children[0].children
+    flag.value = "refusal"
+    assert "1 rows" in box.children[1].value

@@ -68,7 +68,7 @@ def test_generate_appends_and_resumes(running, tmp_path):
     stats = synthesize.generate(chunks[:2], t, cfg, tmp_path)
     assert stats.chunks_ok + stats.chunks_failed == 2
     first = synthesize.load_qa(tmp_path)
-    assert first and all(r["question"] and r["answer"] for r in first)
+    assert first and all(r["instruction"] and r["output"] for r in first)
     stats2 = synthesize.generate(chunks, t, cfg, tmp_path)  # a rerun does only what is left
     assert stats2.chunks_skipped_done == stats.chunks_ok
     assert len(synthesize.load_qa(tmp_path)) >= len(first)

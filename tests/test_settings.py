@@ -134,3 +134,8 @@ def test_cli_keys_lists_every_key():
     r = tunebook_cli("keys")
     assert r.returncode == 0
     assert r.stdout.split() == st.valid_keys()
+
+
+def test_cross_section_rule_is_checked_before_running():
+    with pytest.raises(st.SettingsError, match="inspect.max_tokens .* must not exceed train.max_length"):
+        st.load("ci", ["inspect.max_tokens=999"])

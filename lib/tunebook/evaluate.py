@@ -70,6 +70,22 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
 # ---- generation ---------------------------------------------------------------------------------------------
 
 
+def select(rows: list[dict], n: int) -> list[dict]:
+    """Up to ``n`` eval rows, taken in turn from each split so every split is represented (0 = all)."""
+    if not n or n >= len(rows):
+        return rows
+    by_split: dict[str, list[dict]] = {}
+    for r in rows:
+        by_split.setdefault(r.get("split", "eval"), []).append(r)
+    out: list[dict] = []
+    queues = [list(v) for v in by_split.values()]
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
 def load_tuned(adapter_dir: Path, base_source: str):
     import torch
     from peft import PeftModel
@@ -138,7 +154,9 @@ def write_results(rows: list[dict], eval_dir: Path) -> dict[str, Any]:
     with open(eval_dir / GENERATIONS_FILE, "w", encoding="utf-8") as fh:
         for r in rows:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    metrics = {"eval": summarize(rows)}
+    metrics = {"all": summarize(rows)}
+    for split in sorted({r["split"] for r in rows}):
+        metrics[split] = summarize([r for r in rows if r["split"] == split])
     (eval_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
 

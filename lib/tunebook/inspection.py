@@ -1,7 +1,13 @@
 """03 — look at the synthesized pairs, drop bad and duplicate ones, and split train/eval without leaks.
 
-The split groups rows by chunk, so no chunk contributes to both train and eval. Files are written in the chat
-``messages`` form that 04 trains on.
+Every dropped row keeps a reason. The eval split has two parts:
+
+* **recall** — a paraphrase of a question whose pair *is* in train (tests learned knowledge, not memorised wording);
+* **unseen** — pairs from chunks held out of training entirely (tests guessing / generalisation).
+
+Eval questions that are exact or near duplicates (MinHash) of a train question are removed, so the split is
+leak-free. Files are written in the chat ``messages`` form that 04 trains on, plus alpaca / ShareGPT exports and a
+LLaMA-Factory ``dataset_info.json``.
 """
 
 from __future__ import annotations
@@ -15,22 +21,93 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from .settings import InspectSettings
 
 TRAIN_FILE = "train.jsonl"
 EVAL_FILE = "eval.jsonl"
 REPORT_FILE = "inspect_report.json"
+DROPPED_FILE = "dropped.jsonl"
 
-_META = re.compile(r"(根据(文本|文档|上文|本文|片段)|文中|本文|上文|according to the (text|passage|document|excerpt)|"
-                   r"the (text|passage|excerpt) (says|states|mentions)|in this (text|passage|excerpt))", re.I)
-_REFUSAL = re.compile(r"(I('m| am) sorry|I cannot|as an AI|无法回答|抱歉)", re.I)
+_META = re.compile(r"(根据(文本|文档|上文|本文|片段|材料)|文中|本文|上文|该片段|"
+                   r"according to the (text|passage|document|excerpt)|the (text|passage|excerpt) (says|states|mentions)|"
+                   r"in (this|the) (text|passage|excerpt))", re.I)
+_REFUSAL = re.compile(r"(I('m| am) sorry|I cannot|I can't|as an AI|无法回答|抱歉|我不知道)", re.I)
+_TERMINAL = re.compile(r"[.!?。！？)）\]】\"”'`]$")
 
 
 def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
     return re.sub(r"[\W_]+", "", text)
+
+
+def question(r: dict) -> str:
+    return r.get("instruction", r.get("question", "")).strip()
+
+
+def answer(r: dict) -> str:
+    return r.get("output", r.get("answer", "")).strip()
+
+
+# ---- similarity -----------------------------------------------------------------------------------------
+
+
+def shingles(text: str, k: int = 3) -> set[str]:
+    t = normalize(text)
+    return {t[i:i + k] for i in range(max(1, len(t) - k + 1))} if t else set()
+
+
+def _minhash(text: str, num_perm: int = 128):
+    from datasketch import MinHash
+
+    m = MinHash(num_perm=num_perm, seed=1)
+    for s in shingles(text):
+        m.update(s.encode("utf-8"))
+    return m
+
+
+class NearDup:
+    """MinHash LSH index over character 3-shingles (works for Chinese and English alike)."""
+
+    def __init__(self, threshold: float, num_perm: int = 128):
+        from datasketch import MinHashLSH
+
+        self.threshold = threshold
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.sigs: dict[str, Any] = {}
+        self.texts: dict[str, str] = {}
+
+    def query(self, text: str) -> str | None:
+        """Key of an indexed text whose estimated Jaccard similarity is ≥ threshold (verified exactly)."""
+        m = _minhash(text)
+        sh = shingles(text)
+        for key in self.lsh.query(m):
+            other = shingles(self.texts[key])
+            if sh and other and len(sh & other) / len(sh | other) >= self.threshold:
+                return key
+        return None
+
+    def add(self, key: str, text: str) -> None:
+        if key in self.sigs:
+            return
+        m = _minhash(text)
+        self.sigs[key] = m
+        self.texts[key] = text
+        self.lsh.insert(key, m)
+
+
+def grounding(ans: str, chunk_text: str) -> float:
+    """Share of the answer's character bigrams that occur in its chunk (1.0 = every bigram is in the source)."""
+    a = normalize(ans)
+    c = normalize(chunk_text)
+    grams = {a[i:i + 2] for i in range(len(a) - 1)}
+    if not grams:
+        return 1.0 if a and a in c else 0.0
+    return sum(g in c for g in grams) / len(grams)
+
+
+# ---- filters --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -42,69 +119,130 @@ class InspectResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def filter_rows(rows: list[dict], cfg: InspectSettings) -> tuple[list[dict], list[dict]]:
-    """Drop exact duplicates (normalised question) and rows failing the quality checks; each drop gets a reason."""
+def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] | None = None,
+                count_tokens: Callable[[str, str], int] | None = None) -> tuple[list[dict], list[dict]]:
+    """Quality filters and dedup (exact, then near-duplicate on the question and on question+answer).
+
+    Each kept row gains ``grounding`` (and ``tokens`` when a tokenizer is given); each dropped row a ``drop_reason``.
+    """
     kept: list[dict] = []
     dropped: list[dict] = []
-    seen: dict[str, str] = {}
+    exact: dict[str, str] = {}
+    near_q = NearDup(cfg.near_dup_threshold)
+    near_qa = NearDup(cfg.near_dup_threshold)
     for r in rows:
-        q, a = r.get("question", "").strip(), r.get("answer", "").strip()
+        q, a = question(r), answer(r)
+        r = dict(r)
         reason = None
         if not q or not a:
             reason = "empty field"
         elif len(a) < cfg.min_answer_chars:
             reason = "answer too short"
+        elif r.get("finish_reason") == "length" and not _TERMINAL.search(a):
+            reason = "truncated"
         elif _META.search(q):
             reason = "meta-phrasing in question"
         elif _REFUSAL.search(a):
             reason = "refusal"
-        else:
+        if reason is None and count_tokens is not None:
+            r["tokens"] = count_tokens(q, a)
+            if r["tokens"] > cfg.max_tokens:
+                reason = "over max_tokens"
+        if reason is None and chunks is not None and r.get("chunk_id") in chunks:
+            r["grounding"] = round(grounding(a, chunks[r["chunk_id"]]), 3)
+            if r["grounding"] < cfg.min_grounding:
+                reason = "not grounded in its chunk"
+        if reason is None:
             key = normalize(q)
-            if key in seen:
-                reason = f"duplicate of {seen[key]}"
-            else:
-                seen[key] = r["id"]
+            if key in exact:
+                reason = f"exact duplicate of {exact[key]}"
+            elif (dup := near_q.query(q)) is not None:
+                reason = f"near duplicate of {dup}"
+            elif (dup := near_qa.query(q + "\n" + a)) is not None:
+                reason = f"near duplicate (q+a) of {dup}"
         if reason:
             dropped.append({**r, "drop_reason": reason})
-        else:
-            kept.append(r)
+            continue
+        exact[normalize(q)] = r["id"]
+        near_q.add(r["id"], q)
+        near_qa.add(r["id"], q + "\n" + a)
+        kept.append(r)
     return kept, dropped
 
 
-def split_by_chunk(rows: list[dict], cfg: InspectSettings, seed: int) -> tuple[list[dict], list[dict]]:
-    """Hold out whole chunks for eval, so train and eval share no chunk (and no pair)."""
+def reason_kind(reason: str) -> str:
+    return reason.split(" of ")[0]
+
+
+# ---- split ----------------------------------------------------------------------------------------------
+
+
+def split(rows: list[dict], cfg: InspectSettings, seed: int) -> tuple[list[dict], list[dict], dict[str, int]]:
+    """Unseen: whole held-out chunks. Recall: a paraphrase of some train pairs, asked again.
+
+    Returns ``(train, eval, leak_counts)``; eval rows carry ``split`` = ``recall`` or ``unseen``.
+    """
     chunks = sorted({r["chunk_id"] for r in rows})
-    rng = random.Random(seed)
-    rng.shuffle(chunks)
     if len(chunks) < 2:
         raise ValueError(f"need pairs from at least 2 chunks to split train/eval, got {len(chunks)}: add docs or "
                          "lower synth.chunk_tokens")
-    n_eval = max(1, round(len(chunks) * cfg.eval_fraction))
-    n_eval = min(n_eval, len(chunks) - 1)
-    eval_chunks = set(chunks[:n_eval])
-    # top up to min_eval rows when held-out chunks are tiny
-    i = n_eval
-    while sum(r["chunk_id"] in eval_chunks for r in rows) < cfg.min_eval and i < len(chunks) - 1:
-        eval_chunks.add(chunks[i])
+    rng = random.Random(seed)
+    rng.shuffle(chunks)
+    n_unseen = min(max(1, round(len(chunks) * cfg.eval_fraction)), len(chunks) - 1)
+    held = set(chunks[:n_unseen])
+    i = n_unseen
+    while sum(r["chunk_id"] in held for r in rows) < cfg.min_eval and i < len(chunks) - 1:
+        held.add(chunks[i])
         i += 1
-    train = [r for r in rows if r["chunk_id"] not in eval_chunks]
-    evals = [r for r in rows if r["chunk_id"] in eval_chunks]
-    return train, evals
+    train = [r for r in rows if r["chunk_id"] not in held]
+    unseen = [{**r, "split": "unseen"} for r in rows if r["chunk_id"] in held]
+
+    index = NearDup(cfg.near_dup_threshold)
+    train_exact = {normalize(question(r)) for r in train}
+    for r in train:
+        index.add(r["id"], question(r))
+
+    def leaks(q: str) -> bool:
+        return normalize(q) in train_exact or index.query(q) is not None
+
+    leak = {"unseen_dropped_as_duplicates": 0, "recall_paraphrases_too_close": 0}
+    clean_unseen = []
+    for r in unseen:
+        if leaks(question(r)):
+            leak["unseen_dropped_as_duplicates"] += 1
+        else:
+            clean_unseen.append(r)
+
+    recall = []
+    candidates = [r for r in train if r.get("paraphrases")]
+    rng.shuffle(candidates)
+    for r in candidates[: round(len(candidates) * cfg.recall_fraction)]:
+        para = next((p for p in r["paraphrases"] if not leaks(p)), None)
+        if para is None:
+            leak["recall_paraphrases_too_close"] += 1
+            continue
+        recall.append({**r, "id": r["id"] + "-p", "instruction": para, "paraphrase_of": r["id"], "split": "recall"})
+    return train, recall + clean_unseen, leak
 
 
-def to_messages(r: dict, split: str) -> dict:
-    user = r["question"] if not r.get("input") else f"{r['input']}\n\n{r['question']}"
+# ---- files ----------------------------------------------------------------------------------------------
+
+
+def to_messages(r: dict, split_name: str) -> dict:
+    q = question(r)
+    user = q if not r.get("input") else f"{r['input']}\n\n{q}"
     return {
         "id": r["id"],
-        "split": split,
+        "split": split_name,
         "chunk_id": r["chunk_id"],
-        "source": r["source"],
+        "source": r.get("source", ""),
         "lang": r.get("lang", ""),
-        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": r["answer"]}],
+        **({"paraphrase_of": r["paraphrase_of"]} if r.get("paraphrase_of") else {}),
+        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer(r)}],
     }
 
 
-def write_jsonl(rows: list[dict], path: Path) -> Path:
+def write_jsonl(rows: Iterable[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -114,39 +252,121 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, data_dir: Path) -> InspectResult:
-    kept, dropped = filter_rows(rows, cfg)
-    train, evals = split_by_chunk(kept, cfg, seed)
-    write_jsonl([to_messages(r, "train") for r in train], Path(data_dir) / TRAIN_FILE)
-    write_jsonl([to_messages(r, "eval") for r in evals], Path(data_dir) / EVAL_FILE)
+def write_json(obj: Any, path: Path) -> Path:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def export_formats(train: list[dict], data_dir: Path) -> dict[str, str]:
+    """Alpaca and ShareGPT copies of the train split, and a LLaMA-Factory ``dataset_info.json`` naming them."""
+    alpaca = [{"instruction": question(r), "input": r.get("input", ""), "output": answer(r)} for r in train]
+    sharegpt = [{"conversations": [{"from": "human", "value": to_messages(r, "train")["messages"][0]["content"]},
+                                   {"from": "gpt", "value": answer(r)}]} for r in train]
+    paths = {
+        "alpaca": write_json(alpaca, data_dir / "train_alpaca.json"),
+        "sharegpt": write_json(sharegpt, data_dir / "train_sharegpt.json"),
+    }
+    info = {
+        "tunebook_alpaca": {"file_name": "train_alpaca.json",
+                            "columns": {"prompt": "instruction", "query": "input", "response": "output"}},
+        "tunebook_sharegpt": {"file_name": "train_sharegpt.json", "formatting": "sharegpt",
+                              "columns": {"messages": "conversations"}},
+    }
+    paths["llamafactory"] = write_json(info, data_dir / "dataset_info.json")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, data_dir: Path,
+        count_tokens: Callable[[str, str], int] | None = None) -> InspectResult:
+    data_dir = Path(data_dir)
+    chunk_text = {c["id"]: c["text"] for c in chunks}
+    kept, dropped = filter_rows(rows, cfg, chunk_text, count_tokens)
+    train, evals, leak = split(kept, cfg, seed)
+    write_jsonl((to_messages(r, "train") for r in train), data_dir / TRAIN_FILE)
+    write_jsonl((to_messages(r, r["split"]) for r in evals), data_dir / EVAL_FILE)
+    write_jsonl(dropped, data_dir / DROPPED_FILE)
+    exports = export_formats(train, data_dir)
     covered = {r["chunk_id"] for r in rows}
     report = {
         "rows_in": len(rows),
         "kept": len(kept),
         "dropped": len(dropped),
-        "drop_reasons": dict(Counter(d["drop_reason"].split(" of ")[0] for d in dropped)),
+        "drop_reasons": dict(Counter(reason_kind(d["drop_reason"]) for d in dropped)),
         "train": len(train),
         "eval": len(evals),
+        "eval_recall": sum(r["split"] == "recall" for r in evals),
+        "eval_unseen": sum(r["split"] == "unseen" for r in evals),
+        **leak,
         "train_chunks": len({r["chunk_id"] for r in train}),
-        "eval_chunks": len({r["chunk_id"] for r in evals}),
+        "eval_unseen_chunks": len({r["chunk_id"] for r in evals if r["split"] == "unseen"}),
         "chunks_total": len(chunks),
         "chunks_without_pairs": len([c for c in chunks if c["id"] not in covered]),
         "languages": dict(Counter(r.get("lang", "?") for r in kept)),
-        "per_source": dict(Counter(r["source"] for r in kept)),
+        "per_source": dict(Counter(r.get("source", "?") for r in kept)),
+        "share_over_max_tokens": round(sum(d["drop_reason"] == "over max_tokens" for d in dropped) / max(1, len(rows)), 4),
+        "mean_grounding": round(sum(r.get("grounding", 0) for r in kept) / max(1, len(kept)), 3),
+        "exports": exports,
         "seed": seed,
     }
-    (Path(data_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    write_json(report, data_dir / REPORT_FILE)
     return InspectResult(kept=kept, dropped=dropped, train=train, eval=evals, report=report)
+
+
+# ---- tokens ---------------------------------------------------------------------------------------------
+
+
+def token_counter(tokenizer, system_prompt: str = "") -> Callable[[str, str], int]:
+    """Length of a pair as the student will see it: its chat template applied to question and answer."""
+    def count(q: str, a: str) -> int:
+        msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+            {"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        if getattr(tokenizer, "chat_template", None):
+            return len(tokenizer.apply_chat_template(msgs, tokenize=True))
+        return len(tokenizer(q + "\n" + a)["input_ids"])
+
+    return count
+
+
+# ---- display --------------------------------------------------------------------------------------------
 
 
 def sample_table(rows: list[dict], n: int, seed: int = 0) -> str:
     """A static HTML table of sample rows (shows in papermill reports, where widgets don't)."""
     rng = random.Random(seed)
     pick = rows if len(rows) <= n else rng.sample(rows, n)
-    head = "<tr><th>source</th><th>question</th><th>answer</th></tr>"
+    head = "<tr><th>source</th><th>split / flag</th><th>question</th><th>answer</th><th>grounding</th></tr>"
     body = "".join(
-        f"<tr><td>{html.escape(r['source'])}</td><td>{html.escape(r['question'])}</td>"
-        f"<td>{html.escape(r['answer'])}</td></tr>"
+        f"<tr><td>{html.escape(r.get('source', ''))}</td>"
+        f"<td>{html.escape(r.get('drop_reason') or r.get('split', 'train'))}</td>"
+        f"<td>{html.escape(question(r))}</td><td>{html.escape(answer(r))}</td>"
+        f"<td>{r.get('grounding', '')}</td></tr>"
         for r in pick
     )
     return f"<table class='tunebook-samples'>{head}{body}</table>"
+
+
+def browser(res: InspectResult, page: int = 10):
+    """An ipywidgets sample browser for JupyterLab: filter by source, flag and grounding score."""
+    import ipywidgets as w
+
+    rows = [{**r, "split": "train"} for r in res.train] + res.eval + res.dropped
+    sources = ["(all)"] + sorted({r.get("source", "") for r in rows})
+    flags = ["(all)", "train", "recall", "unseen"] + sorted({reason_kind(r["drop_reason"]) for r in res.dropped})
+    src = w.Dropdown(options=sources, description="source")
+    flag = w.Dropdown(options=flags, description="flag")
+    score = w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="grounding ≥")
+    out = w.HTML()
+
+    def refresh(*_):
+        sel = [r for r in rows
+               if (src.value == "(all)" or r.get("source") == src.value)
+               and (flag.value == "(all)" or (reason_kind(r["drop_reason"]) if r.get("drop_reason") else r.get("split")) == flag.value)
+               and float(r.get("grounding", 1.0)) >= score.value]
+        out.value = f"<p>{len(sel)} rows</p>" + sample_table(sel[:page], page)
+
+    for c in (src, flag, score):
+        c.observe(refresh, names="value")
+    refresh()
+    return w.VBox([w.HBox([src, flag, score]), out])

@@ -229,10 +229,32 @@ def hf_model(spec: str) -> str:
     return str(dequantized_dir(gguf))
 
 
+def _dequantized_target(gguf: Path) -> Path:
+    key = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "hf" / f"{gguf.stem}-{key}"
+
+
+def load_tokenizer(spec: str):
+    """The model's tokenizer (with its chat template) without loading or dequantizing weights."""
+    from transformers import AutoTokenizer
+
+    m = parse(spec)
+    if m.kind == "hub":
+        return AutoTokenizer.from_pretrained(m.spec)
+    if m.kind == "hf_dir":
+        return AutoTokenizer.from_pretrained(str(m.path))
+    gguf = bundled_gguf(m.spec) if m.kind == "bundled" else m.path
+    assert gguf is not None
+    target = _dequantized_target(gguf)
+    if (target / "config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(target))
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
 def dequantized_dir(gguf: Path) -> Path:
     """Dequantize a GGUF once into ``<cache>/hf/<name>-<hash>`` (float32 safetensors + tokenizer)."""
-    key = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}".encode()).hexdigest()[:12]
-    out = cache_dir() / "hf" / f"{gguf.stem}-{key}"
+    out = _dequantized_target(gguf)
+    key = out.name.rsplit("-", 1)[1]
     with _locked(out):
         if (out / "config.json").is_file():
             return out

@@ -81,6 +81,7 @@ class SynthSettings(_Section):
     max_questions: int = Field(4, ge=1)
     max_chunks: int = Field(0, ge=0)
     mode: Literal["closed_book", "open_book"] = "closed_book"
+    paraphrases: int = Field(1, ge=0, le=5)
     temperature: float = Field(0.3, ge=0)
     max_tokens: int = Field(768, ge=16)
     max_question_chars: int = Field(200, ge=16)
@@ -90,8 +91,12 @@ class SynthSettings(_Section):
 
 class InspectSettings(_Section):
     eval_fraction: float = Field(0.2, gt=0, lt=1)
+    recall_fraction: float = Field(0.3, ge=0, le=1)
     min_eval: int = Field(2, ge=1)
     min_answer_chars: int = Field(2, ge=1)
+    max_tokens: int = Field(512, ge=16)
+    near_dup_threshold: float = Field(0.8, gt=0, le=1)
+    min_grounding: float = Field(0.3, ge=0, le=1)
     show_samples: int = Field(8, ge=0)
 
 
@@ -144,6 +149,13 @@ class Settings(_Section):
             elif name in TOP_LEVEL:
                 out[name] = getattr(self, name)
         return out
+
+    def check_consistency(self, origin: str) -> "Settings":
+        """Rules across sections (a notebook alone sees only its own section, so the runner checks these)."""
+        if self.inspect.max_tokens > self.train.max_length:
+            raise SettingsError(f"invalid settings in {origin}: inspect.max_tokens ({self.inspect.max_tokens}) must not "
+                                f"exceed train.max_length ({self.train.max_length}); longer pairs would be truncated")
+        return self
 
     def redacted(self) -> dict[str, Any]:
         return _redact(self.model_dump(mode="json"))
@@ -259,7 +271,7 @@ def build(flat: Mapping[str, Any], origin: str = "settings") -> Settings:
         msgs = []
         for err in e.errors():
             loc = ".".join(str(x) for x in err["loc"])
-            msgs.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+            msgs.append(f"{loc}: {err['msg']} (got {err.get('input')!r})" if loc else err["msg"])
         raise SettingsError(f"invalid settings in {origin}:\n  " + "\n  ".join(msgs)) from None
 
 
@@ -277,7 +289,7 @@ def load(profile: str | None = None, overrides: list[str] | None = None, base: M
         key, value = parse_override(text)
         check_keys({key: value}, f"-p {text}")
         flat[key] = value
-    return build(flat, origin)
+    return build(flat, origin).check_consistency(origin)
 
 
 def for_notebook(stem: str, namespace: Mapping[str, Any]) -> Settings:

@@ -37,11 +37,17 @@ CHUNKS_FILE = "chunks.jsonl"
 class QAPair(BaseModel):
     question: str = Field(min_length=4)
     answer: str = Field(min_length=1)
+    paraphrases: list[str] = []
 
     @field_validator("question", "answer")
     @classmethod
     def _strip(cls, v: str) -> str:
         return v.strip()
+
+    @field_validator("paraphrases")
+    @classmethod
+    def _clean(cls, v: list[str]) -> list[str]:
+        return [p.strip() for p in v if isinstance(p, str) and len(p.strip()) >= 4]
 
 
 def questions_for(chunk: Chunk, cfg: SynthSettings) -> int:
@@ -62,8 +68,12 @@ def qa_schema(n: int, cfg: SynthSettings) -> dict[str, Any]:
                     "properties": {
                         "question": {"type": "string", "minLength": 4, "maxLength": cfg.max_question_chars},
                         "answer": {"type": "string", "minLength": 1, "maxLength": cfg.max_answer_chars},
+                        **({"paraphrases": {"type": "array", "minItems": cfg.paraphrases, "maxItems": cfg.paraphrases,
+                                            "items": {"type": "string", "minLength": 4,
+                                                      "maxLength": cfg.max_question_chars}}}
+                           if cfg.paraphrases else {}),
                     },
-                    "required": ["question", "answer"],
+                    "required": ["question", "answer"] + (["paraphrases"] if cfg.paraphrases else []),
                     "additionalProperties": False,
                 },
             }
@@ -80,10 +90,22 @@ def prompt_template(lang: str, prompts_dir: Path = PARAMS_DIR / "prompts") -> st
     return path.read_text(encoding="utf-8")
 
 
-def render_prompt(template: str, chunk: Chunk, n: int) -> str:
+PARAPHRASE_RULE = {
+    "en": "- For each question also write {k} paraphrase(s) in \"paraphrases\": the same question in different words "
+          "(another phrasing a user might type), with the same answer.",
+    "zh": "- 每个问题另写 {k} 个改写，放在 \"paraphrases\" 中：用不同的措辞问同一件事（用户可能的另一种问法），答案不变。",
+}
+
+
+def render_prompt(template: str, chunk: Chunk, n: int, paraphrases: int = 0) -> str:
+    rule = PARAPHRASE_RULE.get(chunk.lang, PARAPHRASE_RULE["en"]).format(k=paraphrases) if paraphrases else ""
     values = {"n": str(n), "title": chunk.title, "breadcrumb": " > ".join(chunk.breadcrumb), "chunk": chunk.text,
-              "source": chunk.source}
-    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
+              "source": chunk.source, "paraphrase_rule": rule,
+              "json_example": json.dumps({"pairs": [{"question": "...", "answer": "...",
+                                                     **({"paraphrases": ["..."] * paraphrases} if paraphrases else {})}]},
+                                         ensure_ascii=False)}
+    out = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
+    return re.sub(r"\n{3,}", "\n\n", out)
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.S)
@@ -172,11 +194,11 @@ class _Writer:
         self.done.close()
 
 
-async def _ask(client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, template: str) -> tuple[list[QAPair], Any]:
+async def _ask(client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, template: str) -> tuple[list[QAPair], Any, str]:
     import openai
 
     n = questions_for(chunk, cfg)
-    messages = [{"role": "user", "content": render_prompt(template, chunk, n)}]
+    messages = [{"role": "user", "content": render_prompt(template, chunk, n, cfg.paraphrases)}]
     formats = [
         {"type": "json_schema", "json_schema": {"name": "qa_pairs", "schema": qa_schema(n, cfg), "strict": True}},
         {"type": "json_object"},
@@ -195,7 +217,7 @@ async def _ask(client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, templ
             continue
         msg = r.choices[0].message
         content = msg.content or getattr(msg, "reasoning_content", None) or ""
-        return parse_pairs(content)[:n], r.usage
+        return parse_pairs(content)[:n], r.usage, r.choices[0].finish_reason
     raise RuntimeError(f"teacher rejected every response format: {last_exc}")
 
 
@@ -224,7 +246,7 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
             inflight[u] += 1
             stats.endpoints[u]["requests"] += 1
             try:
-                pairs, usage = await _ask(clients[u], teacher, chunk, cfg, templates[chunk.lang])
+                pairs, usage, finish = await _ask(clients[u], teacher, chunk, cfg, templates[chunk.lang])
             except Exception as e:
                 stats.endpoints[u]["errors"] += 1
                 last = e
@@ -233,14 +255,14 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                 inflight[u] -= 1
             stats.endpoints[u]["ok"] += 1
             stats.endpoints[u]["completion_tokens"] += (usage.completion_tokens or 0) if usage else 0
-            return pairs, usage
+            return pairs, usage, finish
         assert last is not None
         raise last
 
     async def one(chunk: Chunk) -> None:
         async with sem:
             try:
-                pairs, usage = await ask_anywhere(chunk)
+                pairs, usage, finish = await ask_anywhere(chunk)
             except Exception as e:  # recorded, retried on the next run
                 stats.chunks_failed += 1
                 stats.errors.append(f"{chunk.id}: {type(e).__name__}: {e}")
@@ -254,12 +276,14 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                 "id": _row_id(chunk.id, p.question),
                 "chunk_id": chunk.id,
                 "source": chunk.source,
-                "breadcrumb": chunk.breadcrumb,
+                "headings": chunk.breadcrumb,
                 "lang": chunk.lang,
-                "question": p.question,
-                "answer": p.answer,
+                "instruction": p.question,
                 "input": chunk.text if cfg.mode == "open_book" else "",
+                "output": p.answer,
+                "paraphrases": p.paraphrases[: cfg.paraphrases],
                 "teacher": teacher.model,
+                "finish_reason": finish,
             }
             for p in pairs
         ]
