@@ -57,6 +57,19 @@ def test_run_dir_has_every_artifact(ci_run):
     assert metrics["steps"] == 4 and metrics["final_loss"] is not None and metrics["tokens"] > 0
     merged = run_dir / "export" / "merged"
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+    gguf = run_dir / "export" / "gguf"
+    for q in ("f16", "q8_0", "q4_k_m"):
+        f = gguf / f"{RUN}-{q}.gguf"
+        assert f.is_file() and f.read_bytes()[:4] == b"GGUF", q
+    assert (gguf / "Modelfile").read_text().startswith(f"FROM ./{RUN}-q4_k_m.gguf")
+    eval_metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert {"all", "recall", "unseen"} <= set(eval_metrics)
+    assert eval_metrics["gguf_agreement"]["n"] > 0 and eval_metrics["gguf_agreement"]["mean_char_f1"] is not None
+    assert "base_judge" in eval_metrics["all"] and "base_judge" in eval_metrics["general"]
+    assert "## Metrics" in (run_dir / "summary.md").read_text() and (run_dir / "summary.html").is_file()
+    data = run_dir / "data"
+    for f in ("train_alpaca.json", "train_sharegpt.json", "dataset_info.json", "inspect_report.json"):
+        assert (data / f).is_file(), f
     gens = [json.loads(x) for x in (run_dir / "eval" / "generations.jsonl").read_text().splitlines()]
     assert gens and all({"question", "reference", "base", "tuned"} <= set(g) for g in gens)
     assert "finished" in r.stdout and "stopped the teacher server" in r.stdout

@@ -134,3 +134,11 @@ def test_browser_builds_widgets():
     src, flag, score = box.children[0].children
     flag.value = "refusal"
     assert "1 rows" in box.children[1].value
+
+
+def test_paraphrase_must_be_a_question_not_the_answer():
+    q, a = "What is the default export format?", "The default format is csv."
+    assert inspection.usable_paraphrase("Which format does bwatt export by default?", q, a)
+    assert inspection.usable_paraphrase("bwatt 默认导出什么格式", q, a)
+    assert not inspection.usable_paraphrase("The default format is CSV.", q, a)
+    assert not inspection.usable_paraphrase("The default format is csv?", q, a)

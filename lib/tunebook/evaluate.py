@@ -13,6 +13,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Iterable
 
+from .paths import PARAMS_DIR
 from .progress import bar
 
 GENERATIONS_FILE = "generations.jsonl"
@@ -61,9 +62,10 @@ def rouge_l(pred: str, ref: str) -> float:
 def summarize(rows: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(rows)}
     for model in ("base", "tuned"):
-        for metric in ("rouge_l", "char_f1"):
-            vals = [r[f"{model}_{metric}"] for r in rows]
-            out[f"{model}_{metric}"] = round(sum(vals) / len(vals), 4) if vals else None
+        for metric in ("rouge_l", "char_f1", "judge"):
+            vals = [r[f"{model}_{metric}"] for r in rows if r.get(f"{model}_{metric}") is not None]
+            if metric != "judge" or vals:
+                out[f"{model}_{metric}"] = round(sum(vals) / len(vals), 4) if vals else None
     return out
 
 
@@ -200,3 +202,106 @@ def copy_adapter(adapter_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+
+
+# ---- LLM judge through the teacher --------------------------------------------------------------------------
+
+JUDGE_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 5}},
+                "required": ["score"], "additionalProperties": False}
+
+
+def _judge_key(prompt: str, model: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()[:24]
+
+
+def judge(teacher, items: list[dict[str, str]], cache_path: Path, general: bool = False) -> list[int | None]:
+    """Score answers 0–5 with the teacher (reference-based, or without a reference when ``general``).
+
+    ``items`` hold question/answer (and reference). Scores are cached in ``cache_path`` (JSONL keyed by a hash of
+    the prompt and the judge model), so a rerun asks only what is new.
+    """
+    import asyncio
+
+    from .synthesize import render_fields, run_sync
+
+    template = (PARAMS_DIR / "prompts" / ("judge_general.md" if general else "judge.md")).read_text(encoding="utf-8")
+    cache: dict[str, int] = {}
+    if cache_path.is_file():
+        for line in cache_path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+                cache[rec["key"]] = rec["score"]
+            except (json.JSONDecodeError, KeyError):
+                continue
+    prompts = [render_fields(template, it) for it in items]
+    keys = [_judge_key(p, teacher.model) for p in prompts]
+    todo = [(k, p) for k, p in zip(keys, prompts) if k not in cache]
+
+    async def ask_all() -> None:
+        client = teacher.client(timeout=300, max_retries=3, asynchronous=True)
+        sem = asyncio.Semaphore(max(1, teacher.capacity))
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(cache_path, "a", encoding="utf-8") as fh, bar(total=len(todo), desc="judge") as pbar:
+            async def one(key: str, prompt: str) -> None:
+                async with sem:
+                    try:
+                        r = await client.chat.completions.create(
+                            model=teacher.model, messages=[{"role": "user", "content": prompt}], max_tokens=32,
+                            temperature=0.0, response_format={"type": "json_schema", "json_schema": {
+                                "name": "score", "schema": JUDGE_SCHEMA, "strict": True}})
+                        score = int(json.loads(r.choices[0].message.content or "{}")["score"])
+                    except Exception as e:  # an unscored item stays None and is retried next time
+                        print(f"judge: {type(e).__name__}: {e}")
+                        pbar.update(1)
+                        return
+                cache[key] = max(0, min(5, score))
+                fh.write(json.dumps({"key": key, "score": cache[key]}) + "\n")
+                fh.flush()
+                pbar.update(1)
+
+            await asyncio.gather(*(one(k, p) for k, p in todo))
+        await client.close()
+
+    if todo:
+        run_sync(ask_all)
+    return [cache.get(k) for k in keys]
+
+
+def add_judge_scores(rows: list[dict], teacher, eval_dir: Path) -> None:
+    cache = eval_dir / "judge_cache.jsonl"
+    for model in ("base", "tuned"):
+        scores = judge(teacher, [{"question": r["question"], "reference": r["reference"], "answer": r[model]}
+                                 for r in rows], cache)
+        for r, s in zip(rows, scores):
+            r[f"{model}_judge"] = s
+
+
+def general_prompts(path: Path = PARAMS_DIR / "prompts" / "general.yaml") -> list[str]:
+    import yaml
+
+    return [str(q) for q in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
+
+
+def forgetting_check(model, tok, teacher, eval_dir: Path, max_new_tokens: int, batch_size: int,
+                     system_prompt: str = "") -> dict[str, Any]:
+    """Both models answer general prompts; the judge scores them without a reference (0–5)."""
+    qs = general_prompts()
+    base = generate(model, tok, qs, max_new_tokens, batch_size, adapter=False, system_prompt=system_prompt,
+                    desc="general: base")
+    tuned = generate(model, tok, qs, max_new_tokens, batch_size, adapter=True, system_prompt=system_prompt,
+                     desc="general: fine-tuned")
+    rows = [{"question": q, "base": b, "tuned": t} for q, b, t in zip(qs, base, tuned)]
+    out: dict[str, Any] = {"n": len(rows), "rows": rows}
+    if teacher is not None:
+        cache = eval_dir / "judge_cache.jsonl"
+        for m in ("base", "tuned"):
+            scores = judge(teacher, [{"question": r["question"], "answer": r[m]} for r in rows], cache, general=True)
+            for r, sc in zip(rows, scores):
+                r[f"{m}_judge"] = sc
+            vals = [x for x in scores if x is not None]
+            out[f"{m}_judge"] = round(sum(vals) / len(vals), 3) if vals else None
+        if out.get("base_judge") is not None and out.get("tuned_judge") is not None:
+            out["collapsed"] = out["tuned_judge"] < out["base_judge"] - 1.5
+    return out

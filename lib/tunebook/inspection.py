@@ -97,6 +97,20 @@ class NearDup:
         self.lsh.insert(key, m)
 
 
+_QUESTION = re.compile(r"([?？]\s*$)|^(what|which|how|why|when|where|who|whom|whose|is|are|was|were|does|do|did|can|"
+                       r"could|should|will|would|may|tell me|name|list|explain)\b|(吗|什么|如何|多少|哪|怎么|怎样|几|是否|为何|为什么)",
+                       re.I)
+
+
+def usable_paraphrase(p: str, q: str, a: str) -> bool:
+    """A paraphrase must read as a question and must not be the answer in disguise."""
+    from .evaluate import char_f1
+
+    if not _QUESTION.search(p.strip()):
+        return False
+    return normalize(p) != normalize(a) and char_f1(p, a) < 0.8
+
+
 def grounding(ans: str, chunk_text: str) -> float:
     """Share of the answer's character bigrams that occur in its chunk (1.0 = every bigram is in the source)."""
     a = normalize(ans)
@@ -205,7 +219,7 @@ def split(rows: list[dict], cfg: InspectSettings, seed: int) -> tuple[list[dict]
     def leaks(q: str) -> bool:
         return normalize(q) in train_exact or index.query(q) is not None
 
-    leak = {"unseen_dropped_as_duplicates": 0, "recall_paraphrases_too_close": 0}
+    leak = {"unseen_dropped_as_duplicates": 0, "recall_paraphrases_too_close": 0, "recall_paraphrases_unusable": 0}
     clean_unseen = []
     for r in unseen:
         if leaks(question(r)):
@@ -217,7 +231,11 @@ def split(rows: list[dict], cfg: InspectSettings, seed: int) -> tuple[list[dict]
     candidates = [r for r in train if r.get("paraphrases")]
     rng.shuffle(candidates)
     for r in candidates[: round(len(candidates) * cfg.recall_fraction)]:
-        para = next((p for p in r["paraphrases"] if not leaks(p)), None)
+        usable = [p for p in r["paraphrases"] if usable_paraphrase(p, question(r), answer(r))]
+        if not usable:
+            leak["recall_paraphrases_unusable"] += 1
+            continue
+        para = next((p for p in usable if not leaks(p)), None)
         if para is None:
             leak["recall_paraphrases_too_close"] += 1
             continue

@@ -317,6 +317,29 @@ def _running(run_dir: Path) -> Teacher | None:
     return None
 
 
+def ensure(run_dir: Path) -> Teacher | None:
+    """The run's teacher, restarted from the run's ``params.yaml`` if it is no longer running (e.g. when only
+    05 is rerun); None when the run dir has neither. A restarted server is stopped by the runner as usual."""
+    run_dir = Path(run_dir)
+    running = _running(run_dir)
+    if running is not None:
+        return running
+    try:
+        t = Teacher.load(run_dir)
+        if t.backend == "openai" or not t.started_by_tunebook:
+            return t
+    except (ServeError, TypeError, json.JSONDecodeError):
+        pass
+    params = run_dir / "params.yaml"
+    if not params.is_file():
+        return None
+    from . import settings as st
+
+    s = st.build(st._flatten(st.load_yaml(params)), str(params))
+    print("the teacher is not running: starting it again for this step")
+    return start(s.serve, s.teacher, run_dir)
+
+
 def stop(run_dir: Path, timeout: float = 20.0) -> bool:
     """Stop the server this run dir started (the whole process group). Returns True if one was stopped."""
     try:

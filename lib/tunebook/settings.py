@@ -123,8 +123,14 @@ class EvalSettings(_Section):
     max_questions: int = Field(16, ge=0)
     max_new_tokens: int = Field(128, ge=1)
     batch_size: int = Field(4, ge=1)
+    judge: bool = True
+    general_check: bool = True
     export_adapter: bool = True
     export_merged: bool = True
+    gguf_types: list[str] = ["q8_0", "q4_k_m"]
+    export_modelfile: bool = True
+    verify_gguf: str = "q4_k_m"
+    verify_port: int = Field(8090, ge=1, le=65535)
 
 
 class Settings(_Section):

@@ -91,10 +91,15 @@ def prompt_template(lang: str, prompts_dir: Path = PARAMS_DIR / "prompts") -> st
 
 
 PARAPHRASE_RULE = {
-    "en": "- For each question also write {k} paraphrase(s) in \"paraphrases\": the same question in different words "
-          "(another phrasing a user might type), with the same answer.",
-    "zh": "- 每个问题另写 {k} 个改写，放在 \"paraphrases\" 中：用不同的措辞问同一件事（用户可能的另一种问法），答案不变。",
+    "en": "- For each pair also write {k} paraphrase(s) of the QUESTION in \"paraphrases\": the same question asked "
+          "with different words, still ending with a question mark (never the answer).",
+    "zh": "- 每组问答另写 {k} 个对“问题”的改写，放在 \"paraphrases\" 中：换一种说法问同一件事，仍然是问句（以问号结尾），不要写成答案。",
 }
+
+
+def render_fields(template: str, values: dict[str, Any]) -> str:
+    """Fill ``{{name}}`` placeholders (other braces, e.g. JSON examples or code in a chunk, stay as they are)."""
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
 
 
 def render_prompt(template: str, chunk: Chunk, n: int, paraphrases: int = 0) -> str:
@@ -104,8 +109,7 @@ def render_prompt(template: str, chunk: Chunk, n: int, paraphrases: int = 0) -> 
               "json_example": json.dumps({"pairs": [{"question": "...", "answer": "...",
                                                      **({"paraphrases": ["..."] * paraphrases} if paraphrases else {})}]},
                                          ensure_ascii=False)}
-    out = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
-    return re.sub(r"\n{3,}", "\n\n", out)
+    return re.sub(r"\n{3,}", "\n\n", render_fields(template, values))
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.S)

