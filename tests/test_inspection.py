@@ -96,7 +96,9 @@ def test_paraphrase_too_close_to_its_original_is_not_a_recall_question():
         r["paraphrases"] = [r["instruction"].replace("?", " ?")]  # the same wording
     train, evals, leak = inspection.split(rows, InspectSettings(eval_fraction=0.34, recall_fraction=1.0), seed=1)
     assert not [r for r in evals if r["split"] == "recall"]
-    assert leak["recall_paraphrases_too_close"] == len([r for r in train if r.get("paraphrases")])
+    assert leak["recall_paraphrases_too_close"] >= 1
+    assert (leak["recall_paraphrases_too_close"] + leak["recall_paraphrases_unusable"]
+            == len([r for r in train if r.get("paraphrases")]))
 
 
 def test_exports_for_other_tools(tmp_path):
@@ -142,3 +144,6 @@ def test_paraphrase_must_be_a_question_not_the_answer():
     assert inspection.usable_paraphrase("bwatt 默认导出什么格式", q, a)
     assert not inspection.usable_paraphrase("The default format is CSV.", q, a)
     assert not inspection.usable_paraphrase("The default format is csv?", q, a)
+    leaky = "How many buses fit? The Professional edition has a limit of 25,000 buses. What is the maximum?"
+    assert not inspection.usable_paraphrase(leaky, "How many buses fit in a model?", "Up to 25,000 buses.")
+    assert not inspection.usable_paraphrase("Which export format is the default, csv?", q, "csv")

@@ -81,8 +81,13 @@ def test_redaction_keeps_env_names_and_hides_values():
     s = st.load("ci", ["serve.api_key_env=MY_KEY"])
     d = s.redacted()
     assert d["serve"]["api_key_env"] == "MY_KEY"
-    assert st._redact({"api_key": "sk-123", "hf_token": "abc", "api_key_env": "X"}) == {
-        "api_key": "***redacted***", "hf_token": "***redacted***", "api_key_env": "X"}
+    assert st._redact({"api_key": "sk-123", "hf_token": "abc", "api_key_env": "X", "max_tokens": 5}) == {
+        "api_key": "***redacted***", "hf_token": "***redacted***", "api_key_env": "X", "max_tokens": 5}
+    # the saved params.yaml loads back to the same settings (05 restarts the teacher from it)
+    import yaml
+
+    again = st.build(st._flatten(yaml.safe_load(st.dump_yaml(s))), "params.yaml")
+    assert again == s
 
 
 def test_for_notebook_validates_interactive_edits():

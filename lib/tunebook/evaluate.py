@@ -208,12 +208,17 @@ def copy_adapter(adapter_dir: Path, out_dir: Path) -> Path:
 
 JUDGE_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 5}},
                 "required": ["score"], "additionalProperties": False}
+# Reference-based grading first states whether the key facts agree; a mismatch caps the score at 2. Small judges
+# are lenient with confident wrong numbers otherwise.
+FACT_JUDGE_SCHEMA = {"type": "object", "properties": {
+    "key_facts_match": {"type": "boolean"}, "score": {"type": "integer", "minimum": 0, "maximum": 5}},
+    "required": ["key_facts_match", "score"], "additionalProperties": False}
 
 
 def _judge_key(prompt: str, model: str) -> str:
     import hashlib
 
-    return hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()[:24]
+    return hashlib.sha256(f"v2\n{model}\n{prompt}".encode()).hexdigest()[:24]
 
 
 def judge(teacher, items: list[dict[str, str]], cache_path: Path, general: bool = False) -> list[int | None]:
@@ -247,11 +252,15 @@ def judge(teacher, items: list[dict[str, str]], cache_path: Path, general: bool 
             async def one(key: str, prompt: str) -> None:
                 async with sem:
                     try:
+                        schema = JUDGE_SCHEMA if general else FACT_JUDGE_SCHEMA
                         r = await client.chat.completions.create(
-                            model=teacher.model, messages=[{"role": "user", "content": prompt}], max_tokens=32,
+                            model=teacher.model, messages=[{"role": "user", "content": prompt}], max_tokens=48,
                             temperature=0.0, response_format={"type": "json_schema", "json_schema": {
-                                "name": "score", "schema": JUDGE_SCHEMA, "strict": True}})
-                        score = int(json.loads(r.choices[0].message.content or "{}")["score"])
+                                "name": "score", "schema": schema, "strict": True}})
+                        verdict = json.loads(r.choices[0].message.content or "{}")
+                        score = int(verdict["score"])
+                        if not general and not verdict.get("key_facts_match", True):
+                            score = min(score, 2)
                     except Exception as e:  # an unscored item stays None and is retried next time
                         print(f"judge: {type(e).__name__}: {e}")
                         pbar.update(1)

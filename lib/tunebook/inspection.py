@@ -106,7 +106,12 @@ def usable_paraphrase(p: str, q: str, a: str) -> bool:
     """A paraphrase must read as a question and must not be the answer in disguise."""
     from .evaluate import char_f1
 
-    if not _QUESTION.search(p.strip()):
+    p = p.strip()
+    if not _QUESTION.search(p):
+        return False
+    if re.search(r"[.!?。！？]", p.rstrip(".!?。！？")):  # one sentence only
+        return False
+    if grounding(a, p) >= 0.6:  # the answer's content is spelled out in the "question"
         return False
     return normalize(p) != normalize(a) and char_f1(p, a) < 0.8
 

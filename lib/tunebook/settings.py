@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -129,7 +130,8 @@ class EvalSettings(_Section):
     export_merged: bool = True
     gguf_types: list[str] = ["q8_0", "q4_k_m"]
     export_modelfile: bool = True
-    verify_gguf: str = "q4_k_m"
+    verify_gguf: list[str] = ["f16", "q8_0", "q4_k_m"]
+    modelfile_gguf: str = "q8_0"
     verify_port: int = Field(8090, ge=1, le=65535)
 
 
@@ -182,13 +184,14 @@ def valid_keys() -> list[str]:
     return keys
 
 
-_SECRET_HINTS = ("api_key", "token", "secret", "password")
+_SECRET_KEY = re.compile(r"(^|_)(api_key|apikey|key|token|secret|password|passwd)$", re.I)
 
 
 def _redact(obj: Any, key: str = "") -> Any:
+    """Values of secret-looking keys (``api_key``, ``hf_token``; not ``api_key_env`` nor ``max_tokens``)."""
     if isinstance(obj, dict):
         return {k: _redact(v, k) for k, v in obj.items()}
-    if key and not key.endswith("_env") and any(h in key.lower() for h in _SECRET_HINTS) and obj:
+    if key and _SECRET_KEY.search(key) and obj:
         return "***redacted***"
     return obj
 

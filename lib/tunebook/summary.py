@@ -42,18 +42,17 @@ def build(run_dir: Path) -> str:
         lines += ["## Metrics (base → fine-tuned)", "", "| split | " + " | ".join(cols) + " |",
                   "|---" * (len(cols) + 1) + "|"]
         for split, m in metrics.items():
-            if isinstance(m, dict) and "n" in m:
+            if split not in ("general", "gguf_agreement") and isinstance(m, dict) and "n" in m:
                 lines.append(f"| {split} | " + " | ".join(_fmt(m.get(c)) for c in cols) + " |")
         general = metrics.get("general")
         if isinstance(general, dict) and "base_judge" in general:
             lines += ["", f"General prompts (forgetting check), judge 0–5: base {_fmt(general.get('base_judge'))} → "
                           f"fine-tuned {_fmt(general.get('tuned_judge'))}"
                           f"{' — COLLAPSED' if general.get('collapsed') else ''}"]
-        gguf = metrics.get("gguf_agreement")
-        if isinstance(gguf, dict):
-            lines += ["", f"Exported GGUF ({gguf.get('type')}) served by llama-server vs the notebook's fine-tuned model: "
-                          f"{_fmt(gguf.get('exact_agreement'))} exact agreement, {_fmt(gguf.get('mean_char_f1'))} mean "
-                          f"character F1 over {gguf.get('n')} questions"]
+        for q, g in (metrics.get("gguf_agreement") or {}).items():
+            lines += ["", f"Exported GGUF {q} served by llama-server vs the notebook's fine-tuned model: "
+                          f"{_fmt(g.get('exact_agreement'))} exact agreement, {_fmt(g.get('mean_char_f1'))} mean "
+                          f"character F1 over {g.get('n')} questions"]
         lines.append("")
     if exports:
         lines += ["## Exports and how to serve them", ""]
