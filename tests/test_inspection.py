@@ -94,6 +94,7 @@ def test_paraphrase_too_close_to_its_original_is_not_a_recall_question():
     rows = _rows()
     for r in rows:
         r["paraphrases"] = [r["instruction"].replace("?", " ?")]  # the same wording
+        r["output"] = f"Value {r['id'].replace('-', '')}77."  # not spelled out in the paraphrase
     train, evals, leak = inspection.split(rows, InspectSettings(eval_fraction=0.34, recall_fraction=1.0), seed=1)
     assert not [r for r in evals if r["split"] == "recall"]
     assert leak["recall_paraphrases_too_close"] >= 1
