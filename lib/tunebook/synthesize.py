@@ -68,12 +68,8 @@ def qa_schema(n: int, cfg: SynthSettings) -> dict[str, Any]:
                     "properties": {
                         "question": {"type": "string", "minLength": 4, "maxLength": cfg.max_question_chars},
                         "answer": {"type": "string", "minLength": 1, "maxLength": cfg.max_answer_chars},
-                        **({"paraphrases": {"type": "array", "minItems": cfg.paraphrases, "maxItems": cfg.paraphrases,
-                                            "items": {"type": "string", "minLength": 4,
-                                                      "maxLength": cfg.max_question_chars}}}
-                           if cfg.paraphrases else {}),
                     },
-                    "required": ["question", "answer"] + (["paraphrases"] if cfg.paraphrases else []),
+                    "required": ["question", "answer"],
                     "additionalProperties": False,
                 },
             }
@@ -83,18 +79,11 @@ def qa_schema(n: int, cfg: SynthSettings) -> dict[str, Any]:
     }
 
 
-def prompt_template(lang: str, prompts_dir: Path = PARAMS_DIR / "prompts") -> str:
-    path = prompts_dir / f"qa_{lang}.md"
+def prompt_template(lang: str, prompts_dir: Path = PARAMS_DIR / "prompts", name: str = "qa") -> str:
+    path = prompts_dir / f"{name}_{lang}.md"
     if not path.is_file():
-        path = prompts_dir / "qa_en.md"
+        path = prompts_dir / f"{name}_en.md"
     return path.read_text(encoding="utf-8")
-
-
-PARAPHRASE_RULE = {
-    "en": "- For each pair also write {k} paraphrase(s) of the QUESTION in \"paraphrases\": the same question asked "
-          "with different words, still ending with a question mark (never the answer).",
-    "zh": "- 每组问答另写 {k} 个对“问题”的改写，放在 \"paraphrases\" 中：换一种说法问同一件事，仍然是问句（以问号结尾），不要写成答案。",
-}
 
 
 def render_fields(template: str, values: dict[str, Any]) -> str:
@@ -102,14 +91,17 @@ def render_fields(template: str, values: dict[str, Any]) -> str:
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
 
 
-def render_prompt(template: str, chunk: Chunk, n: int, paraphrases: int = 0) -> str:
-    rule = PARAPHRASE_RULE.get(chunk.lang, PARAPHRASE_RULE["en"]).format(k=paraphrases) if paraphrases else ""
+def render_prompt(template: str, chunk: Chunk, n: int) -> str:
     values = {"n": str(n), "title": chunk.title, "breadcrumb": " > ".join(chunk.breadcrumb), "chunk": chunk.text,
-              "source": chunk.source, "paraphrase_rule": rule,
-              "json_example": json.dumps({"pairs": [{"question": "...", "answer": "...",
-                                                     **({"paraphrases": ["..."] * paraphrases} if paraphrases else {})}]},
-                                         ensure_ascii=False)}
-    return re.sub(r"\n{3,}", "\n\n", render_fields(template, values))
+              "source": chunk.source}
+    return render_fields(template, values)
+
+
+def paraphrase_schema(k: int, cfg: SynthSettings) -> dict[str, Any]:
+    return {"type": "object", "properties": {"paraphrases": {
+        "type": "array", "minItems": k, "maxItems": k,
+        "items": {"type": "string", "minLength": 4, "maxLength": cfg.max_question_chars}}},
+        "required": ["paraphrases"], "additionalProperties": False}
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.S)
@@ -136,6 +128,22 @@ def parse_pairs(content: str) -> list[QAPair]:
         except ValidationError:
             continue
     return pairs
+
+
+async def _paraphrase(client, teacher: Teacher, question: str, lang: str, cfg: SynthSettings) -> list[str]:
+    """A separate, focused request per question: small teachers mix up paraphrases and answers otherwise."""
+    prompt = render_fields(prompt_template(lang, name="paraphrase"), {"k": cfg.paraphrases, "question": question})
+    r = await client.chat.completions.create(
+        model=teacher.model, messages=[{"role": "user", "content": prompt}], temperature=0.7, max_tokens=256,
+        response_format={"type": "json_schema", "json_schema": {
+            "name": "paraphrases", "schema": paraphrase_schema(cfg.paraphrases, cfg), "strict": True}})
+    content = _THINK.sub("", r.choices[0].message.content or "")
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError:
+        data = json_repair.loads(content)
+    items = data.get("paraphrases", []) if isinstance(data, dict) else []
+    return [p.strip() for p in items if isinstance(p, str) and p.strip()][: cfg.paraphrases]
 
 
 @dataclass
@@ -202,7 +210,7 @@ async def _ask(client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, templ
     import openai
 
     n = questions_for(chunk, cfg)
-    messages = [{"role": "user", "content": render_prompt(template, chunk, n, cfg.paraphrases)}]
+    messages = [{"role": "user", "content": render_prompt(template, chunk, n)}]
     formats = [
         {"type": "json_schema", "json_schema": {"name": "qa_pairs", "schema": qa_schema(n, cfg), "strict": True}},
         {"type": "json_object"},
@@ -259,6 +267,12 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                 inflight[u] -= 1
             stats.endpoints[u]["ok"] += 1
             stats.endpoints[u]["completion_tokens"] += (usage.completion_tokens or 0) if usage else 0
+            if cfg.paraphrases:
+                for p in pairs:
+                    try:
+                        p.paraphrases = await _paraphrase(clients[u], teacher, p.question, chunk.lang, cfg)
+                    except Exception as e:  # a pair without paraphrases is still a good training pair
+                        stats.errors.append(f"{chunk.id}: paraphrase: {type(e).__name__}: {e}")
             return pairs, usage, finish
         assert last is not None
         raise last
