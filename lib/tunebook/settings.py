@@ -116,6 +116,7 @@ class TrainSettings(_Section):
     system_prompt: str = ""
     eval_steps: int = Field(0, ge=0)
     save_steps: int = Field(20, ge=1)
+    token_budget: int = Field(8192, ge=256)
     load_in_4bit: bool = False
     threads: int = Field(0, ge=0)
 
