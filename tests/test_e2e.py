@@ -148,3 +148,66 @@ def test_server_is_stopped_when_a_later_step_fails(tmp_path):
     assert rec["steps"]["01_serve"]["status"] == "ok" and rec["steps"]["02_synthesize"]["status"] == "failed"
     assert "stopped the teacher server" in r.stdout
     assert not [p for p in server_processes("--port") if "--port 185" in p]
+
+
+def test_training_killed_mid_run_resumes_from_its_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {"TUNEBOOK_OUTPUTS": str(tmp_path)}
+    r = tunebook_cli("run", "--profile", "ci", "--run-id", "kr", "--to", "03", "-p", "serve.port=18600", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    args = ["run", "--profile", "ci", "--run-id", "kr", "--from", "04", "--to", "04",
+            "-p", "train.max_steps=12", "-p", "train.save_steps=2"]
+    exe = str(Path(sys.executable).parent / "tunebook")
+    proc = subprocess.Popen([exe, *args], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpts = tmp_path / "kr" / "train" / "checkpoints"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not (ckpts.is_dir() and any(ckpts.glob("checkpoint-4"))):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # a crash: runner, kernel and trainer die at once
+    proc.wait()
+    assert any(ckpts.glob("checkpoint-*")), "no checkpoint was written before the kill"
+    assert not (tmp_path / "kr" / "train" / "train_metrics.json").exists()
+    r = tunebook_cli(*args, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path / "kr" / "train" / "train_metrics.json").read_text())
+    assert m["resumed_from"] and "checkpoint-" in m["resumed_from"] and m["steps"] == 12
+    assert (tmp_path / "kr" / "train" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
+    """02+03 on the CloudPSS docs sample: clean chunks with provenance, counts in the report, a leak-free split."""
+    from tunebook import inspection
+
+    env = {"TUNEBOOK_OUTPUTS": str(tmp_path)}
+    r = tunebook_cli("run", "--profile", "ci", "--run-id", "cps", "--to", "03", "--corpus", str(cloudpss),
+                     "-p", "synth.max_chunks=14", "-p", "serve.port=18700", "-p", "inspect.eval_fraction=0.3", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = tmp_path / "cps" / "data"
+    chunks = [json.loads(x) for x in (data / "chunks.jsonl").read_text().splitlines()]
+    for c in chunks:
+        prose = re.sub(r"```.*?```", "", c["text"], flags=re.S)
+        assert not prose.startswith("---") and "sidebar_position:" not in prose
+        assert not re.search(r"^\s*import\s.+\sfrom\s", prose, re.M), c["id"]
+        assert not re.search(r"</?[A-Z][A-Za-z]*[\s/>]", prose), c["id"]
+        assert c["text"].count("```") % 2 == 0, "a code block was split"
+        assert c["source"] and c["breadcrumb"]
+    qa = [json.loads(x) for x in (data / "qa.jsonl").read_text().splitlines()]
+    assert qa and all(q["source"] and q["headings"] and q["chunk_id"] and q["teacher"] for q in qa)
+    report = json.loads((data / "inspect_report.json").read_text())
+    for key in ("rows_in", "kept", "dropped", "drop_reasons", "train", "eval_recall", "eval_unseen", "judged"):
+        assert key in report
+    train = [json.loads(x)["messages"][0]["content"] for x in (data / "train.jsonl").read_text().splitlines()]
+    evals = [json.loads(x)["messages"][0]["content"] for x in (data / "eval.jsonl").read_text().splitlines()]
+    index = inspection.NearDup(0.8)
+    for i, q in enumerate(train):
+        index.add(str(i), q)
+    train_norm = {inspection.normalize(q) for q in train}
+    for q in evals:
+        assert inspection.normalize(q) not in train_norm and index.query(q) is None, q
+    html = (tmp_path / "cps" / "reports" / "03_inspect.html").read_text()
+    assert "data:image/png;base64" in html and "tunebook-samples" in html

@@ -148,3 +148,13 @@ def test_paraphrase_must_be_a_question_not_the_answer():
     leaky = "How many buses fit? The Professional edition has a limit of 25,000 buses. What is the maximum?"
     assert not inspection.usable_paraphrase(leaky, "How many buses fit in a model?", "Up to 25,000 buses.")
     assert not inspection.usable_paraphrase("Which export format is the default, csv?", q, "csv")
+
+
+def test_judge_scores_drop_low_pairs_with_a_reason():
+    rows = _rows()
+    scores = {r["id"]: 5 for r in rows}
+    scores[rows[0]["id"]] = 1
+    kept, dropped = inspection.filter_rows(rows, InspectSettings(min_judge=3), judge_scores=scores)
+    assert [d["drop_reason"] for d in dropped] == ["judge score 1 below 3"]
+    assert inspection.reason_kind(dropped[0]["drop_reason"]) == "judge score too low"
+    assert all(r["judge"] == 5 for r in kept)

@@ -221,17 +221,25 @@ def _judge_key(prompt: str, model: str) -> str:
     return hashlib.sha256(f"v2\n{model}\n{prompt}".encode()).hexdigest()[:24]
 
 
-def judge(teacher, items: list[dict[str, str]], cache_path: Path, general: bool = False) -> list[int | None]:
-    """Score answers 0–5 with the teacher (reference-based, or without a reference when ``general``).
+JUDGE_PROMPTS = {"reference": "judge.md", "general": "judge_general.md", "qa": "judge_qa.md"}
 
-    ``items`` hold question/answer (and reference). Scores are cached in ``cache_path`` (JSONL keyed by a hash of
-    the prompt and the judge model), so a rerun asks only what is new.
+
+def judge(teacher, items: list[dict[str, str]], cache_path: Path, general: bool = False,
+          kind: str = "") -> list[int | None]:
+    """Score items 0–5 with the teacher, using the rubric in ``params/prompts/``: ``reference`` (an answer against
+    a reference answer; key facts first), ``general`` (an answer without reference) or ``qa`` (a training pair
+    against its source chunk, for 03).
+
+    ``items`` hold the template's fields. Scores are cached in ``cache_path`` (JSONL keyed by a hash of the prompt
+    and the judge model), so a rerun asks only what is new.
     """
     import asyncio
 
     from .synthesize import render_fields, run_sync
 
-    template = (PARAMS_DIR / "prompts" / ("judge_general.md" if general else "judge.md")).read_text(encoding="utf-8")
+    kind = kind or ("general" if general else "reference")
+    general = kind != "reference"
+    template = (PARAMS_DIR / "prompts" / JUDGE_PROMPTS[kind]).read_text(encoding="utf-8")
     cache: dict[str, int] = {}
     if cache_path.is_file():
         for line in cache_path.read_text(encoding="utf-8").splitlines():

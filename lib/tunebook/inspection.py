@@ -139,7 +139,8 @@ class InspectResult:
 
 
 def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] | None = None,
-                count_tokens: Callable[[str, str], int] | None = None) -> tuple[list[dict], list[dict]]:
+                count_tokens: Callable[[str, str], int] | None = None,
+                judge_scores: dict[str, int | None] | None = None) -> tuple[list[dict], list[dict]]:
     """Quality filters and dedup (exact, then near-duplicate on the question and on question+answer).
 
     Each kept row gains ``grounding`` (and ``tokens`` when a tokenizer is given); each dropped row a ``drop_reason``.
@@ -171,6 +172,10 @@ def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] |
             r["grounding"] = round(grounding(a, chunks[r["chunk_id"]]), 3)
             if r["grounding"] < cfg.min_grounding:
                 reason = "not grounded in its chunk"
+        if reason is None and judge_scores is not None and judge_scores.get(r["id"]) is not None:
+            r["judge"] = judge_scores[r["id"]]
+            if r["judge"] < cfg.min_judge:
+                reason = f"judge score {r['judge']} below {cfg.min_judge}"
         if reason is None:
             key = normalize(q)
             if key in exact:
@@ -190,7 +195,16 @@ def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] |
 
 
 def reason_kind(reason: str) -> str:
-    return reason.split(" of ")[0]
+    return re.sub(r"^judge score .*", "judge score too low", reason.split(" of ")[0])
+
+
+def judge_rows(rows: list[dict], chunks: list[dict], teacher, cache_path: Path) -> dict[str, int | None]:
+    """Optional LLM judge of each pair against its chunk (rubric in ``params/prompts/judge_qa.md``), cached."""
+    from .evaluate import judge
+
+    text = {c["id"]: c["text"] for c in chunks}
+    items = [{"chunk": text.get(r["chunk_id"], ""), "question": question(r), "answer": answer(r)} for r in rows]
+    return dict(zip((r["id"] for r in rows), judge(teacher, items, cache_path, kind="qa")))
 
 
 # ---- split ----------------------------------------------------------------------------------------------
@@ -302,10 +316,11 @@ def export_formats(train: list[dict], data_dir: Path) -> dict[str, str]:
 
 
 def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, data_dir: Path,
-        count_tokens: Callable[[str, str], int] | None = None) -> InspectResult:
+        count_tokens: Callable[[str, str], int] | None = None,
+        judge_scores: dict[str, int | None] | None = None) -> InspectResult:
     data_dir = Path(data_dir)
     chunk_text = {c["id"]: c["text"] for c in chunks}
-    kept, dropped = filter_rows(rows, cfg, chunk_text, count_tokens)
+    kept, dropped = filter_rows(rows, cfg, chunk_text, count_tokens, judge_scores)
     train, evals, leak = split(kept, cfg, seed)
     write_jsonl((to_messages(r, "train") for r in train), data_dir / TRAIN_FILE)
     write_jsonl((to_messages(r, r["split"]) for r in evals), data_dir / EVAL_FILE)
@@ -330,6 +345,7 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
         "per_source": dict(Counter(r.get("source", "?") for r in kept)),
         "share_over_max_tokens": round(sum(d["drop_reason"] == "over max_tokens" for d in dropped) / max(1, len(rows)), 4),
         "mean_grounding": round(sum(r.get("grounding", 0) for r in kept) / max(1, len(kept)), 3),
+        "judged": sum(v is not None for v in (judge_scores or {}).values()),
         "exports": exports,
         "seed": seed,
     }

@@ -98,6 +98,8 @@ class InspectSettings(_Section):
     max_tokens: int = Field(512, ge=16)
     near_dup_threshold: float = Field(0.8, gt=0, le=1)
     min_grounding: float = Field(0.3, ge=0, le=1)
+    judge: bool = False
+    min_judge: int = Field(3, ge=0, le=5)
     show_samples: int = Field(8, ge=0)
 
 
@@ -112,6 +114,7 @@ class TrainSettings(_Section):
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_rslora: bool = False
     lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     system_prompt: str = ""
     eval_steps: int = Field(0, ge=0)

@@ -78,7 +78,7 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
     backend = choose_backend(cfg.backend)
     source = models.hf_model(spec)
     lora_kwargs = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                       target_modules=cfg.lora_targets)
+                       target_modules=cfg.lora_targets, use_rslora=cfg.lora_rslora)
     if backend == "unsloth":
         from unsloth import FastLanguageModel  # imported only once CUDA is known to exist
 
@@ -162,10 +162,14 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
         include_num_input_tokens_seen="non_padding",
         **shape,
         save_strategy="steps",
-        save_steps=cfg.save_steps,
+        # with eval on, checkpoints follow the evals and the best one (lowest eval loss) is loaded at the end
+        save_steps=eval_steps if (has_eval and eval_steps) else cfg.save_steps,
         save_total_limit=2,
         eval_strategy="steps" if (has_eval and eval_steps) else "no",
         eval_steps=eval_steps,
+        load_best_model_at_end=bool(has_eval and eval_steps),
+        metric_for_best_model="eval_loss" if (has_eval and eval_steps) else None,
+        greater_is_better=False if (has_eval and eval_steps) else None,
         completion_only_loss=True,
         bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         fp16=False,
