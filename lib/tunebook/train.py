@@ -141,7 +141,7 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
     from trl import SFTConfig
 
     cuda = torch.cuda.is_available()
-    eval_steps = cfg.eval_steps or None
+    evaluating = bool(has_eval and cfg.eval_steps)
     packed = backend == "unsloth"
     shape: dict = (dict(per_device_train_batch_size=1, max_length=token_budget(cfg, train_tokens), packing=True,
                         packing_strategy="bfd", logging_steps=10)
@@ -163,13 +163,13 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
         **shape,
         save_strategy="steps",
         # with eval on, checkpoints follow the evals and the best one (lowest eval loss) is loaded at the end
-        save_steps=eval_steps if (has_eval and eval_steps) else cfg.save_steps,
+        save_steps=cfg.eval_steps if evaluating else cfg.save_steps,
         save_total_limit=2,
-        eval_strategy="steps" if (has_eval and eval_steps) else "no",
-        eval_steps=eval_steps,
-        load_best_model_at_end=bool(has_eval and eval_steps),
-        metric_for_best_model="eval_loss" if (has_eval and eval_steps) else None,
-        greater_is_better=False if (has_eval and eval_steps) else None,
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=cfg.eval_steps if evaluating else None,
+        load_best_model_at_end=evaluating,
+        metric_for_best_model="eval_loss" if evaluating else None,
+        greater_is_better=False if evaluating else None,
         completion_only_loss=True,
         bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         fp16=False,
