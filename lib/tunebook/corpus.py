@@ -261,7 +261,7 @@ def chunk_doc(doc: Doc, budget: int, min_tokens: int, count: TokenCounter = appr
     parts: list[str] = []
 
     def flush() -> None:
-        nonlocal parts, crumb
+        nonlocal parts
         if not parts:
             return
         text = "\n\n".join(parts).strip()

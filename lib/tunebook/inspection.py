@@ -13,16 +13,15 @@ LLaMA-Factory ``dataset_info.json``.
 from __future__ import annotations
 
 import html
-import json
-import os
 import random
 import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
+from .jsonio import write_json, write_jsonl
 from .settings import InspectSettings
 
 TRAIN_FILE = "train.jsonl"
@@ -277,23 +276,6 @@ def to_messages(r: dict, split_name: str) -> dict:
         **({"paraphrase_of": r["paraphrase_of"]} if r.get("paraphrase_of") else {}),
         "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer(r)}],
     }
-
-
-def write_jsonl(rows: Iterable[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(obj: Any, path: Path) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def export_formats(train: list[dict], data_dir: Path) -> dict[str, str]:

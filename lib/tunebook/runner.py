@@ -24,6 +24,7 @@ from typing import Any
 import nbformat
 
 from . import settings as st
+from .jsonio import write_json
 from .paths import NOTEBOOKS_DIR, OUTPUTS_DIR, ROOT
 
 STEPS = list(st.NOTEBOOKS)  # "01_serve", …
@@ -128,9 +129,7 @@ class Run:
         return {"run_id": self.run_id, "steps": {}}
 
     def save(self, rec: dict[str, Any]) -> None:
-        tmp = self.record_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=2, ensure_ascii=False))
-        os.replace(tmp, self.record_path)
+        write_json(rec, self.record_path)
 
 
 def new_run_id(profile: str | None) -> str:

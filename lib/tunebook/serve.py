@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import httpx
 
 from . import models
+from .jsonio import write_json
 from .settings import ServeSettings
 
 TEACHER_FILE = "teacher.json"
@@ -65,11 +66,7 @@ class Teacher:
                    max_retries=max_retries)
 
     def save(self, run_dir: Path) -> Path:
-        path = Path(run_dir) / TEACHER_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False))
-        os.replace(tmp, path)
-        return path
+        return write_json(asdict(self), Path(run_dir) / TEACHER_FILE)
 
     @classmethod
     def load(cls, run_dir: Path) -> "Teacher":

@@ -22,6 +22,7 @@ import json_repair
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .corpus import Chunk
+from .jsonio import read_jsonl, write_jsonl
 from .paths import PARAMS_DIR
 from .progress import bar
 from .serve import Teacher
@@ -356,28 +357,7 @@ def generate(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettings, data_dir
 
 
 def write_chunks(chunks: list[Chunk], data_dir: Path) -> Path:
-    path = Path(data_dir) / CHUNKS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for c in chunks:
-            fh.write(json.dumps(c.to_json(), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line after a crash
-    return rows
+    return write_jsonl((c.to_json() for c in chunks), Path(data_dir) / CHUNKS_FILE)
 
 
 def load_qa(data_dir: Path) -> list[dict]:

@@ -59,7 +59,9 @@ def to_prompt_completion(row: dict, system_prompt: str = "") -> dict:
 def load_split(path: Path, system_prompt: str = ""):
     from datasets import Dataset
 
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    from .jsonio import read_jsonl
+
+    rows = read_jsonl(Path(path))
     if not rows:
         raise ValueError(f"{path} has no rows: check 03_inspect's output")
     return Dataset.from_list([to_prompt_completion(r, system_prompt) for r in rows])
