@@ -12,6 +12,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Iterable
 
+from .jsonio import read_jsonl, write_json, write_jsonl
 from .paths import PARAMS_DIR
 from .progress import bar
 
@@ -106,12 +107,15 @@ def load_tuned(adapter_dir: Path, base_source: str):
     return model, tok
 
 
+def chat_messages(question: str, system_prompt: str = "") -> list[dict[str, str]]:
+    """The conversation every model of the workbook is asked in: optional system message, then the question."""
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": question}]
+
+
 def _prompts(tok, questions: Iterable[str], system_prompt: str = "") -> list[str]:
-    out = []
-    for q in questions:
-        msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": q}]
-        out.append(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
-    return out
+    return [tok.apply_chat_template(chat_messages(q, system_prompt), tokenize=False, add_generation_prompt=True)
+            for q in questions]
 
 
 def generate(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, adapter: bool,
@@ -151,14 +155,11 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
 
 
 def write_results(rows: list[dict], eval_dir: Path) -> dict[str, Any]:
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    with open(eval_dir / GENERATIONS_FILE, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    write_jsonl(rows, eval_dir / GENERATIONS_FILE)
     metrics = {"all": summarize(rows)}
     for split in sorted({r["split"] for r in rows}):
         metrics[split] = summarize([r for r in rows if r["split"] == split])
-    (eval_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    write_json(metrics, eval_dir / METRICS_FILE)
     return metrics
 
 
@@ -223,8 +224,7 @@ def _judge_key(prompt: str, model: str) -> str:
 JUDGE_PROMPTS = {"reference": "judge.md", "general": "judge_general.md", "qa": "judge_qa.md"}
 
 
-def judge(teacher, items: list[dict[str, str]], cache_path: Path, general: bool = False,
-          kind: str = "") -> list[int | None]:
+def judge(teacher, items: list[dict[str, str]], cache_path: Path, kind: str = "reference") -> list[int | None]:
     """Score items 0–5 with the teacher, using the rubric in ``params/prompts/``: ``reference`` (an answer against
     a reference answer; key facts first), ``general`` (an answer without reference) or ``qa`` (a training pair
     against its source chunk, for 03).
@@ -236,17 +236,11 @@ def judge(teacher, items: list[dict[str, str]], cache_path: Path, general: bool 
 
     from .synthesize import render_fields, run_sync
 
-    kind = kind or ("general" if general else "reference")
-    general = kind != "reference"
+    with_reference = kind == "reference"
     template = (PARAMS_DIR / "prompts" / JUDGE_PROMPTS[kind]).read_text(encoding="utf-8")
     cache: dict[str, int] = {}
     if cache_path.is_file():
-        for line in cache_path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-                cache[rec["key"]] = rec["score"]
-            except (json.JSONDecodeError, KeyError):
-                continue
+        cache = {rec["key"]: rec["score"] for rec in read_jsonl(cache_path) if "key" in rec and "score" in rec}
     prompts = [render_fields(template, it) for it in items]
     keys = [_judge_key(p, teacher.model) for p in prompts]
     todo = [(k, p) for k, p in zip(keys, prompts) if k not in cache]
@@ -259,14 +253,14 @@ def judge(teacher, items: list[dict[str, str]], cache_path: Path, general: bool 
             async def one(key: str, prompt: str) -> None:
                 async with sem:
                     try:
-                        schema = JUDGE_SCHEMA if general else FACT_JUDGE_SCHEMA
+                        schema = FACT_JUDGE_SCHEMA if with_reference else JUDGE_SCHEMA
                         r = await client.chat.completions.create(
                             model=teacher.model, messages=[{"role": "user", "content": prompt}], max_tokens=48,
                             temperature=0.0, response_format={"type": "json_schema", "json_schema": {
                                 "name": "score", "schema": schema, "strict": True}})
                         verdict = json.loads(r.choices[0].message.content or "{}")
                         score = int(verdict["score"])
-                        if not general and not verdict.get("key_facts_match", True):
+                        if with_reference and not verdict.get("key_facts_match", True):
                             score = min(score, 2)
                     except Exception as e:  # an unscored item stays None and is retried next time
                         print(f"judge: {type(e).__name__}: {e}")
@@ -313,7 +307,7 @@ def forgetting_check(model, tok, teacher, eval_dir: Path, max_new_tokens: int, b
     if teacher is not None:
         cache = eval_dir / "judge_cache.jsonl"
         for m in ("base", "tuned"):
-            scores = judge(teacher, [{"question": r["question"], "answer": r[m]} for r in rows], cache, general=True)
+            scores = judge(teacher, [{"question": r["question"], "answer": r[m]} for r in rows], cache, kind="general")
             for r, sc in zip(rows, scores):
                 r[f"{m}_judge"] = sc
             vals = [x for x in scores if x is not None]

@@ -153,6 +153,7 @@ def serve_and_ask(gguf: Path, questions: list[str], work_dir: Path, max_tokens: 
                   port: int = 8090) -> list[str]:
     """Serve ``gguf`` with llama-server (its own record in ``work_dir``), ask greedily through the OpenAI API, stop."""
     from . import serve
+    from .evaluate import chat_messages
     from .progress import bar
     from .settings import ServeSettings
 
@@ -162,9 +163,8 @@ def serve_and_ask(gguf: Path, questions: list[str], work_dir: Path, max_tokens: 
         client = t.client(timeout=300)
         answers = []
         for q in bar(questions, desc="gguf via llama-server"):
-            msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-                {"role": "user", "content": q}]
-            r = client.chat.completions.create(model=t.model, messages=msgs, max_tokens=max_tokens, temperature=0.0)
+            r = client.chat.completions.create(model=t.model, messages=chat_messages(q, system_prompt),
+                                               max_tokens=max_tokens, temperature=0.0)
             answers.append((r.choices[0].message.content or "").strip())
         return answers
     finally:

@@ -340,9 +340,10 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
 
 def token_counter(tokenizer, system_prompt: str = "") -> Callable[[str, str], int]:
     """Length of a pair as the student will see it: its chat template applied to question and answer."""
+    from .evaluate import chat_messages
+
     def count(q: str, a: str) -> int:
-        msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-            {"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        msgs = chat_messages(q, system_prompt) + [{"role": "assistant", "content": a}]
         if getattr(tokenizer, "chat_template", None):
             return len(tokenizer.apply_chat_template(msgs, tokenize=True))
         return len(tokenizer(q + "\n" + a)["input_ids"])
