@@ -35,10 +35,10 @@ cat "$OUT/env.txt"
 
 TOTAL_S=${TOTAL_S:-570}
 if [ -z "${SKIP_SMOKE:-}" ]; then
-  (cd /tmp && PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" timeout "${SMOKE_S:-150}" \
+  (cd /tmp && CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" timeout "${SMOKE_S:-150}" \
      $PY -u "$ROOT/benchmarks/unsloth_tunebook_smoke.py" --out /tmp/tunebook_smoke) > "$OUT/smoke_log.txt" 2>&1
   echo "[${SECONDS}s] smoke rc=$?"
   grep -E "^SMOKE|^backend|^trainer:|^masked|Error|error:" "$OUT/smoke_log.txt" | tail -8
 fi
-$PY -u benchmarks/train_throughput.py --out "$OUT" --variants "${VARIANTS:-a,b,c@8192,t}" \
+$PY -u benchmarks/train_throughput.py --out "$OUT" --variants "${VARIANTS:-b,t,c@8192}" \
   --deadline $((TOTAL_S - SECONDS)) "$@"

@@ -11,8 +11,11 @@ Variants (letters as in benchmarks/RESULTS.md; `X@N` sets the token budget N of 
   c   tunebook's GPU recipe: Unsloth, sequences packed (BFD, padding-free) into a token budget per micro-batch,
       gradient checkpointing off
   g   like c, but with use_gradient_checkpointing="unsloth" (for budgets that do not fit without it)
-  t   tunebook's GPU path as lib/tunebook/train.py codes it today: Unsloth, batch 8,
-      use_gradient_checkpointing="unsloth", padding_free / packing / optim left unset (Unsloth decides)
+  t   tunebook's GPU defaults, run through lib/tunebook/train.py itself (TrainSettings defaults, backend
+      unsloth: load_student + sft_config, i.e. packed into train.token_budget, checkpointing by free memory)
+  h   tunebook's HF backend on GPU through lib/tunebook/train.py (padded batches of 8, checkpointing on)
+  X*N run variant X in N processes, one per GPU (DDP through `accelerate launch --multi_gpu`, as
+      `-p train.num_gpus=N` does); tokens/s counts every rank's tokens
 
 All but t use gradient_accumulation_steps=1, optim adamw_torch_fused, weight_decay 0, lr 2e-4 constant (Unsloth's
 SFTConfig would otherwise default to 2 accumulation steps and adamw_8bit). Throughput counts non-pad input tokens
@@ -50,13 +53,20 @@ DESCRIPTIONS = {
     "b": "Unsloth, padded, batch 8, grad ckpt 'unsloth'",
     "c": "Unsloth, packed (BFD) to {budget} tokens/micro-batch, grad ckpt off",
     "g": "Unsloth, packed (BFD) to {budget} tokens/micro-batch, grad ckpt 'unsloth'",
-    "t": "Unsloth, tunebook train.py as is: batch 8, grad ckpt 'unsloth', padding_free unset",
+    "t": "tunebook train.py GPU defaults (Unsloth, packed to train.token_budget)",
+    "h": "tunebook train.py, backend hf (padded, batch 8, grad ckpt on)",
 }
 ID_LOW, ID_HIGH = 50_000, 128_000
 
 
+def procs(name: str) -> int:
+    """'h*2' -> 2 processes."""
+    return int(name.partition("*")[2] or 1)
+
+
 def parse_variant(name: str, default_budget: int, default_log: int) -> tuple[str, int, int]:
     """'c@8192:log10' -> ('c', 8192, 10)."""
+    name = name.partition("*")[0]
     name, _, log = name.partition(":log")
     v, _, b = name.partition("@")
     return v, int(b) if b else default_budget, int(log) if log else default_log
@@ -64,8 +74,10 @@ def parse_variant(name: str, default_budget: int, default_log: int) -> tuple[str
 
 def describe(name: str, default_budget: int) -> str:
     v, budget, _ = parse_variant(name, default_budget, 1)
-    log = name.partition(":log")[2]
-    return DESCRIPTIONS.get(v, "?").format(budget=budget) + (f", logging every {log} steps" if log else "")  # data token ids: clear of the tokenizer's specials / pad id
+    log = name.partition("*")[0].partition(":log")[2]
+    n = procs(name)
+    return (DESCRIPTIONS.get(v, "?").format(budget=budget) + (f", logging every {log} steps" if log else "")
+            + (f", DDP over {n} GPUs" if n > 1 else ""))  # data token ids: clear of the tokenizer's specials / pad id
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -99,6 +111,14 @@ def run_variant(a) -> dict:
     v, budget, log_every = parse_variant(name, a.budget, a.logging_steps)
     res: dict = {"variant": name, "desc": describe(name, a.budget)}
     unsloth = v in ("b", "c", "g", "t")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if v in ("t", "h"):
+        sys.path.insert(0, str(HERE.parent / "lib"))
+        from tunebook import train as tb  # imports Unsloth first when CUDA is there (tb.import_backend)
+        from tunebook.settings import TrainSettings
+
+        tb.import_backend("unsloth" if v == "t" else "hf")
     if unsloth:
         import unsloth  # noqa: F401  (before transformers / trl)
         from unsloth import FastLanguageModel
@@ -113,7 +133,14 @@ def run_variant(a) -> dict:
     res["data"] = {"rows": a.rows, "median_len": float(sorted(total)[len(total) // 2]),
                    "mean_len": round(float(total.mean()), 1), "p95_len": float(sorted(total)[int(len(total) * .95)])}
 
-    if v == "a":
+    if v in ("t", "h"):
+        tcfg = TrainSettings(backend="unsloth" if v == "t" else "hf", max_length=a.max_len, batch_size=8,
+                             max_steps=a.warmup + a.steps, learning_rate=2e-4, lora_r=16, lora_alpha=32,
+                             lora_targets=TARGETS, save_steps=10**6)
+        student, peft_config = tb.load_student(a.model_dir, tcfg, a.seed)
+        model, tok = student.model, student.tokenizer
+        res["tunebook_backend"] = student.backend
+    elif v == "a":
         from peft import LoraConfig
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -144,11 +171,11 @@ def run_variant(a) -> dict:
                   lr_scheduler_type="constant", warmup_steps=0, logging_steps=log_every, save_strategy="no",
                   report_to="none", disable_tqdm=True, seed=a.seed, data_seed=a.seed, dataloader_num_workers=0,
                   completion_only_loss=True, bf16=cuda, fp16=False, use_cpu=not cuda)
-    if v != "t":  # the same optimizer step for all; t keeps whatever Unsloth's SFTConfig picks, like tunebook
-        common.update(gradient_accumulation_steps=1, optim="adamw_torch_fused", weight_decay=0.0)
-    else:
-        common.update(gradient_accumulation_steps=1)  # tunebook passes train.grad_accum (default 1)
-    if v == "a":
+    common.update(gradient_accumulation_steps=1, optim="adamw_torch_fused", weight_decay=0.0)
+    if v in ("t", "h"):  # exactly what notebook 04 passes (its own logging / checkpointing choices)
+        args = tb.sft_config(tcfg, Path(a.work) / f"out_{v}", a.seed, has_eval=False, backend=student.backend,
+                             train_tokens=int(total.sum()))
+    elif v == "a":
         args = SFTConfig(per_device_train_batch_size=8, max_length=a.max_len, **common)
     elif v == "b":
         args = SFTConfig(per_device_train_batch_size=8, max_length=a.max_len, packing=False, padding_free=False,
@@ -156,13 +183,13 @@ def run_variant(a) -> dict:
     elif v in ("c", "g"):
         args = SFTConfig(per_device_train_batch_size=1, max_length=budget, packing=True, packing_strategy="bfd",
                          **common)
-    else:  # t: what lib/tunebook/train.py's sft_config passes today (padding_free / packing not set)
-        args = SFTConfig(per_device_train_batch_size=8, max_length=2048, **common)
     res["args"] = {k: str(getattr(args, k, None)) for k in
                    ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "packing",
                     "padding_free", "gradient_checkpointing", "optim", "weight_decay", "bf16")}
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+    res["args"]["logging_steps"] = str(args.logging_steps)
+    res["world_size"] = world
     res["trainer_padding_free"] = getattr(trainer, "padding_free", None)
     res["attn_implementation"] = getattr(getattr(trainer.model, "config", None), "_attn_implementation", None)
 
@@ -216,6 +243,13 @@ def run_variant(a) -> dict:
     dt = marks["t1"] - marks["t0"]
     toks = marks["tok1"] - marks["tok0"]
     padded = marks["pad1"] - marks["pad0"]
+    if world > 1:  # every rank trained on its own rows: add them up
+        import torch.distributed as dist
+
+        both = torch.tensor([toks, padded], dtype=torch.float64, device=f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+                            if cuda else "cpu")
+        dist.all_reduce(both)
+        toks, padded = int(both[0].item()), int(both[1].item())
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     res.update(
         steps=a.steps, warmup=a.warmup, micro_batches=marks["calls1"] - marks["calls0"], seconds=round(dt, 3),
@@ -282,6 +316,12 @@ def table(results: list[dict]) -> str:
         lines.append(f"| {r['variant']} | {r['desc']} | {r['tokens_per_s']:,.0f} | {r['tokens_per_step']:,.0f} | {pad} | "
                      f"{r['step_s']:.3f} | {r.get('peak_reserved_gib', '?')} / {r.get('peak_alloc_gib', '?')} | "
                      f"{r['first_loss']:.3f}→{r['last_loss']:.3f} | {ratio} |")
+    for r in results:  # DDP scaling against the same variant on one GPU, same run
+        one = next((x for x in results if x["variant"] == r["variant"].partition("*")[0] and x.get("tokens_per_s")),
+                   None)
+        if procs(r["variant"]) > 1 and one and r.get("tokens_per_s"):
+            lines.append(f"\n**DDP scaling {r['variant']} vs {one['variant']}: "
+                         f"{r['tokens_per_s'] / one['tokens_per_s']:.2f}×** on {procs(r['variant'])} GPUs")
     return "\n".join(lines)
 
 
@@ -297,12 +337,20 @@ def driver(a) -> int:
                 "--max-len", str(a.max_len), "--logging-steps", str(a.logging_steps)] + (["--cpu-smoke"] if a.cpu_smoke else [])
     log = open(out / "bench_log.txt", "a", encoding="utf-8")
 
-    def sub(extra: list[str], name: str, timeout: float) -> int:
+    def sub(extra: list[str], name: str, timeout: float, nproc: int = 1) -> int:
         log.write(f"\n===== {name}: {' '.join(extra)}\n")
         log.flush()
+        launcher = me
+        if nproc > 1:  # the launcher tunebook uses for -p train.num_gpus=N
+            launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                        str(nproc), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                        str(Path(__file__).resolve())]
+        env = dict(os.environ)
+        if nproc == 1 and "CUDA_VISIBLE_DEVICES" not in env:
+            env["CUDA_VISIBLE_DEVICES"] = "0"  # one-GPU variants see one card, also on a multi-GPU machine
         try:
-            p = subprocess.run(me + passthru + extra, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                               cwd=a.work)
+            p = subprocess.run(launcher + passthru + extra, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                               cwd=a.work, env=env)
             return p.returncode
         except subprocess.TimeoutExpired:
             log.write(f"\n!!! {name} timed out after {timeout:.0f} s\n")
@@ -313,12 +361,12 @@ def driver(a) -> int:
     results = []
     for v in a.variants.split(","):
         left = a.deadline - (time.perf_counter() - t_start)
-        rfile = Path(a.work) / f"result_{v}.json"
+        rfile = Path(a.work) / f"result_{v.replace('*', 'x')}.json"
         rfile.unlink(missing_ok=True)
         if left < 60:
             results.append({"variant": v, "desc": describe(v, a.budget), "error": f"skipped: {left:.0f} s left"})
             continue
-        rc = sub(["--variant", v, "--result", str(rfile)], f"variant {v}", left - 10)
+        rc = sub(["--variant", v, "--result", str(rfile)], f"variant {v}", left - 10, procs(v))
         if rfile.is_file():
             r = json.loads(rfile.read_text())
         else:
@@ -373,6 +421,8 @@ def main(argv=None) -> int:
 
             traceback.print_exc()
             res = {"variant": a.variant, "desc": describe(a.variant, a.budget), "error": f"{type(e).__name__}: {e}"}
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 0
         Path(a.result).write_text(json.dumps(res, indent=2, default=str))
         print(json.dumps(res, default=str))
         return 0

@@ -122,6 +122,7 @@ class TrainSettings(_Section):
     token_budget: int = Field(8192, ge=256)
     load_in_4bit: bool = False
     threads: int = Field(0, ge=0)
+    num_gpus: int = Field(1, ge=1)
 
 
 class EvalSettings(_Section):

@@ -85,8 +85,9 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
         from unsloth import FastLanguageModel  # imported only once CUDA is known to exist
 
         # max_seq_length stays the per-row limit: a value above the model's positions makes Unsloth scale RoPE
+        extra = {"device_map": {"": local_rank()}} if world_size() > 1 else {}  # DDP: one whole copy per GPU
         model, tok = FastLanguageModel.from_pretrained(model_name=source, max_seq_length=cfg.max_length,
-                                                       load_in_4bit=cfg.load_in_4bit, dtype=None)
+                                                       load_in_4bit=cfg.load_in_4bit, dtype=None, **extra)
         model = FastLanguageModel.get_peft_model(model, bias="none", use_gradient_checkpointing=checkpointing_policy(),
                                                  random_state=seed, **lora_kwargs)
         return Student(model, tok, backend, source), None
@@ -96,16 +97,29 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not torch.cuda.is_available():
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world_size()))
     dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     tok = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     if torch.cuda.is_available():
-        model = model.to("cuda")
+        model = model.to(f"cuda:{local_rank()}")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     peft_config = LoraConfig(task_type="CAUSAL_LM", bias="none", **lora_kwargs)
     return Student(model, tok, backend, source), peft_config
+
+
+def world_size() -> int:
+    """Processes in this training run (>1 under ``accelerate launch`` / torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def checkpointing_policy(free_gib_needed: float = 40.0):
@@ -176,6 +190,9 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
         bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         fp16=False,
         gradient_checkpointing=False if not cuda else backend == "hf",  # Unsloth sets its own in load_student
+        # non-reentrant checkpointing and no unused-parameter search: what DDP over a LoRA model needs
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        ddp_find_unused_parameters=False if world_size() > 1 else None,
         report_to="none",
         disable_tqdm=True,
         seed=seed,
@@ -256,14 +273,17 @@ def train(trainer, out_dir: Path, backend: str = "") -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - t0
     history = trainer.state.log_history
-    with open(out_dir / LOG_FILE, "w", encoding="utf-8") as fh:
-        for rec in history:
-            fh.write(json.dumps(rec) + "\n")
+    main = is_main_process()  # under DDP only rank 0 writes
+    if main:
+        with open(out_dir / LOG_FILE, "w", encoding="utf-8") as fh:
+            for rec in history:
+                fh.write(json.dumps(rec) + "\n")
     train_losses = [h["loss"] for h in history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     tokens = trainer.state.num_input_tokens_seen or _tokens_seen(history)
     metrics = {
         "backend": backend,
+        "processes": world_size(),
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0, 3),
         "runtime_s": round(seconds, 2),
@@ -277,7 +297,8 @@ def train(trainer, out_dir: Path, backend: str = "") -> dict[str, Any]:
         "final_eval_loss": eval_losses[-1] if eval_losses else None,
         "train_loss": result.metrics.get("train_loss"),
     }
-    (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    if main:
+        (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -288,6 +309,8 @@ def _tokens_seen(history: list[dict]) -> int:
 
 def save_adapter(trainer, student: Student, cfg: TrainSettings, spec: str, out_dir: Path) -> Path:
     d = out_dir / ADAPTER_DIR
+    if not is_main_process():
+        return d
     trainer.model.save_pretrained(str(d))
     student.tokenizer.save_pretrained(str(d))
     (d / "tunebook_train.json").write_text(json.dumps(
