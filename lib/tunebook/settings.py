@@ -88,6 +88,9 @@ class SynthSettings(_Section):
     max_question_chars: int = Field(200, ge=16)
     max_answer_chars: int = Field(600, ge=16)
     request_timeout: float = Field(600.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    attempts: int = Field(3, ge=1)
+    concurrency: int = Field(0, ge=0)
 
 
 class InspectSettings(_Section):

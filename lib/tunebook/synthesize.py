@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
+import httpx
 import json_repair
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -30,8 +31,10 @@ from .settings import SynthSettings
 
 T = TypeVar("T")
 
-QA_FILE = "qa.jsonl"
-DONE_FILE = "chunks_done.jsonl"
+QA_FILE = "qa.jsonl"  # append-only answers of every run (the cache)
+DONE_FILE = "chunks_done.jsonl"  # one record per finished chunk (its cache key and row ids)
+FAILURES_FILE = "failures.jsonl"  # one record per failed attempt, with its kind
+DATASET_FILE = "dataset.jsonl"  # the final pairs: deterministic order, no duplicates
 CHUNKS_FILE = "chunks.jsonl"
 
 
@@ -131,11 +134,12 @@ def parse_pairs(content: str) -> list[QAPair]:
     return pairs
 
 
-async def _paraphrase(client, teacher: Teacher, question: str, lang: str, cfg: SynthSettings) -> list[str]:
+async def _paraphrase(client, teacher: Teacher, question: str, lang: str, cfg: SynthSettings,
+                      seed: int | None = None) -> list[str]:
     """A separate, focused request per question: small teachers mix up paraphrases and answers otherwise."""
     prompt = render_fields(prompt_template(lang, name="paraphrase"), {"k": cfg.paraphrases, "question": question})
     r = await client.chat.completions.create(
-        model=teacher.model, messages=[{"role": "user", "content": prompt}], temperature=0.7, max_tokens=256,
+        model=teacher.model, messages=[{"role": "user", "content": prompt}], temperature=0.7, max_tokens=256, seed=seed,
         response_format={"type": "json_schema", "json_schema": {
             "name": "paraphrases", "schema": paraphrase_schema(cfg.paraphrases, cfg), "strict": True}})
     content = _THINK.sub("", r.choices[0].message.content or "")
@@ -147,6 +151,13 @@ async def _paraphrase(client, teacher: Teacher, question: str, lang: str, cfg: S
     return [p.strip() for p in items if isinstance(p, str) and p.strip()][: cfg.paraphrases]
 
 
+FAILURE_KINDS = (
+    "http_429", "http_5xx", "http_4xx", "timeout", "connection", "truncated_stream",  # transport (each attempt)
+    "malformed_json", "schema_invalid", "truncated_output", "no_pairs",  # the answer itself
+)
+HANDLED_KINDS = ("think_block", "reasoning_content", "json_repaired", "format_fallback", "retried_chunk")
+
+
 @dataclass
 class SynthStats:
     chunks_total: int = 0
@@ -154,17 +165,23 @@ class SynthStats:
     chunks_ok: int = 0
     chunks_failed: int = 0
     pairs: int = 0
+    requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
     concurrency: int = 0
-    endpoints: dict[str, dict[str, int]] = field(default_factory=dict)
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=lambda: {k: 0 for k in FAILURE_KINDS})
+    handled: dict[str, int] = field(default_factory=lambda: {k: 0 for k in HANDLED_KINDS})
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         d = self.__dict__.copy()
         d["errors"] = self.errors[:20]
         d["completion_tokens_per_s"] = round(self.completion_tokens / self.seconds, 2) if self.seconds else 0.0
+        d["pairs_per_min"] = round(self.pairs * 60 / self.seconds, 2) if self.seconds else 0.0
+        d["endpoints"] = {u: dict(e, completion_tokens_per_s=round(e["completion_tokens"] / self.seconds, 2)
+                                  if self.seconds else 0.0) for u, e in self.endpoints.items()}
         return d
 
 
@@ -172,17 +189,35 @@ def _row_id(chunk_id: str, question: str) -> str:
     return hashlib.sha256(f"{chunk_id}\n{question}".encode()).hexdigest()[:16]
 
 
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def chunk_key(chunk: Chunk, cfg: SynthSettings, model: str, prompts_dir: Path = PARAMS_DIR / "prompts") -> str:
+    """Cache key of a chunk's answer: chunk content + prompt templates + teacher model + generation params. A change
+    to any of them makes the chunk be asked again; the old answers stay in qa.jsonl but are no longer used."""
+    templates = prompt_template(chunk.lang, prompts_dir)
+    if cfg.paraphrases:
+        templates += "\0" + prompt_template(chunk.lang, prompts_dir, name="paraphrase")
+    gen = {"n": questions_for(chunk, cfg), "temperature": cfg.temperature, "max_tokens": cfg.max_tokens,
+           "mode": cfg.mode, "paraphrases": cfg.paraphrases, "max_question_chars": cfg.max_question_chars,
+           "max_answer_chars": cfg.max_answer_chars}
+    return _sha(json.dumps([chunk.id, _sha(templates), model, gen], sort_keys=True))[:20]
+
+
+def _seed(key: str) -> int:
+    """A fixed sampling seed per request, so a rerun asks exactly the same question of the teacher."""
+    return int(key[:8], 16) % 2**31
+
+
 def done_chunks(data_dir: Path) -> set[str]:
+    """Cache keys of finished chunks (``chunks_done.jsonl``; a torn last line after a crash is ignored)."""
     path = data_dir / DONE_FILE
     done: set[str] = set()
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line after a crash
+        for rec in read_jsonl(path):
             if rec.get("status") == "ok":
-                done.add(rec["chunk_id"])
+                done.add(rec.get("key") or rec["chunk_id"])
     return done
 
 
@@ -192,22 +227,129 @@ class _Writer:
     def __init__(self, data_dir: Path):
         self.qa = open(data_dir / QA_FILE, "a", encoding="utf-8")
         self.done = open(data_dir / DONE_FILE, "a", encoding="utf-8")
+        self.failures = open(data_dir / FAILURES_FILE, "a", encoding="utf-8")
+
+    @staticmethod
+    def _append(fh, rows: list[dict]) -> None:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
     def write(self, rows: list[dict], record: dict) -> None:
-        for r in rows:
-            self.qa.write(json.dumps(r, ensure_ascii=False) + "\n")
-        self.qa.flush()
-        os.fsync(self.qa.fileno())
-        self.done.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.done.flush()
-        os.fsync(self.done.fileno())
+        self._append(self.qa, rows)
+        self._append(self.done, [record])
+
+    def failure(self, record: dict) -> None:
+        self._append(self.failures, [record])
 
     def close(self) -> None:
         self.qa.close()
         self.done.close()
+        self.failures.close()
 
 
-async def _ask(client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, template: str) -> tuple[list[QAPair], Any, str]:
+class _Counted(httpx.AsyncBaseTransport):
+    """An httpx transport that counts what every attempt met (429, 5xx, timeouts, dropped connections, bodies cut
+    short) while openai's client does the retrying: the report then shows faults that a retry hid."""
+
+    def __init__(self, count: Callable[[str], None]):
+        self._inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1000,
+                                                                  max_keepalive_connections=200))
+        self._count = count
+
+    def _kind(self, e: Exception) -> str:
+        if isinstance(e, httpx.TimeoutException):
+            return "timeout"
+        if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError)):
+            return "truncated_stream"
+        return "connection"
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            resp = await self._inner.handle_async_request(request)
+        except httpx.TransportError as e:
+            self._count(self._kind(e))
+            raise
+        if resp.status_code == 429:
+            self._count("http_429")
+        elif resp.status_code >= 500:
+            self._count("http_5xx")
+        elif resp.status_code >= 400:
+            self._count("http_4xx")
+        outer = self
+
+        class Body(httpx.AsyncByteStream):
+            async def __aiter__(self):
+                try:
+                    async for part in resp.stream:  # type: ignore[union-attr]
+                        yield part
+                except httpx.TransportError as e:
+                    outer._count(outer._kind(e))
+                    raise
+
+            async def aclose(self) -> None:
+                await resp.aclose()
+
+        return httpx.Response(resp.status_code, headers=resp.headers, stream=Body(), extensions=resp.extensions,
+                              request=request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class AnswerError(Exception):
+    """The teacher answered, but with nothing usable; ``kind`` is one of FAILURE_KINDS."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def classify(e: BaseException) -> str:
+    import openai
+
+    if isinstance(e, AnswerError):
+        return e.kind
+    if isinstance(e, openai.RateLimitError):
+        return "http_429"
+    if isinstance(e, openai.InternalServerError):
+        return "http_5xx"
+    if isinstance(e, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(e, openai.APIConnectionError):
+        return "connection"
+    if isinstance(e, openai.APIStatusError):
+        return "http_5xx" if e.status_code >= 500 else "http_4xx"
+    return "connection" if isinstance(e, httpx.TransportError) else "malformed_json"
+
+
+def inspect_answer(content: str, finish: str | None, n: int, note: Callable[[str], None]) -> list[QAPair]:
+    """Validated pairs of one answer; counts what was repaired (``note``) and raises AnswerError when nothing is
+    usable (malformed JSON, wrong schema, an answer cut at max_tokens)."""
+    if _THINK.search(content or ""):
+        note("think_block")
+    body = _THINK.sub("", content or "").strip()
+    body = re.sub(r"^```(?:json)?\s*|\s*```$", "", body)
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        note("malformed_json")
+        data = json_repair.loads(body)
+        if data not in ("", None, [], {}):
+            note("json_repaired")
+    pairs = parse_pairs(json.dumps(data, ensure_ascii=False) if not isinstance(data, str) else data)[:n]
+    if pairs:
+        return pairs
+    if finish == "length":
+        raise AnswerError("truncated_output", "the answer was cut at max_tokens before any complete pair")
+    if not isinstance(data, (dict, list)) or data in ({}, []):
+        raise AnswerError("malformed_json", f"not JSON: {body[:120]!r}")
+    raise AnswerError("schema_invalid", f"JSON without valid pairs: {body[:120]!r}")
+
+
+async def _ask(client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, template: str, key: str,
+               note: Callable[[str], None]) -> tuple[list[QAPair], Any, str]:
     import openai
 
     n = questions_for(chunk, cfg)
@@ -220,72 +362,113 @@ async def _ask(client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, templ
     last_exc: Exception | None = None
     for fmt in formats:
         kwargs: dict[str, Any] = {"model": teacher.model, "messages": messages, "temperature": cfg.temperature,
-                                  "max_tokens": cfg.max_tokens}
+                                  "max_tokens": cfg.max_tokens, "seed": _seed(key)}
         if fmt is not None:
             kwargs["response_format"] = fmt
         try:
             r = await client.chat.completions.create(**kwargs)
         except openai.BadRequestError as e:  # this endpoint lacks this response format: try the next one
             last_exc = e
+            note("format_fallback")
             continue
         msg = r.choices[0].message
-        content = msg.content or getattr(msg, "reasoning_content", None) or ""
-        return parse_pairs(content)[:n], r.usage, r.choices[0].finish_reason
-    raise RuntimeError(f"teacher rejected every response format: {last_exc}")
+        content = msg.content or ""
+        reasoning = getattr(msg, "reasoning_content", None)
+        if reasoning:  # a thinking model: the JSON is in content, or only in its reasoning when content is empty
+            note("reasoning_content")
+            content = content if content.strip() else reasoning
+        finish = r.choices[0].finish_reason
+        return inspect_answer(content, finish, n, note), r.usage, finish
+    raise AnswerError("http_4xx", f"teacher rejected every response format: {last_exc}")
 
 
-async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettings, data_dir: Path) -> SynthStats:
+async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettings, data_dir: Path,
+                         prompts_dir: Path = PARAMS_DIR / "prompts", show_progress: bool = True) -> SynthStats:
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    chunks = list({c.id: c for c in chunks}.values())  # identical chunks are asked once
+    keys = {c.id: chunk_key(c, cfg, teacher.model, prompts_dir) for c in chunks}
     stats = SynthStats(chunks_total=len(chunks))
     done = done_chunks(data_dir)
-    todo = [c for c in chunks if c.id not in done]
+    todo = [c for c in chunks if keys[c.id] not in done]
     stats.chunks_skipped_done = len(chunks) - len(todo)
     urls = teacher.urls
-    stats.concurrency = max(1, teacher.capacity) * len(urls)
-    clients = {u: teacher.client(timeout=cfg.request_timeout, max_retries=2, asynchronous=True, base_url=u)
-               for u in urls}
+    stats.concurrency = cfg.concurrency or max(1, teacher.capacity) * len(urls)
+    stats.endpoints = {u: {"requests": 0, "ok": 0, "errors": 0, "completion_tokens": 0, "pairs": 0} for u in urls}
+
+    def note(kind: str) -> None:
+        counts = stats.failures if kind in stats.failures else stats.handled
+        counts[kind] = counts.get(kind, 0) + 1
+
+    def client_for(u: str):
+        http = httpx.AsyncClient(transport=_Counted(note), timeout=cfg.request_timeout, follow_redirects=True)
+        return teacher.client(timeout=cfg.request_timeout, max_retries=cfg.max_retries, asynchronous=True,
+                              base_url=u, http_client=http)
+
+    clients = {u: client_for(u) for u in urls}
     inflight = {u: 0 for u in urls}
-    stats.endpoints = {u: {"requests": 0, "ok": 0, "errors": 0, "completion_tokens": 0} for u in urls}
-    templates = {lang: prompt_template(lang) for lang in {c.lang for c in todo}}
+    down_until = {u: 0.0 for u in urls}
+    templates = {lang: prompt_template(lang, prompts_dir) for lang in {c.lang for c in todo}}
     sem = asyncio.Semaphore(stats.concurrency)
     writer = _Writer(data_dir)
     t0 = time.perf_counter()
 
-    async def ask_anywhere(chunk: Chunk):
-        """The least busy endpoint first; if it fails (after the client's own retries), the next one."""
+    async def ask_anywhere(chunk: Chunk, key: str):
+        """Healthy endpoints first, least busy first; an endpoint that fails to connect rests for 10 s and its
+        request goes to the next one, so a dead replica costs a retry, never a chunk."""
         last: Exception | None = None
-        for u in sorted(urls, key=lambda x: inflight[x]):
+        now = time.monotonic()
+        for u in sorted(urls, key=lambda x: (down_until[x] > now, inflight[x])):
             inflight[u] += 1
             stats.endpoints[u]["requests"] += 1
+            stats.requests += 1
             try:
-                pairs, usage, finish = await _ask(clients[u], teacher, chunk, cfg, templates[chunk.lang])
+                pairs, usage, finish = await _ask(clients[u], teacher, chunk, cfg, templates[chunk.lang], key, note)
+                if cfg.paraphrases:
+                    for p in pairs:
+                        try:
+                            p.paraphrases = await _paraphrase(clients[u], teacher, p.question, chunk.lang, cfg,
+                                                              _seed(_sha(key + p.question)))
+                        except Exception as e:  # a pair without paraphrases is still a good training pair
+                            writer.failure({"chunk_id": chunk.id, "key": key, "kind": classify(e),
+                                            "stage": "paraphrase", "error": f"{type(e).__name__}: {e}"[:300]})
+            except AnswerError:
+                raise  # the endpoint works; the answer was bad: retry the chunk, not another endpoint
             except Exception as e:
                 stats.endpoints[u]["errors"] += 1
+                if classify(e) in ("connection", "timeout"):
+                    down_until[u] = time.monotonic() + 10.0
                 last = e
                 continue
             finally:
                 inflight[u] -= 1
             stats.endpoints[u]["ok"] += 1
+            stats.endpoints[u]["pairs"] += len(pairs)
             stats.endpoints[u]["completion_tokens"] += (usage.completion_tokens or 0) if usage else 0
-            if cfg.paraphrases:
-                for p in pairs:
-                    try:
-                        p.paraphrases = await _paraphrase(clients[u], teacher, p.question, chunk.lang, cfg)
-                    except Exception as e:  # a pair without paraphrases is still a good training pair
-                        stats.errors.append(f"{chunk.id}: paraphrase: {type(e).__name__}: {e}")
             return pairs, usage, finish
         assert last is not None
         raise last
 
     async def one(chunk: Chunk) -> None:
-        async with sem:
+        key = keys[chunk.id]
+        for attempt in range(1, cfg.attempts + 1):
             try:
-                pairs, usage, finish = await ask_anywhere(chunk)
-            except Exception as e:  # recorded, retried on the next run
-                stats.chunks_failed += 1
-                stats.errors.append(f"{chunk.id}: {type(e).__name__}: {e}")
-                writer.write([], {"chunk_id": chunk.id, "status": "failed", "error": str(e)[:500]})
+                async with sem:
+                    pairs, usage, finish = await ask_anywhere(chunk, key)
+                break
+            except Exception as e:
+                kind = classify(e)
+                if isinstance(e, AnswerError):
+                    note(kind)  # transport faults were counted by the transport, on every attempt
+                writer.failure({"chunk_id": chunk.id, "key": key, "source": chunk.source, "attempt": attempt,
+                                "kind": kind, "error": f"{type(e).__name__}: {e}"[:300]})
+                if attempt < cfg.attempts:
+                    note("retried_chunk")
+                    await asyncio.sleep(min(8.0, 0.5 * 2 ** attempt))
+                    continue
+                stats.chunks_failed += 1  # left for the next run
+                stats.errors.append(f"{chunk.id}: {kind}: {e}"[:300])
+                writer.write([], {"chunk_id": chunk.id, "key": key, "status": "failed", "kind": kind})
                 return
         if usage is not None:
             stats.prompt_tokens += usage.prompt_tokens or 0
@@ -293,6 +476,8 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
         rows = [
             {
                 "id": _row_id(chunk.id, p.question),
+                "key": key,
+                "pair_index": i,
                 "chunk_id": chunk.id,
                 "source": chunk.source,
                 "headings": chunk.breadcrumb,
@@ -304,30 +489,49 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                 "teacher": teacher.model,
                 "finish_reason": finish,
             }
-            for p in pairs
+            for i, p in enumerate(pairs)
         ]
-        status = "ok" if rows else "failed"
-        if not rows:
-            stats.chunks_failed += 1
-            stats.errors.append(f"{chunk.id}: no valid pairs in the answer")
-        else:
-            stats.chunks_ok += 1
-            stats.pairs += len(rows)
-        writer.write(rows, {"chunk_id": chunk.id, "status": status, "pairs": len(rows)})
+        stats.chunks_ok += 1
+        stats.pairs += len(rows)
+        writer.write(rows, {"chunk_id": chunk.id, "key": key, "status": "ok", "ids": [r["id"] for r in rows]})
 
     try:
-        with bar(total=len(todo), desc="chunks", unit="chunk") as pbar:
+        with bar(total=len(todo), desc="chunks", unit="chunk", disable=not show_progress) as pbar:
             tasks = [asyncio.create_task(one(c)) for c in todo]
             for fut in asyncio.as_completed(tasks):
                 await fut
                 pbar.update(1)
-                pbar.set_postfix(pairs=stats.pairs, failed=stats.chunks_failed)
+                elapsed = time.perf_counter() - t0
+                pbar.set_postfix(pairs=stats.pairs, tok_s=f"{stats.completion_tokens / elapsed:.1f}",
+                                 failed=stats.chunks_failed)
     finally:
         writer.close()
         for c in clients.values():
             await c.close()
     stats.seconds = round(time.perf_counter() - t0, 2)
+    write_dataset(chunks, keys, data_dir)
     return stats
+
+
+def write_dataset(chunks: list[Chunk], keys: dict[str, str], data_dir: Path) -> Path:
+    """``dataset.jsonl``: the pairs of every finished chunk of this corpus and these settings, in corpus order then
+    answer order, each pair once — the same file whatever crashes and resumes happened on the way."""
+    data_dir = Path(data_dir)
+    order = {keys[c.id]: i for i, c in enumerate(chunks)}
+    chosen: dict[str, set[str] | None] = {}  # key -> the row ids its (first) ok record names
+    if (data_dir / DONE_FILE).is_file():
+        for rec in read_jsonl(data_dir / DONE_FILE):
+            k = rec.get("key")
+            if rec.get("status") == "ok" and k in order and k not in chosen:
+                chosen[k] = set(rec["ids"]) if "ids" in rec else None
+    rows: dict[str, dict] = {}
+    if (data_dir / QA_FILE).is_file():
+        for r in read_jsonl(data_dir / QA_FILE):
+            k = r.get("key")
+            if k in chosen and (chosen[k] is None or r["id"] in chosen[k]) and r["id"] not in rows:
+                rows[r["id"]] = r
+    ordered = sorted(rows.values(), key=lambda r: (order[r["key"]], r.get("pair_index", 0), r["id"]))
+    return write_jsonl(ordered, data_dir / DATASET_FILE)
 
 
 def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
@@ -352,8 +556,8 @@ def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
     return result["value"]
 
 
-def generate(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettings, data_dir: Path) -> SynthStats:
-    return run_sync(lambda: generate_async(chunks, teacher, cfg, data_dir))
+def generate(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettings, data_dir: Path, **kw) -> SynthStats:
+    return run_sync(lambda: generate_async(chunks, teacher, cfg, data_dir, **kw))
 
 
 def write_chunks(chunks: list[Chunk], data_dir: Path) -> Path:
@@ -361,7 +565,10 @@ def write_chunks(chunks: list[Chunk], data_dir: Path) -> Path:
 
 
 def load_qa(data_dir: Path) -> list[dict]:
-    """The pairs of finished chunks (rows of a chunk later marked failed or torn lines are ignored)."""
+    """The final pairs (``dataset.jsonl``); for a synthesis that never finished, the pairs of its finished chunks
+    (rows of a chunk later marked failed and torn lines are ignored)."""
+    if (Path(data_dir) / DATASET_FILE).is_file():
+        return read_jsonl(Path(data_dir) / DATASET_FILE)
     path = Path(data_dir) / QA_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run 02_synthesize for this run dir first")
@@ -369,7 +576,60 @@ def load_qa(data_dir: Path) -> list[dict]:
     seen: set[str] = set()
     out = []
     for r in read_jsonl(path):
-        if r.get("chunk_id") in done and r["id"] not in seen:
+        if (r.get("key") or r.get("chunk_id")) in done and r["id"] not in seen:
             seen.add(r["id"])
             out.append(r)
     return out
+
+
+def write_report(stats: SynthStats, corpus_report: Any, data_dir: Path) -> Path:
+    """``synth_report.json``: corpus files used / skipped, chunks, pairs, failures and repairs by kind, pairs/min,
+    tokens/s, and the same per endpoint."""
+    from .jsonio import write_json
+
+    corpus = corpus_report.__dict__ if hasattr(corpus_report, "__dict__") else corpus_report
+    return write_json({"synth": stats.as_dict(), "corpus": corpus}, Path(data_dir) / "synth_report.json")
+
+
+def run_headless(run_dir: Path, cfg, show_progress: bool = True) -> SynthStats:
+    """Notebook 02's steps without a notebook (scripts, benchmarks, the crash tests): corpus → chunks → answers."""
+    from . import corpus as corpus_lib, serve
+    from .paths import project_path
+
+    run_dir = Path(run_dir)
+    teacher = Teacher.load(run_dir)
+    docs, report = corpus_lib.read_corpus(project_path(cfg.corpus), cfg.synth.include, cfg.synth.exclude)
+    chunks = corpus_lib.chunk_corpus(docs, cfg.synth.chunk_tokens, cfg.synth.min_chunk_tokens,
+                                     serve.token_counter(teacher))
+    if cfg.synth.max_chunks:
+        chunks = chunks[: cfg.synth.max_chunks]
+    data = run_dir / "data"
+    write_chunks(chunks, data)
+    stats = generate(chunks, teacher, cfg.synth, data, show_progress=show_progress)
+    write_report(stats, report, data)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tunebook.synthesize RUN_DIR --profile ci -p synth.max_chunks=10``: 02 headless against the
+    teacher recorded in RUN_DIR/teacher.json."""
+    import argparse
+
+    from . import settings as settings_mod
+
+    ap = argparse.ArgumentParser(prog="python -m tunebook.synthesize", description=main.__doc__)
+    ap.add_argument("run_dir")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    cfg = settings_mod.load(a.profile, a.overrides)
+    stats = run_headless(Path(a.run_dir), cfg, show_progress=not a.quiet)
+    d = stats.as_dict()
+    print(json.dumps({k: d[k] for k in ("chunks_total", "chunks_skipped_done", "chunks_ok", "chunks_failed", "pairs",
+                                        "pairs_per_min", "completion_tokens_per_s", "failures")}))
+    return 0 if not stats.chunks_failed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

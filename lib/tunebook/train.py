@@ -84,9 +84,8 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
     if backend == "unsloth":
         from unsloth import FastLanguageModel  # imported only once CUDA is known to exist
 
-        # max_seq_length stays the per-row limit: a value above the model's positions makes Unsloth scale RoPE
         extra = {"device_map": {"": local_rank()}} if world_size() > 1 else {}  # DDP: one whole copy per GPU
-        model, tok = FastLanguageModel.from_pretrained(model_name=source, max_seq_length=cfg.max_length,
+        model, tok = FastLanguageModel.from_pretrained(model_name=source, max_seq_length=unsloth_seq_length(source, cfg),
                                                        load_in_4bit=cfg.load_in_4bit, dtype=None, **extra)
         model = FastLanguageModel.get_peft_model(model, bias="none", use_gradient_checkpointing=checkpointing_policy(),
                                                  random_state=seed, **lora_kwargs)
@@ -107,6 +106,19 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
         tok.pad_token = tok.eos_token
     peft_config = LoraConfig(task_type="CAUSAL_LM", bias="none", **lora_kwargs)
     return Student(model, tok, backend, source), peft_config
+
+
+def unsloth_seq_length(source: str, cfg: TrainSettings) -> int:
+    """Unsloth caps SFTConfig.max_length at the model's ``max_seq_length``, so a packed micro-batch needs it as large
+    as the token budget (measured: with the per-row limit there, packing silently shrank to one row a step) — but
+    never above the model's positions, where Unsloth would switch on RoPE scaling and change the model."""
+    from transformers import AutoConfig
+
+    seq = max(cfg.max_length, cfg.token_budget)
+    conf = AutoConfig.from_pretrained(source)
+    conf = getattr(conf, "text_config", None) or conf
+    limit = getattr(conf, "max_position_embeddings", None)
+    return min(seq, limit) if limit else seq
 
 
 def world_size() -> int:
@@ -163,7 +175,10 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
                         packing_strategy="bfd", logging_steps=10)
                    if packed else
                    dict(per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, packing=False,
-                        logging_steps=1 if not cuda else 5))
+                        logging_steps=1 if not cuda else 5,
+                        # padded GPU batches: rows of similar length together (less padding, and DDP ranks get
+                        # batches of similar length, so neither waits for the other)
+                        train_sampling_strategy="group_by_length" if cuda else "random"))
     return SFTConfig(
         output_dir=str(out_dir / CHECKPOINT_DIR),
         num_train_epochs=cfg.epochs,
