@@ -91,6 +91,7 @@ class SynthSettings(_Section):
     max_retries: int = Field(3, ge=0)
     attempts: int = Field(3, ge=1)
     concurrency: int = Field(0, ge=0)
+    reproducible: bool = False
 
 
 class InspectSettings(_Section):

@@ -139,7 +139,7 @@ async def _paraphrase(client, teacher: Teacher, question: str, lang: str, cfg: S
     """A separate, focused request per question: small teachers mix up paraphrases and answers otherwise."""
     prompt = render_fields(prompt_template(lang, name="paraphrase"), {"k": cfg.paraphrases, "question": question})
     r = await client.chat.completions.create(
-        model=teacher.model, messages=[{"role": "user", "content": prompt}], temperature=0.7, max_tokens=256, seed=seed,
+        model=teacher.model, messages=[{"role": "user", "content": prompt}], temperature=0.7, max_tokens=256, seed=seed, **_extra(teacher, cfg),
         response_format={"type": "json_schema", "json_schema": {
             "name": "paraphrases", "schema": paraphrase_schema(cfg.paraphrases, cfg), "strict": True}})
     content = _THINK.sub("", r.choices[0].message.content or "")
@@ -205,6 +205,14 @@ def chunk_key(chunk: Chunk, cfg: SynthSettings, model: str, prompts_dir: Path = 
     return _sha(json.dumps([chunk.id, _sha(templates), model, gen], sort_keys=True))[:20]
 
 
+def _extra(teacher: Teacher, cfg: SynthSettings) -> dict[str, Any]:
+    """``synth.reproducible`` on llama-server: no reuse of a cached prompt prefix (evaluated in other batch shapes,
+    it shifts logits slightly), so one prompt + seed always gives one answer."""
+    if cfg.reproducible and teacher.backend == "llama.cpp":
+        return {"extra_body": {"cache_prompt": False}}
+    return {}
+
+
 def _seed(key: str) -> int:
     """A fixed sampling seed per request, so a rerun asks exactly the same question of the teacher."""
     return int(key[:8], 16) % 2**31
@@ -253,7 +261,7 @@ class _Counted(httpx.AsyncBaseTransport):
     """An httpx transport that counts what every attempt met (429, 5xx, timeouts, dropped connections, bodies cut
     short) while openai's client does the retrying: the report then shows faults that a retry hid."""
 
-    def __init__(self, count: Callable[[str], None]):
+    def __init__(self, count: Callable[[str, str], None]):
         self._inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1000,
                                                                   max_keepalive_connections=200))
         self._count = count
@@ -269,14 +277,12 @@ class _Counted(httpx.AsyncBaseTransport):
         try:
             resp = await self._inner.handle_async_request(request)
         except httpx.TransportError as e:
-            self._count(self._kind(e))
+            self._count(self._kind(e), f"{request.url}: {type(e).__name__}: {e}")
             raise
-        if resp.status_code == 429:
-            self._count("http_429")
-        elif resp.status_code >= 500:
-            self._count("http_5xx")
-        elif resp.status_code >= 400:
-            self._count("http_4xx")
+        status = resp.status_code
+        if status >= 400:
+            self._count("http_429" if status == 429 else "http_5xx" if status >= 500 else "http_4xx",
+                        f"{request.url}: HTTP {status}")
         outer = self
 
         class Body(httpx.AsyncByteStream):
@@ -285,7 +291,7 @@ class _Counted(httpx.AsyncBaseTransport):
                     async for part in resp.stream:  # type: ignore[union-attr]
                         yield part
                 except httpx.TransportError as e:
-                    outer._count(outer._kind(e))
+                    outer._count(outer._kind(e), f"{request.url}: body cut short: {type(e).__name__}: {e}")
                     raise
 
             async def aclose(self) -> None:
@@ -362,7 +368,7 @@ async def _ask(client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, templ
     last_exc: Exception | None = None
     for fmt in formats:
         kwargs: dict[str, Any] = {"model": teacher.model, "messages": messages, "temperature": cfg.temperature,
-                                  "max_tokens": cfg.max_tokens, "seed": _seed(key)}
+                                  "max_tokens": cfg.max_tokens, "seed": _seed(key), **_extra(teacher, cfg)}
         if fmt is not None:
             kwargs["response_format"] = fmt
         try:
@@ -400,17 +406,22 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
         counts = stats.failures if kind in stats.failures else stats.handled
         counts[kind] = counts.get(kind, 0) + 1
 
+    def request_fault(kind: str, detail: str) -> None:  # every failed HTTP attempt, also those a retry fixed
+        note(kind)
+        writer.failure({"stage": "request", "kind": kind, "error": detail[:300]})
+
     def client_for(u: str):
-        http = httpx.AsyncClient(transport=_Counted(note), timeout=cfg.request_timeout, follow_redirects=True)
+        http = httpx.AsyncClient(transport=_Counted(request_fault), timeout=cfg.request_timeout,
+                                 follow_redirects=True)
         return teacher.client(timeout=cfg.request_timeout, max_retries=cfg.max_retries, asynchronous=True,
                               base_url=u, http_client=http)
 
+    writer = _Writer(data_dir)
     clients = {u: client_for(u) for u in urls}
     inflight = {u: 0 for u in urls}
     down_until = {u: 0.0 for u in urls}
     templates = {lang: prompt_template(lang, prompts_dir) for lang in {c.lang for c in todo}}
     sem = asyncio.Semaphore(stats.concurrency)
-    writer = _Writer(data_dir)
     t0 = time.perf_counter()
 
     async def ask_anywhere(chunk: Chunk, key: str):
