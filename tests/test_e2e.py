@@ -216,3 +216,28 @@ def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
         assert inspection.normalize(q) not in train_norm and index.query(q) is None, q
     html = (tmp_path / "cps" / "reports" / "03_inspect.html").read_text()
     assert "data:image/png;base64" in html and "tunebook-samples" in html
+
+
+def test_training_in_two_ddp_processes_through_the_launcher(ci_run, tmp_path):
+    """-p train.num_gpus=2 runs 04 through the launcher: two ranks (gloo on this CPU machine, as TUNEBOOK_DDP_CPU=1
+    allows), rank 0 writes the adapter and metrics, the notebook replays the progress into one loss plot."""
+    import shutil
+
+    run_dir, _, _ = ci_run
+    out = tmp_path / "outputs"
+    run = out / "ddp"
+    run.mkdir(parents=True)
+    shutil.copytree(run_dir / "data", run / "data")
+    env = {"TUNEBOOK_OUTPUTS": str(out), "TUNEBOOK_DDP_CPU": "1"}
+    r = tunebook_cli("run", "--profile", "ci", "--run-id", "ddp", "--from", "04", "--to", "04",
+                     "-p", "train.num_gpus=2", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((run / "train" / "train_metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 4 and metrics["tokens"] > 0
+    assert (run / "train" / "adapter" / "adapter_model.safetensors").is_file()
+    nb = nbformat.read(run / "notebooks" / "04_train.ipynb", 4)
+    images = [o for o in _outputs(nb) if "image/png" in o.get("data", {})]
+    assert len(images) == 1, "one loss figure, drawn from the ranks' progress"
+    assert "trained (green)" in json.dumps([o.get("data", {}) for o in _outputs(nb)])
+    assert "100%" in _last_state(_stream_text(nb), "training:")
+    assert not [e for e in _outputs(nb) if e.output_type == "error"]

@@ -147,10 +147,12 @@ def vllm_command(cfg: ServeSettings, model: str, port: int) -> list[str]:
         "--port", str(port),
         "--max-model-len", str(cfg.max_model_len),
         "--model", model,
-        "--tensor-parallel-size", str(cfg.tensor_parallel_size),
+        "--tensor-parallel-size", str(cfg.tensor_parallel_size),  # GPUs per replica
         "--gpu-memory-utilization", str(cfg.gpu_memory_utilization),
         "--max-num-seqs", str(cfg.parallel),
     ]
+    if cfg.data_parallel_size > 1:  # replicas behind one endpoint: tensor_parallel_size × data_parallel_size GPUs
+        cmd += ["--data-parallel-size", str(cfg.data_parallel_size)]
     # the original flow's --swap-space 16 --disable-log-requests: both were removed from current vLLM releases
     if cfg.swap_space:
         cmd += ["--swap-space", str(cfg.swap_space)]
@@ -244,7 +246,8 @@ def start_process(cfg: ServeSettings, teacher_spec: str, run_dir: Path) -> Teach
         backend=cfg.backend,
         base_url=f"http://{cfg.host}:{port}/v1",
         model=model_name,
-        capacity=cfg.parallel,
+        # vLLM: --max-num-seqs per data-parallel replica
+        capacity=cfg.parallel * (cfg.data_parallel_size if cfg.backend == "vllm" else 1),
         api_key_env=cfg.api_key_env,
         pid=proc.pid,
         pgid=os.getpgid(proc.pid),

@@ -50,6 +50,7 @@ class ServeSettings(_Section):
     ready_timeout: float = Field(300.0, gt=0)
     vllm_python: str = "python"
     tensor_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1)
     max_model_len: int = Field(8000, ge=256)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     swap_space: int = Field(0, ge=0)

@@ -8,6 +8,7 @@ concurrently up to the teacher's capacity (``teacher.json``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
-import httpx
 import json_repair
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -87,7 +87,12 @@ def prompt_template(lang: str, prompts_dir: Path = PARAMS_DIR / "prompts", name:
     path = prompts_dir / f"{name}_{lang}.md"
     if not path.is_file():
         path = prompts_dir / f"{name}_en.md"
-    return path.read_text(encoding="utf-8")
+    return _read(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _read(path: str, mtime_ns: int) -> str:  # an edited template (new mtime) is read again
+    return Path(path).read_text(encoding="utf-8")
 
 
 def render_fields(template: str, values: dict[str, Any]) -> str:
@@ -134,15 +139,113 @@ def parse_pairs(content: str) -> list[QAPair]:
     return pairs
 
 
+class Transient(Exception):
+    """A failed attempt worth retrying (429, 5xx, timeout, dropped connection, body cut short)."""
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind, self.retry_after = kind, retry_after
+
+
+class Rejected(Exception):
+    """The endpoint refused the request (4xx other than 429): not retried; for a response format, try the next."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.kind, self.status = "http_4xx", status
+
+
+def _backoff(state) -> float:
+    """Exponential backoff with jitter (0.5 s → 8 s), at least the server's Retry-After."""
+    from tenacity import wait_exponential, wait_random
+
+    wait = (wait_exponential(multiplier=0.5, max=8.0) + wait_random(0, 0.5))(state)
+    exc = state.outcome.exception() if state.outcome else None
+    ra = getattr(exc, "retry_after", None)
+    return max(wait, ra) if ra else wait
+
+
+class Endpoint:
+    """One OpenAI-compatible endpoint for synthesis: an aiohttp connection pool, ``POST /chat/completions`` with
+    plain JSON, retries with backoff by tenacity, and every failed attempt reported by kind (also those a retry
+    fixed). Lean on purpose: the openai client's typed ``create()`` costs ~1 ms of CPU a request and capped the
+    client at ~1,100 requests/s on the 2-core CI machine (benchmarks/synth_throughput.py); this path is several
+    times faster, so the client is never what limits a fast teacher."""
+
+    def __init__(self, url: str, api_key: str, timeout: float, max_retries: int,
+                 on_fault: Callable[[str, str], None]):
+        import aiohttp
+
+        self.url = url.rstrip("/") + "/chat/completions"
+        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000),
+                                             timeout=aiohttp.ClientTimeout(total=timeout))
+        self.max_retries = max_retries
+        self.on_fault = on_fault
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+        async for attempt in AsyncRetrying(stop=stop_after_attempt(self.max_retries + 1), wait=_backoff,
+                                           retry=retry_if_exception_type(Transient), reraise=True):
+            with attempt:
+                return await self._once(body)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fault(self, kind: str, detail: str, retry_after: float | None = None) -> Transient:
+        self.on_fault(kind, f"{self.url}: {detail}")
+        return Transient(kind, detail, retry_after)
+
+    async def _once(self, body: dict[str, Any]) -> dict[str, Any]:
+        import aiohttp
+
+        try:
+            async with self.session.post(self.url, data=json.dumps(body, ensure_ascii=False).encode(),
+                                         headers=self.headers) as r:
+                raw = await r.read()
+                status, retry_after = r.status, r.headers.get("Retry-After")
+        except asyncio.TimeoutError as e:
+            raise self._fault("timeout", f"no answer within the request timeout ({type(e).__name__})") from e
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as e:
+            raise self._fault("truncated_stream", f"body cut short: {type(e).__name__}: {e}") from e
+        except aiohttp.ClientError as e:
+            raise self._fault("connection", f"{type(e).__name__}: {e}") from e
+        if status == 429 or status >= 500:
+            try:
+                ra = float(retry_after) if retry_after else None
+            except ValueError:
+                ra = None
+            raise self._fault("http_429" if status == 429 else "http_5xx", f"HTTP {status}: {raw[:200]!r}", ra)
+        if status >= 400:
+            self.on_fault("http_4xx", f"{self.url}: HTTP {status}: {raw[:200]!r}")
+            raise Rejected(status, raw[:300].decode("utf-8", "replace"))
+        try:
+            return json.loads(raw)
+        except ValueError as e:
+            raise self._fault("truncated_stream", f"HTTP {status} with a body that is not JSON: {raw[:120]!r}") from e
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def _message(data: dict[str, Any]) -> tuple[str, str, str | None]:
+    choice = (data.get("choices") or [{}])[0]
+    msg = choice.get("message") or {}
+    return msg.get("content") or "", msg.get("reasoning_content") or msg.get("reasoning") or "", \
+        choice.get("finish_reason")
+
+
 async def _paraphrase(client, teacher: Teacher, question: str, lang: str, cfg: SynthSettings,
-                      seed: int | None = None) -> list[str]:
+                      seed: int | None = None, prompts_dir: Path = PARAMS_DIR / "prompts") -> list[str]:
     """A separate, focused request per question: small teachers mix up paraphrases and answers otherwise."""
-    prompt = render_fields(prompt_template(lang, name="paraphrase"), {"k": cfg.paraphrases, "question": question})
-    r = await client.chat.completions.create(
-        model=teacher.model, messages=[{"role": "user", "content": prompt}], temperature=0.7, max_tokens=256, seed=seed, **_extra(teacher, cfg),
-        response_format={"type": "json_schema", "json_schema": {
-            "name": "paraphrases", "schema": paraphrase_schema(cfg.paraphrases, cfg), "strict": True}})
-    content = _THINK.sub("", r.choices[0].message.content or "")
+    prompt = render_fields(prompt_template(lang, prompts_dir, name="paraphrase"),
+                           {"k": cfg.paraphrases, "question": question})
+    body = {"model": teacher.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0.7,
+            "max_tokens": 256, "seed": seed, **_extra(teacher, cfg),
+            "response_format": {"type": "json_schema", "json_schema": {
+                "name": "paraphrases", "schema": paraphrase_schema(cfg.paraphrases, cfg), "strict": True}}}
+    content, _, _ = _message(await client.chat(body))
+    content = _THINK.sub("", content)
     try:
         data = json.loads(content)
     except json.JSONDecodeError:
@@ -209,7 +312,7 @@ def _extra(teacher: Teacher, cfg: SynthSettings) -> dict[str, Any]:
     """``synth.reproducible`` on llama-server: no reuse of a cached prompt prefix (evaluated in other batch shapes,
     it shifts logits slightly), so one prompt + seed always gives one answer."""
     if cfg.reproducible and teacher.backend == "llama.cpp":
-        return {"extra_body": {"cache_prompt": False}}
+        return {"cache_prompt": False}
     return {}
 
 
@@ -230,78 +333,44 @@ def done_chunks(data_dir: Path) -> set[str]:
 
 
 class _Writer:
-    """Append-only JSONL writer: each chunk's pairs and its done-record are flushed and fsynced together."""
+    """Append-only JSONL writer. Each chunk's pairs, then its done-record, are flushed to the OS at once (a killed
+    process loses nothing written); fsync, against a machine crash, runs at most every ``sync_every_s`` seconds and
+    at close, so thousands of chunks a second are not held up by the disk."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, sync_every_s: float = 1.0):
         self.qa = open(data_dir / QA_FILE, "a", encoding="utf-8")
         self.done = open(data_dir / DONE_FILE, "a", encoding="utf-8")
         self.failures = open(data_dir / FAILURES_FILE, "a", encoding="utf-8")
+        self.sync_every_s = sync_every_s
+        self._synced = time.monotonic()
 
-    @staticmethod
-    def _append(fh, rows: list[dict]) -> None:
+    def _append(self, fh, rows: list[dict]) -> None:
         for r in rows:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
         fh.flush()
-        os.fsync(fh.fileno())
+
+    def _maybe_sync(self) -> None:
+        if time.monotonic() - self._synced >= self.sync_every_s:
+            self.sync()
+
+    def sync(self) -> None:
+        for fh in (self.qa, self.done, self.failures):
+            os.fsync(fh.fileno())
+        self._synced = time.monotonic()
 
     def write(self, rows: list[dict], record: dict) -> None:
-        self._append(self.qa, rows)
+        self._append(self.qa, rows)  # pairs before the record that marks them finished
         self._append(self.done, [record])
+        self._maybe_sync()
 
     def failure(self, record: dict) -> None:
         self._append(self.failures, [record])
 
     def close(self) -> None:
+        self.sync()
         self.qa.close()
         self.done.close()
         self.failures.close()
-
-
-class _Counted(httpx.AsyncBaseTransport):
-    """An httpx transport that counts what every attempt met (429, 5xx, timeouts, dropped connections, bodies cut
-    short) while openai's client does the retrying: the report then shows faults that a retry hid."""
-
-    def __init__(self, count: Callable[[str, str], None]):
-        self._inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1000,
-                                                                  max_keepalive_connections=200))
-        self._count = count
-
-    def _kind(self, e: Exception) -> str:
-        if isinstance(e, httpx.TimeoutException):
-            return "timeout"
-        if isinstance(e, (httpx.RemoteProtocolError, httpx.ReadError)):
-            return "truncated_stream"
-        return "connection"
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            resp = await self._inner.handle_async_request(request)
-        except httpx.TransportError as e:
-            self._count(self._kind(e), f"{request.url}: {type(e).__name__}: {e}")
-            raise
-        status = resp.status_code
-        if status >= 400:
-            self._count("http_429" if status == 429 else "http_5xx" if status >= 500 else "http_4xx",
-                        f"{request.url}: HTTP {status}")
-        outer = self
-
-        class Body(httpx.AsyncByteStream):
-            async def __aiter__(self):
-                try:
-                    async for part in resp.stream:  # type: ignore[union-attr]
-                        yield part
-                except httpx.TransportError as e:
-                    outer._count(outer._kind(e), f"{request.url}: body cut short: {type(e).__name__}: {e}")
-                    raise
-
-            async def aclose(self) -> None:
-                await resp.aclose()
-
-        return httpx.Response(resp.status_code, headers=resp.headers, stream=Body(), extensions=resp.extensions,
-                              request=request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class AnswerError(Exception):
@@ -313,21 +382,11 @@ class AnswerError(Exception):
 
 
 def classify(e: BaseException) -> str:
-    import openai
-
-    if isinstance(e, AnswerError):
+    if isinstance(e, (AnswerError, Transient, Rejected)):
         return e.kind
-    if isinstance(e, openai.RateLimitError):
-        return "http_429"
-    if isinstance(e, openai.InternalServerError):
-        return "http_5xx"
-    if isinstance(e, openai.APITimeoutError):
+    if isinstance(e, asyncio.TimeoutError):
         return "timeout"
-    if isinstance(e, openai.APIConnectionError):
-        return "connection"
-    if isinstance(e, openai.APIStatusError):
-        return "http_5xx" if e.status_code >= 500 else "http_4xx"
-    return "connection" if isinstance(e, httpx.TransportError) else "malformed_json"
+    return "connection" if isinstance(e, OSError) else "malformed_json"
 
 
 def inspect_answer(content: str, finish: str | None, n: int, note: Callable[[str], None]) -> list[QAPair]:
@@ -356,8 +415,6 @@ def inspect_answer(content: str, finish: str | None, n: int, note: Callable[[str
 
 async def _ask(client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, template: str, key: str,
                note: Callable[[str], None]) -> tuple[list[QAPair], Any, str]:
-    import openai
-
     n = questions_for(chunk, cfg)
     messages = [{"role": "user", "content": render_prompt(template, chunk, n)}]
     formats = [
@@ -367,24 +424,21 @@ async def _ask(client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, templ
     ]
     last_exc: Exception | None = None
     for fmt in formats:
-        kwargs: dict[str, Any] = {"model": teacher.model, "messages": messages, "temperature": cfg.temperature,
-                                  "max_tokens": cfg.max_tokens, "seed": _seed(key), **_extra(teacher, cfg)}
+        body: dict[str, Any] = {"model": teacher.model, "messages": messages, "temperature": cfg.temperature,
+                                "max_tokens": cfg.max_tokens, "seed": _seed(key), **_extra(teacher, cfg)}
         if fmt is not None:
-            kwargs["response_format"] = fmt
+            body["response_format"] = fmt
         try:
-            r = await client.chat.completions.create(**kwargs)
-        except openai.BadRequestError as e:  # this endpoint lacks this response format: try the next one
+            data = await client.chat(body)
+        except Rejected as e:  # e.g. this endpoint lacks this response format: try the next one
             last_exc = e
             note("format_fallback")
             continue
-        msg = r.choices[0].message
-        content = msg.content or ""
-        reasoning = getattr(msg, "reasoning_content", None)
+        content, reasoning, finish = _message(data)
         if reasoning:  # a thinking model: the JSON is in content, or only in its reasoning when content is empty
             note("reasoning_content")
             content = content if content.strip() else reasoning
-        finish = r.choices[0].finish_reason
-        return inspect_answer(content, finish, n, note), r.usage, finish
+        return inspect_answer(content, finish, n, note), data.get("usage") or {}, finish
     raise AnswerError("http_4xx", f"teacher rejected every response format: {last_exc}")
 
 
@@ -410,11 +464,8 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
         note(kind)
         writer.failure({"stage": "request", "kind": kind, "error": detail[:300]})
 
-    def client_for(u: str):
-        http = httpx.AsyncClient(transport=_Counted(request_fault), timeout=cfg.request_timeout,
-                                 follow_redirects=True)
-        return teacher.client(timeout=cfg.request_timeout, max_retries=cfg.max_retries, asynchronous=True,
-                              base_url=u, http_client=http)
+    def client_for(u: str) -> Endpoint:
+        return Endpoint(u, teacher.api_key(), cfg.request_timeout, cfg.max_retries, request_fault)
 
     writer = _Writer(data_dir)
     clients = {u: client_for(u) for u in urls}
@@ -439,7 +490,7 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                     for p in pairs:
                         try:
                             p.paraphrases = await _paraphrase(clients[u], teacher, p.question, chunk.lang, cfg,
-                                                              _seed(_sha(key + p.question)))
+                                                              _seed(_sha(key + p.question)), prompts_dir)
                         except Exception as e:  # a pair without paraphrases is still a good training pair
                             writer.failure({"chunk_id": chunk.id, "key": key, "kind": classify(e),
                                             "stage": "paraphrase", "error": f"{type(e).__name__}: {e}"[:300]})
@@ -455,7 +506,7 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                 inflight[u] -= 1
             stats.endpoints[u]["ok"] += 1
             stats.endpoints[u]["pairs"] += len(pairs)
-            stats.endpoints[u]["completion_tokens"] += (usage.completion_tokens or 0) if usage else 0
+            stats.endpoints[u]["completion_tokens"] += usage.get("completion_tokens") or 0
             return pairs, usage, finish
         assert last is not None
         raise last
@@ -481,9 +532,8 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                 stats.errors.append(f"{chunk.id}: {kind}: {e}"[:300])
                 writer.write([], {"chunk_id": chunk.id, "key": key, "status": "failed", "kind": kind})
                 return
-        if usage is not None:
-            stats.prompt_tokens += usage.prompt_tokens or 0
-            stats.completion_tokens += usage.completion_tokens or 0
+        stats.prompt_tokens += usage.get("prompt_tokens") or 0
+        stats.completion_tokens += usage.get("completion_tokens") or 0
         rows = [
             {
                 "id": _row_id(chunk.id, p.question),
@@ -514,7 +564,7 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                 pbar.update(1)
                 elapsed = time.perf_counter() - t0
                 pbar.set_postfix(pairs=stats.pairs, tok_s=f"{stats.completion_tokens / elapsed:.1f}",
-                                 failed=stats.chunks_failed)
+                                 failed=stats.chunks_failed, refresh=False)
     finally:
         writer.close()
         for c in clients.values():
