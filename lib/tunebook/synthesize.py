@@ -168,9 +168,10 @@ def _backoff(state) -> float:
 class Endpoint:
     """One OpenAI-compatible endpoint for synthesis: an aiohttp connection pool, ``POST /chat/completions`` with
     plain JSON, retries with backoff by tenacity, and every failed attempt reported by kind (also those a retry
-    fixed). Lean on purpose: the openai client's typed ``create()`` costs ~1 ms of CPU a request and capped the
-    client at ~1,100 requests/s on the 2-core CI machine (benchmarks/synth_throughput.py); this path is several
-    times faster, so the client is never what limits a fast teacher."""
+    fixed). Lean on purpose: on the 2-core CI machine the openai client capped synthesis at 260–460 requests/s with
+    its typed ``create()`` and ~1,100 with its low-level ``post()`` over aiohttp (request building and typed
+    responses cost ~1 ms of CPU a request); this path measured 2,800–3,600 (benchmarks/synth_throughput.py), so
+    the client is never what limits a fast teacher."""
 
     def __init__(self, url: str, api_key: str, timeout: float, max_retries: int,
                  on_fault: Callable[[str, str], None]):
