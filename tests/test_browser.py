@@ -107,10 +107,27 @@ PROMPTS_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Cod
                       .map(p => p.textContent.trim())"""
 
 
+class CellsNotStarted(AssertionError):
+    pass
+
+
+def start_session(base: str, token: str, path: str) -> None:
+    body = json.dumps({"path": path, "name": path, "type": "notebook", "kernel": {"name": "python3"}}).encode()
+    req = urllib.request.Request(f"{base}/api/sessions", data=body, method="POST",
+                                 headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=60).close()
+
+
 def run_all_cells(page, timeout_ms: int) -> list[str]:
     """Run ▸ Run All Cells from the menu bar, then wait for the kernel to be idle and every cell to have a count."""
     page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-content .lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    try:  # the first cell starts ([*] or a count) within two minutes, or the page is talking to no kernel
+        page.wait_for_function(
+            """() => { const p = document.querySelector('.jp-Notebook .jp-CodeCell .jp-InputPrompt');
+                       return p && /\[(\*|\d+)\]/.test(p.textContent); }""", timeout=120_000, polling=500)
+    except Exception as e:
+        raise CellsNotStarted(f"Run All did not start the first cell: {e}") from e
     page.wait_for_function(
         """() => {
              const prompts = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'));
@@ -171,10 +188,20 @@ def test_notebook_03_in_jupyterlab_and_its_html_report(tmp_path):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(120_000)
-        page.goto(f"{base}/lab/tree/03_inspect.ipynb?token={token}")
-        page.wait_for_selector(".jp-Notebook .jp-CodeCell", state="visible")
-        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=180_000)
-        prompts = run_all_cells(page, timeout_ms=600_000)
+        # the notebook's session and kernel exist before the page opens: JupyterLab attaches to it instead of
+        # racing two kernel starts (seen once: the page kept a kernel that was shut down, and Run All did nothing)
+        start_session(base, token, "03_inspect.ipynb")
+        prompts = None
+        for attempt in range(2):
+            page.goto(f"{base}/lab/tree/03_inspect.ipynb?token={token}")
+            page.wait_for_selector(".jp-Notebook .jp-CodeCell", state="visible")
+            page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=180_000)
+            try:
+                prompts = run_all_cells(page, timeout_ms=600_000)
+                break
+            except CellsNotStarted:
+                if attempt:
+                    raise
         assert len(prompts) == 7 and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts), prompts
 
         errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')
