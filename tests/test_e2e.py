@@ -189,7 +189,7 @@ def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
     r = tunebook_cli("run", "--profile", "ci", "--run-id", "cps", "--to", "03", "--corpus", str(cloudpss),
                      "-p", "teacher=qwen2.5-coder-1.5b-instruct", "-p", "synth.max_chunks=8",
                      "-p", "synth.max_tokens=512", "-p", "inspect.judge=false", "-p", "serve.port=18700",
-                     "-p", "inspect.eval_fraction=0.3", env=env)
+                     "-p", "inspect.eval_fraction=0.3", "-p", "inspect.recall_fraction=1.0", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     data = tmp_path / "cps" / "data"
     chunks = [json.loads(x) for x in (data / "chunks.jsonl").read_text().splitlines()]
