@@ -58,13 +58,12 @@ class Teacher:
             raise ServeError(f"environment variable {self.api_key_env} (serve.api_key_env) is not set")
         return key
 
-    def client(self, timeout: float = 600.0, max_retries: int = 3, asynchronous: bool = False, base_url: str = "",
-               http_client=None):
+    def client(self, timeout: float = 600.0, max_retries: int = 3, asynchronous: bool = False, base_url: str = ""):
         import openai
 
         cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
         return cls(base_url=base_url or self.base_url, api_key=self.api_key(), timeout=timeout,
-                   max_retries=max_retries, http_client=http_client)
+                   max_retries=max_retries)
 
     def save(self, run_dir: Path) -> Path:
         return write_json(asdict(self), Path(run_dir) / TEACHER_FILE)

@@ -124,6 +124,11 @@ def parse_pairs(content: str) -> list[QAPair]:
         data = json.loads(content)
     except json.JSONDecodeError:
         data = json_repair.loads(content)
+    return valid_pairs(data)
+
+
+def valid_pairs(data: Any) -> list[QAPair]:
+    """The pairs in parsed JSON (``{"pairs": [...]}``, ``{"qa": [...]}`` or a bare list) that validate."""
     if isinstance(data, dict):
         items = data.get("pairs", data.get("qa", []))
     elif isinstance(data, list):
@@ -404,7 +409,7 @@ def inspect_answer(content: str, finish: str | None, n: int, note: Callable[[str
         data = json_repair.loads(body)
         if data not in ("", None, [], {}):
             note("json_repaired")
-    pairs = parse_pairs(json.dumps(data, ensure_ascii=False) if not isinstance(data, str) else data)[:n]
+    pairs = valid_pairs(data)[:n]
     if pairs:
         return pairs
     if finish == "length":
