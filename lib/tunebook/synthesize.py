@@ -116,15 +116,20 @@ def paraphrase_schema(k: int, cfg: SynthSettings) -> dict[str, Any]:
 _THINK = re.compile(r"<think>.*?</think>", re.S)
 
 
+def load_answer(content: str) -> tuple[Any, bool, str]:
+    """A teacher's JSON answer without ``<think>`` blocks or code fences: (data, whether it was valid JSON as sent
+    or needed json-repair, the stripped text)."""
+    body = _THINK.sub("", content or "").strip()
+    body = re.sub(r"^```(?:json)?\s*|\s*```$", "", body)
+    try:
+        return json.loads(body), True, body
+    except json.JSONDecodeError:
+        return json_repair.loads(body), False, body
+
+
 def parse_pairs(content: str) -> list[QAPair]:
     """Strip reasoning, parse (leniently if needed) and validate the pairs; invalid pairs are dropped."""
-    content = _THINK.sub("", content or "").strip()
-    content = re.sub(r"^```(?:json)?\s*|\s*```$", "", content)
-    try:
-        data = json.loads(content)
-    except json.JSONDecodeError:
-        data = json_repair.loads(content)
-    return valid_pairs(data)
+    return valid_pairs(load_answer(content)[0])
 
 
 def valid_pairs(data: Any) -> list[QAPair]:
@@ -251,11 +256,7 @@ async def _paraphrase(client, teacher: Teacher, question: str, lang: str, cfg: S
             "response_format": {"type": "json_schema", "json_schema": {
                 "name": "paraphrases", "schema": paraphrase_schema(cfg.paraphrases, cfg), "strict": True}}}
     content, _, _ = _message(await client.chat(body))
-    content = _THINK.sub("", content)
-    try:
-        data = json.loads(content)
-    except json.JSONDecodeError:
-        data = json_repair.loads(content)
+    data = load_answer(content)[0]
     items = data.get("paraphrases", []) if isinstance(data, dict) else []
     return [p.strip() for p in items if isinstance(p, str) and p.strip()][: cfg.paraphrases]
 
@@ -400,13 +401,9 @@ def inspect_answer(content: str, finish: str | None, n: int, note: Callable[[str
     usable (malformed JSON, wrong schema, an answer cut at max_tokens)."""
     if _THINK.search(content or ""):
         note("think_block")
-    body = _THINK.sub("", content or "").strip()
-    body = re.sub(r"^```(?:json)?\s*|\s*```$", "", body)
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError:
+    data, valid, body = load_answer(content)
+    if not valid:
         note("malformed_json")
-        data = json_repair.loads(body)
         if data not in ("", None, [], {}):
             note("json_repaired")
     pairs = valid_pairs(data)[:n]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import models
+from .jsonio import read_jsonl, write_json, write_jsonl
 from .settings import TrainSettings
 
 ADAPTER_DIR = "adapter"
@@ -58,8 +59,6 @@ def to_prompt_completion(row: dict, system_prompt: str = "") -> dict:
 
 def load_split(path: Path, system_prompt: str = ""):
     from datasets import Dataset
-
-    from .jsonio import read_jsonl
 
     rows = read_jsonl(Path(path))
     if not rows:
@@ -290,9 +289,7 @@ def train(trainer, out_dir: Path, backend: str = "") -> dict[str, Any]:
     history = trainer.state.log_history
     main = is_main_process()  # under DDP only rank 0 writes
     if main:
-        with open(out_dir / LOG_FILE, "w", encoding="utf-8") as fh:
-            for rec in history:
-                fh.write(json.dumps(rec) + "\n")
+        write_jsonl(history, out_dir / LOG_FILE)
     train_losses = [h["loss"] for h in history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     tokens = trainer.state.num_input_tokens_seen or _tokens_seen(history)
@@ -313,7 +310,7 @@ def train(trainer, out_dir: Path, backend: str = "") -> dict[str, Any]:
         "train_loss": result.metrics.get("train_loss"),
     }
     if main:
-        (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        write_json(metrics, out_dir / METRICS_FILE)
     return metrics
 
 
