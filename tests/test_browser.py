@@ -103,7 +103,40 @@ def stop_lab(proc: subprocess.Popen, base: str, token: str) -> None:
             continue
 
 
-PROMPTS_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
+def start_lab(tmp_path: Path, nb_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, str, Path]:
+    """JupyterLab rooted at ``nb_dir`` on a free port with a random token and private settings/workspace/runtime
+    dirs; returns once it answers. (proc, base URL, token, log path)"""
+    port, token = free_port(), secrets.token_hex(16)
+    base = f"http://127.0.0.1:{port}"
+    jupyter_home = tmp_path / "jupyter"
+    for name, content in LAB_SETTINGS.items():
+        f = jupyter_home / "settings" / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(content))
+    lab_env = {**os.environ, **env, "JUPYTER_RUNTIME_DIR": str(jupyter_home / "runtime"),
+               "JUPYTERLAB_WORKSPACES_DIR": str(jupyter_home / "workspaces"),
+               "JUPYTERLAB_SETTINGS_DIR": str(jupyter_home / "settings")}
+    log = tmp_path / "jupyterlab.log"
+    cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip", "127.0.0.1",
+           "--port", str(port), "--port-retries=0", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={nb_dir}", f"--LabApp.user_settings_dir={jupyter_home / 'settings'}",
+           f"--LabApp.workspaces_dir={jupyter_home / 'workspaces'}"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    with open(log, "w") as logf:
+        lab = subprocess.Popen(cmd, cwd=nb_dir, env=lab_env, stdout=logf, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        wait_for_lab(f"{base}/api/status?token={token}", lab, log)
+    except BaseException:
+        stop_lab(lab, base, token)
+        raise
+    return lab, base, token, log
+
+
+# the notebook in the visible tab (a restored workspace can hold other notebooks' cells in the page too)
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+PROMPTS_JS = f"""() => Array.from(document.querySelectorAll('{PANEL} .jp-Notebook .jp-CodeCell .jp-InputPrompt'))
                       .map(p => p.textContent.trim())"""
 
 
@@ -118,24 +151,74 @@ def start_session(base: str, token: str, path: str) -> None:
     urllib.request.urlopen(req, timeout=60).close()
 
 
-def run_all_cells(page, timeout_ms: int) -> list[str]:
-    """Run ▸ Run All Cells from the menu bar, then wait for the kernel to be idle and every cell to have a count."""
+def run_all_cells(page, timeout_ms: int, poll=None) -> list[str]:
+    """Run ▸ Run All Cells from the menu bar, then wait for the kernel to be idle and every cell to have a count.
+    ``poll(page)``, if given, is called every second while the cells run (to watch live output)."""
     page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-content .lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
     try:  # the first cell starts ([*] or a count) within two minutes, or the page is talking to no kernel
         page.wait_for_function(
-            """() => { const p = document.querySelector('.jp-Notebook .jp-CodeCell .jp-InputPrompt');
-                       return p && /\[(\*|\d+)\]/.test(p.textContent); }""", timeout=120_000, polling=500)
+            f"""() => {{ const p = document.querySelector('{PANEL} .jp-Notebook .jp-CodeCell .jp-InputPrompt');
+                       return p && /\[(\*|\d+)\]/.test(p.textContent); }}""", timeout=120_000, polling=500)
     except Exception as e:
         raise CellsNotStarted(f"Run All did not start the first cell: {e}") from e
-    page.wait_for_function(
-        """() => {
-             const prompts = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'));
+    done_js = f"""() => {{
+             const prompts = Array.from(document.querySelectorAll('{PANEL} .jp-Notebook .jp-CodeCell .jp-InputPrompt'));
              const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
              return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent))
                     && status && status.dataset.status === 'idle';
-           }""", timeout=timeout_ms, polling=500)
+           }}"""
+    if poll is None:
+        page.wait_for_function(done_js, timeout=timeout_ms, polling=500)
+    else:
+        deadline = time.monotonic() + timeout_ms / 1000
+        while not page.evaluate(done_js):
+            assert time.monotonic() < deadline, f"cells still running after {timeout_ms / 1000:.0f} s"
+            poll(page)
+            page.wait_for_timeout(1000)
     return page.evaluate(PROMPTS_JS)
+
+
+def open_and_run_all(page, base: str, token: str, name: str, timeout_ms: int, poll=None) -> list[str]:
+    """Open notebook ``name`` in JupyterLab and Run All, as a person would; returns the cells' prompts."""
+    # the notebook's session and kernel exist before the page opens: JupyterLab attaches to it instead of
+    # racing two kernel starts (seen once: the page kept a kernel that was shut down, and Run All did nothing)
+    start_session(base, token, name)
+    for attempt in range(2):
+        page.goto(f"{base}/lab/tree/{name}?token={token}&reset")  # reset: a workspace with only this notebook
+        page.wait_for_selector(".jp-Notebook .jp-CodeCell", state="visible")
+        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=180_000)
+        try:
+            return run_all_cells(page, timeout_ms=timeout_ms, poll=poll)
+        except CellsNotStarted:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def assert_no_error_output(page) -> None:
+    """No cell shows an error output or a traceback on stderr."""
+    errors = page.locator(f'{PANEL} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')
+    assert errors.count() == 0, errors.first.inner_text()[:2000]
+    stderr = page.locator(f'{PANEL} .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]')
+    tracebacks = [t for t in stderr.all_inner_texts() if "Traceback" in t]
+    assert not tracebacks, tracebacks[0][:2000]
+
+
+def full_notebook_screenshot(page, path: Path) -> None:
+    """Full-page screenshot: the viewport grows to the notebook's height so every cell is in the picture."""
+    page.keyboard.press("Control+b")  # hide the file browser: the notebook gets the width
+    height = page.evaluate("""() => Math.max(...Array.from(document.querySelectorAll(
+                                 '.jp-NotebookPanel .jp-WindowedPanel-outer, .jp-NotebookPanel .jp-Notebook'))
+                               .map(e => e.scrollHeight))""")
+    page.set_viewport_size({"width": 1400, "height": min(max(1000, height + 200), 16000)})
+    page.evaluate("() => document.querySelectorAll('.jp-NotebookPanel .jp-WindowedPanel-outer')"
+                  ".forEach(e => e.scrollTo(0, 0))")
+    page.wait_for_timeout(1000)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    page.keyboard.press("Control+b")
+    page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_notebook_03_in_jupyterlab_and_its_html_report(tmp_path):
@@ -158,57 +241,19 @@ def test_notebook_03_in_jupyterlab_and_its_html_report(tmp_path):
     notebook_for_run(run_dir, nb_dir, settings.load("ci").student)
 
     # c. JupyterLab, private settings/workspace/runtime dirs, a random token
-    port, token = free_port(), secrets.token_hex(16)
-    base = f"http://127.0.0.1:{port}"
-    jupyter_home = tmp_path / "jupyter"
-    for name, content in LAB_SETTINGS.items():
-        f = jupyter_home / "settings" / name
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps(content))
-    lab_env = {**os.environ, **env, "JUPYTER_RUNTIME_DIR": str(jupyter_home / "runtime"),
-               "JUPYTERLAB_WORKSPACES_DIR": str(jupyter_home / "workspaces"),
-               "JUPYTERLAB_SETTINGS_DIR": str(jupyter_home / "settings")}
-    log = tmp_path / "jupyterlab.log"
-    cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip", "127.0.0.1",
-           "--port", str(port), "--port-retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={nb_dir}", f"--LabApp.user_settings_dir={jupyter_home / 'settings'}",
-           f"--LabApp.workspaces_dir={jupyter_home / 'workspaces'}"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
-    with open(log, "w") as logf:
-        lab = subprocess.Popen(cmd, cwd=nb_dir, env=lab_env, stdout=logf, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    lab, base, token, log = start_lab(tmp_path, nb_dir, env)
     pw = browser = page = None
     shot_taken = False
     try:
-        wait_for_lab(f"{base}/api/status?token={token}", lab, log)
-
         # d. the notebook in headless Chromium: Run All, then the widget browser and no error output
         pw = sync_playwright().start()
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(120_000)
-        # the notebook's session and kernel exist before the page opens: JupyterLab attaches to it instead of
-        # racing two kernel starts (seen once: the page kept a kernel that was shut down, and Run All did nothing)
-        start_session(base, token, "03_inspect.ipynb")
-        prompts = None
-        for attempt in range(2):
-            page.goto(f"{base}/lab/tree/03_inspect.ipynb?token={token}")
-            page.wait_for_selector(".jp-Notebook .jp-CodeCell", state="visible")
-            page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=180_000)
-            try:
-                prompts = run_all_cells(page, timeout_ms=600_000)
-                break
-            except CellsNotStarted:
-                if attempt:
-                    raise
+        prompts = open_and_run_all(page, base, token, "03_inspect.ipynb", timeout_ms=600_000)
         assert len(prompts) == 7 and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts), prompts
 
-        errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')
-        assert errors.count() == 0, errors.first.inner_text()[:2000]
-        stderr = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]')
-        tracebacks = [t for t in stderr.all_inner_texts() if "Traceback" in t]
-        assert not tracebacks, tracebacks[0][:2000]
+        assert_no_error_output(page)
 
         widget = page.locator(".jupyter-widgets.widget-vbox").filter(has=page.locator(".widget-dropdown"))
         widget.first.wait_for(state="visible", timeout=60_000)
@@ -232,16 +277,7 @@ def test_notebook_03_in_jupyterlab_and_its_html_report(tmp_path):
         assert 0 < train_rows < total
 
         # e. full-page screenshot: the viewport grows to the notebook's height so every cell is in the picture
-        page.keyboard.press("Control+b")  # hide the file browser: the notebook gets the width
-        height = page.evaluate("""() => Math.max(...Array.from(document.querySelectorAll(
-                                     '.jp-NotebookPanel .jp-WindowedPanel-outer, .jp-NotebookPanel .jp-Notebook'))
-                                   .map(e => e.scrollHeight))""")
-        page.set_viewport_size({"width": 1400, "height": min(max(1000, height + 200), 16000)})
-        page.evaluate("() => document.querySelectorAll('.jp-NotebookPanel .jp-WindowedPanel-outer')"
-                      ".forEach(e => e.scrollTo(0, 0))")
-        page.wait_for_timeout(1000)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        full_notebook_screenshot(page, SCREENSHOT)
         shot_taken = True
         ran = time.monotonic()
 

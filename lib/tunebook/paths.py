@@ -27,7 +27,13 @@ def project_path(p: str | os.PathLike[str]) -> Path:
     """A path from params: absolute as given, relative ones against the project root (not the cwd),
     so the same value works from the runner, from ``notebooks/`` in JupyterLab and from tests."""
     path = Path(os.path.expanduser(str(p)))
-    return path if path.is_absolute() else (ROOT / path)
+    if path.is_absolute():
+        return path
+    # "outputs/…" means the outputs folder, which $TUNEBOOK_OUTPUTS can move (the notebooks' default run dir
+    # "outputs/dev" then lands there too, as the runner's runs do)
+    if path.parts and path.parts[0] == "outputs" and "TUNEBOOK_OUTPUTS" in os.environ:
+        return OUTPUTS_DIR.joinpath(*path.parts[1:])
+    return ROOT / path
 
 
 def cache_dir() -> Path:

@@ -324,20 +324,50 @@ def ensure(run_dir: Path) -> Teacher | None:
     running = _running(run_dir)
     if running is not None:
         return running
+    recorded = None
     try:
-        t = Teacher.load(run_dir)
-        if t.backend == "openai" or not t.started_by_tunebook:
-            return t
+        recorded = Teacher.load(run_dir)
+        if recorded.backend == "openai" or not recorded.started_by_tunebook:
+            return recorded
     except (ServeError, TypeError, json.JSONDecodeError):
         pass
     params = run_dir / "params.yaml"
     if not params.is_file():
-        return None
+        # notebooks run by hand write no params.yaml: start the command 01 recorded in teacher.json again
+        return restart_recorded(run_dir, recorded) if recorded is not None and recorded.command else None
     from . import settings as st
 
     s = st.build(st._flatten(st.load_yaml(params)), str(params))
     print("the teacher is not running: starting it again for this step")
     return start(s.serve, s.teacher, run_dir)
+
+
+def restart_recorded(run_dir: Path, t: Teacher, ready_timeout: float = 600.0) -> Teacher:
+    """Start the server command recorded in ``teacher.json`` again (same model, port and flags), wait for it."""
+    from dataclasses import replace
+    from urllib.parse import urlsplit
+
+    print("the teacher is not running: starting the command 01 recorded again")
+    env = dict(os.environ)
+    if t.api_key_env:
+        key = os.environ.get(t.api_key_env, "")
+        if not key:
+            raise ServeError(f"environment variable {t.api_key_env} (serve.api_key_env) is not set")
+        env["LLAMA_API_KEY" if t.backend == "llama.cpp" else "VLLM_API_KEY"] = key
+    log = Path(t.log) if t.log else Path(run_dir) / "logs" / "teacher.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(t.command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+    teacher = replace(t, pid=proc.pid, pgid=os.getpgid(proc.pid), started_at=time.time())
+    teacher.save(run_dir)
+    u = urlsplit(t.base_url)
+    try:
+        wait_ready(f"{u.scheme}://{u.netloc}", proc, log, ready_timeout)
+    except BaseException:
+        stop(run_dir)
+        raise
+    return teacher
 
 
 def stop(run_dir: Path, timeout: float = 20.0) -> bool:

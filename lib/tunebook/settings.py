@@ -78,7 +78,7 @@ class SynthSettings(_Section):
     exclude: list[str] = []
     chunk_tokens: int = Field(384, ge=32)
     min_chunk_tokens: int = Field(24, ge=1)
-    questions_per_100_tokens: float = Field(1.0, gt=0)
+    questions_per_100_tokens: float = Field(1.2, gt=0)
     min_questions: int = Field(1, ge=1)
     max_questions: int = Field(4, ge=1)
     max_chunks: int = Field(0, ge=0)
@@ -97,10 +97,10 @@ class SynthSettings(_Section):
 
 class InspectSettings(_Section):
     eval_fraction: float = Field(0.2, gt=0, lt=1)
-    recall_fraction: float = Field(0.3, ge=0, le=1)
+    recall_fraction: float = Field(1.0, ge=0, le=1)
     min_eval: int = Field(2, ge=1)
     min_answer_chars: int = Field(2, ge=1)
-    max_tokens: int = Field(512, ge=16)
+    max_tokens: int = Field(384, ge=16)
     near_dup_threshold: float = Field(0.8, gt=0, le=1)
     min_grounding: float = Field(0.3, ge=0, le=1)
     judge: bool = False
@@ -110,12 +110,12 @@ class InspectSettings(_Section):
 
 class TrainSettings(_Section):
     backend: Literal["auto", "hf", "unsloth"] = "auto"
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(5.0, gt=0)
     max_steps: int = Field(-1, ge=-1)
-    learning_rate: float = Field(2e-4, gt=0)
+    learning_rate: float = Field(3e-4, gt=0)
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(512, ge=32)
+    max_length: int = Field(384, ge=32)
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
@@ -123,7 +123,7 @@ class TrainSettings(_Section):
     lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     system_prompt: str = ""
     eval_steps: int = Field(0, ge=0)
-    save_steps: int = Field(20, ge=1)
+    save_steps: int = Field(10, ge=1)
     token_budget: int = Field(8192, ge=256)
     load_in_4bit: bool = False
     threads: int = Field(0, ge=0)
@@ -132,8 +132,8 @@ class TrainSettings(_Section):
 
 class EvalSettings(_Section):
     max_questions: int = Field(16, ge=0)
-    max_new_tokens: int = Field(128, ge=1)
-    batch_size: int = Field(4, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
+    batch_size: int = Field(8, ge=1)
     judge: bool = True
     general_check: bool = True
     export_adapter: bool = True
@@ -143,6 +143,10 @@ class EvalSettings(_Section):
     verify_gguf: list[str] = ["f16", "q8_0", "q4_k_m"]
     modelfile_gguf: str = "q8_0"
     verify_port: int = Field(8090, ge=1, le=65535)
+    verify_vllm: Literal["auto", "on", "off"] = "auto"
+    vllm_python: str = ".venv-vllm/bin/python"
+    vllm_args: list[str] = []
+    vllm_port: int = Field(8091, ge=1, le=65535)
 
 
 class Settings(_Section):

@@ -42,7 +42,7 @@ def build(run_dir: Path) -> str:
         lines += ["## Metrics (base → fine-tuned)", "", "| split | " + " | ".join(cols) + " |",
                   "|---" * (len(cols) + 1) + "|"]
         for split, m in metrics.items():
-            if split not in ("general", "gguf_agreement") and isinstance(m, dict) and "n" in m:
+            if split not in ("general", "gguf_agreement", "vllm_agreement") and isinstance(m, dict) and "n" in m:
                 lines.append(f"| {split} | " + " | ".join(_fmt(m.get(c)) for c in cols) + " |")
         general = metrics.get("general")
         if isinstance(general, dict) and "base_judge" in general:
@@ -53,6 +53,11 @@ def build(run_dir: Path) -> str:
             lines += ["", f"Exported GGUF {q} served by llama-server vs the notebook's fine-tuned model: "
                           f"{_fmt(g.get('exact_agreement'))} exact agreement, {_fmt(g.get('mean_char_f1'))} mean "
                           f"character F1 over {g.get('n')} questions"]
+        v = metrics.get("vllm_agreement")
+        if isinstance(v, dict):
+            lines += ["", f"Merged 16-bit model served by vLLM vs the notebook's fine-tuned model: "
+                          f"{_fmt(v.get('exact_agreement'))} exact agreement, {_fmt(v.get('mean_char_f1'))} mean "
+                          f"character F1 over {v.get('n')} questions"]
         lines.append("")
     if exports:
         lines += ["## Exports and how to serve them", ""]
