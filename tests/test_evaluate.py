@@ -66,3 +66,9 @@ def test_a_stated_verdict_needs_the_facts_numbers_code_and_names():
                                    "What is the default tolerance?") == ["stated"]
     assert evaluate.check_verdicts(["stated", "contradicted"], [fact, fact], "tolerance is 0.01", ref2,
                                    "What is the default tolerance?") == ["missing", "contradicted"]
+
+
+def test_a_lone_name_is_a_hard_token():
+    assert evaluate.hard_tokens("Brindlewatt", "Brindlewatt", "What is the name of the product?") == ["Brindlewatt"]
+    assert evaluate.check_verdicts(["stated"], ["Brindlewatt"], 'It is called "Brindle".', "Brindlewatt",
+                                   "What is the name of the product?") == ["missing"]

@@ -279,7 +279,8 @@ def hard_tokens(fact: str, reference: str, question: str) -> list[str]:
     """What a fact can't be stated without: its numbers, `code` spans, and capitalized names — each only when it
     is in the reference and not already in the question (the question gives those away)."""
     ref, q = reference.lower(), question.lower()
-    first = fact.split()[0] if fact.split() else ""
+    words = fact.split()
+    first = words[0] if len(words) > 1 else ""  # a sentence's first word is capitalized anyway; a lone name is not
     out = [n for n in _NUMBER.findall(fact) if n in reference and n not in question]
     out += [c for c in _CODE.findall(fact) if c.lower() in ref and c.lower() not in q]
     out += [w for w in _NAME.findall(fact) if w != first and w.lower() in ref and w.lower() not in q]
