@@ -221,6 +221,20 @@ def full_notebook_screenshot(page, path: Path) -> None:
     page.set_viewport_size({"width": 1400, "height": 1000})
 
 
+def close_browser(pw, browser, failed_page, failure_png: str) -> None:
+    """Close the browser; ``failed_page`` (the page of a test that failed midway) is saved as a screenshot first."""
+    if failed_page is not None:
+        try:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            failed_page.screenshot(path=str(ARTIFACTS / failure_png), full_page=True)
+        except Exception:
+            pass
+    if browser is not None:
+        browser.close()
+    if pw is not None:
+        pw.stop()
+
+
 def test_notebook_03_in_jupyterlab_and_its_html_report(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -292,14 +306,5 @@ def test_notebook_03_in_jupyterlab_and_its_html_report(tmp_path):
         print(f"browser test: run through 03 {prepared - started:.0f} s, JupyterLab + Run All {ran - prepared:.0f} s, "
               f"{len(images)} plots in the report, screenshot {SCREENSHOT}")
     finally:
-        if page is not None and not shot_taken:
-            try:
-                ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(ARTIFACTS / "browser_03_inspect_failure.png"), full_page=True)
-            except Exception:
-                pass
-        if browser is not None:
-            browser.close()
-        if pw is not None:
-            pw.stop()
+        close_browser(pw, browser, page if not shot_taken else None, "browser_03_inspect_failure.png")
         stop_lab(lab, base, token)

@@ -18,8 +18,8 @@ import time
 import pytest
 
 from conftest import ROOT, llama_server_available, tunebook_cli
-from test_browser import (ARTIFACTS, CHROMIUM, PANEL, assert_no_error_output, full_notebook_screenshot,
-                          open_and_run_all, start_lab, stop_lab)
+from test_browser import (ARTIFACTS, CHROMIUM, PANEL, assert_no_error_output, close_browser,
+                          full_notebook_screenshot, open_and_run_all, start_lab, stop_lab)
 
 NOTEBOOKS = ["01_serve", "02_synthesize", "03_inspect", "04_train", "05_eval_export"]
 # generous per-notebook limits (measured on 2 cores: 01 ≈ 15 s, 02 ≈ 5 min, 03 ≈ 10 s, 04 ≈ 3 min, 05 ≈ 5 min)
@@ -105,16 +105,7 @@ def test_newcomer_path_01_to_05_in_jupyterlab_with_the_notebooks_defaults(tmp_pa
             page = None
         current = ""
     finally:
-        if page is not None and current:
-            try:
-                ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(ARTIFACTS / f"newcomer_{current}_failure.png"), full_page=True)
-            except Exception:
-                pass
-        if browser is not None:
-            browser.close()
-        if pw is not None:
-            pw.stop()
+        close_browser(pw, browser, page if current else None, f"newcomer_{current}_failure.png")
         stop_lab(lab, base, token)
         # 01 left the teacher running for 02 and 05, as it tells the reader; stop it as the README says
         tunebook_cli("stop", "--run-id", "dev", env=env)

@@ -175,10 +175,11 @@ def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
     def facts(r: dict) -> str:
         if not r.get("key_facts"):
             return "<td></td>"
+        base, tuned = r.get("base_verdicts") or [], r.get("tuned_verdicts") or []
         items = []
         for i, f in enumerate(r["key_facts"]):
-            b = mark.get(((r.get("base_verdicts") or [None] * 9)[i]) or "", "?")
-            t = mark.get(((r.get("tuned_verdicts") or [None] * 9)[i]) or "", "?")
+            b = mark.get(base[i], "?") if i < len(base) else "?"
+            t = mark.get(tuned[i], "?") if i < len(tuned) else "?"
             items.append(f"<li>{b} {t} {html.escape(f)}</li>")
         return f"<td style='text-align:left;vertical-align:top'><ul style='margin:0'>{''.join(items)}</ul></td>"
 
@@ -247,17 +248,14 @@ def fact_score(verdicts: list[str]) -> float:
     return round(5 * sum(v == "stated" for v in verdicts) / len(verdicts), 2) if verdicts else 0.0
 
 
-def _bigrams(text: str) -> set[str]:
-    c = _chars(text)
-    return {a + b for a, b in zip(c, c[1:])} or set(c)
-
-
 def grounded_facts(facts: list[str], reference: str, min_overlap: float = 0.5) -> list[str]:
     """Key facts must come from the reference: a fact whose character bigrams are mostly not in the reference
-    (background the judge added, or a translation) is dropped; if none is left, the reference itself is the one
-    fact. Measured: the 1.5B teacher padded one-line references with up to three invented "facts"."""
-    ref = _bigrams(reference)
-    kept = [f for f in facts if (b := _bigrams(f)) and len(b & ref) / len(b) >= min_overlap]
+    (background the judge added, or a translation) is dropped — 03's grounding measure; if none is left, the
+    reference itself is the one fact. Measured: the 1.5B teacher padded one-line references with up to three
+    invented "facts"."""
+    from .inspection import grounding
+
+    kept = [f for f in facts if grounding(f, reference) >= min_overlap]
     return kept or [reference.strip()]
 
 
