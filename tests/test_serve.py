@@ -192,3 +192,20 @@ def test_requests_spread_over_endpoints_and_survive_a_dead_one(running, tmp_path
     assert stats.chunks_ok + stats.chunks_failed == 4 and stats.chunks_ok >= 3
     assert stats.endpoints[dead]["ok"] == 0 and stats.endpoints[dead]["errors"] >= 1
     assert stats.endpoints[t.base_url]["ok"] == 4, "the live endpoint answered every chunk"
+
+
+def test_ensure_restarts_the_recorded_command_of_a_run_made_by_hand(tmp_path, smollm2_gguf):
+    """A run dir made by running 01 in JupyterLab has teacher.json but no params.yaml: when its server is gone,
+    serve.ensure (05) starts the command 01 recorded again instead of skipping the judge."""
+    cfg = st.load("ci", ["serve.port=18190"]).serve
+    first = serve.start(cfg, "smollm2-135m-instruct", tmp_path)
+    assert not (tmp_path / "params.yaml").exists()
+    assert serve.stop(tmp_path)
+    try:
+        again = serve.ensure(tmp_path)
+        assert again is not None and again.pid != first.pid and again.command == first.command
+        assert again.base_url == first.base_url and serve.smoke_stream(again, "Say hi.", max_tokens=4)["tokens"] > 0
+        assert json.loads((tmp_path / "teacher.json").read_text())["pid"] == again.pid
+    finally:
+        serve.stop(tmp_path)
+    assert not server_processes("--port 18190")

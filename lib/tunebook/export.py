@@ -149,37 +149,59 @@ def modelfile(tokenizer, gguf_name: str, system_prompt: str = "", temperature: f
 # ---- closing the loop ---------------------------------------------------------------------------------------
 
 
-def serve_and_ask(gguf: Path, questions: list[str], work_dir: Path, max_tokens: int, system_prompt: str = "",
-                  port: int = 8090) -> list[str]:
-    """Serve ``gguf`` with llama-server (its own record in ``work_dir``), ask greedily through the OpenAI API, stop."""
+def ask_served(cfg, model: str, questions: list[str], work_dir: Path, max_tokens: int, system_prompt: str,
+               desc: str, timeout: float = 600) -> list[str]:
+    """Start a server for ``model`` from ``cfg`` (its own record in ``work_dir``), ask every question greedily
+    through the OpenAI API, ``cfg.parallel`` at a time, stop the server; answers in question order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from . import serve
     from .evaluate import chat_messages
     from .progress import bar
-    from .settings import ServeSettings
 
-    cfg = ServeSettings(port=port, parallel=1, ctx_per_slot=2048, ready_timeout=300)
-    t = serve.start(cfg, str(gguf), work_dir)
+    t = serve.start(cfg, model, work_dir)
     try:
-        client = t.client(timeout=300)
-        answers = []
-        for q in bar(questions, desc="gguf via llama-server"):
+        client = t.client(timeout=timeout)
+
+        def ask(q: str) -> str:
             r = client.chat.completions.create(model=t.model, messages=chat_messages(q, system_prompt),
                                                max_tokens=max_tokens, temperature=0.0)
-            answers.append((r.choices[0].message.content or "").strip())
+            return (r.choices[0].message.content or "").strip()
+
+        with ThreadPoolExecutor(max(1, cfg.parallel)) as pool, bar(total=len(questions), desc=desc) as pbar:
+            answers = []
+            for f in [pool.submit(ask, q) for q in questions]:
+                answers.append(f.result())
+                pbar.update(1)
         return answers
     finally:
         serve.stop(work_dir)
+
+
+def serve_and_ask(gguf: Path, questions: list[str], work_dir: Path, max_tokens: int, system_prompt: str = "",
+                  port: int = 8090) -> list[str]:
+    """Serve ``gguf`` with llama-server (one slot), ask greedily through the OpenAI API, stop."""
+    from .settings import ServeSettings
+
+    cfg = ServeSettings(port=port, parallel=1, ctx_per_slot=2048, ready_timeout=300)
+    return ask_served(cfg, str(gguf), questions, work_dir, max_tokens, system_prompt, "gguf via llama-server",
+                      timeout=300)
+
+
+def _interpreter(python: str) -> str:
+    """``vllm_python`` as given: a path (relative ones against the project root) or a command name."""
+    from .paths import project_path
+
+    return str(project_path(python)) if "/" in python else python
 
 
 def vllm_python_ok(python: str) -> bool:
     """Whether ``python`` is an interpreter that can import vLLM (checked without importing it here)."""
     import subprocess
 
-    from .paths import project_path
-
-    exe = project_path(python) if "/" in python else python
     try:
-        return subprocess.run([str(exe), "-c", "import vllm"], capture_output=True, timeout=180).returncode == 0
+        return subprocess.run([_interpreter(python), "-c", "import vllm"], capture_output=True,
+                              timeout=180).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -202,39 +224,15 @@ def vllm_check_wanted(mode: bool | str, vllm_python: str) -> bool:
 def serve_merged_with_vllm(merged_dir: Path, questions: list[str], work_dir: Path, max_tokens: int,
                            system_prompt: str = "", port: int = 8091, vllm_python: str = ".venv-vllm/bin/python",
                            extra_args: list[str] | None = None, ready_timeout: float = 900) -> list[str]:
-    """Serve the merged 16-bit model with vLLM (its own record in ``work_dir``), ask every question greedily through
-    the OpenAI API (all in flight: vLLM batches them), stop the server. ``--generation-config vllm`` keeps the
-    model folder's sampling defaults out, so greedy means greedy, as in the notebook and llama-server."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from . import serve
-    from .evaluate import chat_messages
-    from .paths import project_path
-    from .progress import bar
+    """Serve the merged 16-bit model with vLLM, ask every question greedily (all in flight: vLLM batches them),
+    stop. ``--generation-config vllm`` keeps the model folder's sampling defaults out, so greedy means greedy, as in
+    the notebook and llama-server."""
     from .settings import ServeSettings
 
-    exe = str(project_path(vllm_python)) if "/" in vllm_python else vllm_python
-    cfg = ServeSettings(backend="vllm", vllm_python=exe, port=port, parallel=max(1, min(16, len(questions))),
-                        max_model_len=2048, ready_timeout=ready_timeout, served_model_name="merged",
-                        extra_args=["--generation-config", "vllm", *(extra_args or [])])
-    t = serve.start(cfg, str(merged_dir), work_dir)
-    try:
-        client = t.client(timeout=600)
-
-        def ask(q: str) -> str:
-            r = client.chat.completions.create(model=t.model, messages=chat_messages(q, system_prompt),
-                                               max_tokens=max_tokens, temperature=0.0)
-            return (r.choices[0].message.content or "").strip()
-
-        with ThreadPoolExecutor(cfg.parallel) as pool, bar(total=len(questions), desc="merged via vLLM") as pbar:
-            futures = [pool.submit(ask, q) for q in questions]
-            answers = []
-            for f in futures:
-                answers.append(f.result())
-                pbar.update(1)
-        return answers
-    finally:
-        serve.stop(work_dir)
+    cfg = ServeSettings(backend="vllm", vllm_python=_interpreter(vllm_python), port=port,
+                        parallel=max(1, min(16, len(questions))), max_model_len=2048, ready_timeout=ready_timeout,
+                        served_model_name="merged", extra_args=["--generation-config", "vllm", *(extra_args or [])])
+    return ask_served(cfg, str(merged_dir), questions, work_dir, max_tokens, system_prompt, "merged via vLLM")
 
 
 def agreement(a: list[str], b: list[str]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -231,16 +231,6 @@ def start_process(cfg: ServeSettings, teacher_spec: str, run_dir: Path) -> Teach
         cmd = vllm_command(cfg, source, port)
         model_name = cfg.served_model_name or source
     log = Path(run_dir) / "logs" / f"teacher-{'llama-server' if cfg.backend == 'llama.cpp' else 'vllm'}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    if cfg.api_key_env:  # the server then requires the key; it travels in the environment, never on the command line
-        key = os.environ.get(cfg.api_key_env, "")
-        if not key:
-            raise ServeError(f"environment variable {cfg.api_key_env} (serve.api_key_env) is not set")
-        env["LLAMA_API_KEY" if cfg.backend == "llama.cpp" else "VLLM_API_KEY"] = key
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
     teacher = Teacher(
         backend=cfg.backend,
         base_url=f"http://{cfg.host}:{port}/v1",
@@ -248,16 +238,34 @@ def start_process(cfg: ServeSettings, teacher_spec: str, run_dir: Path) -> Teach
         # vLLM: --max-num-seqs per data-parallel replica
         capacity=cfg.parallel * (cfg.data_parallel_size if cfg.backend == "vllm" else 1),
         api_key_env=cfg.api_key_env,
-        pid=proc.pid,
-        pgid=os.getpgid(proc.pid),
         log=str(log),
         command=cmd,
         started_by_tunebook=True,
-        started_at=time.time(),
     )
+    return spawn_server(run_dir, teacher, cfg.ready_timeout)
+
+
+def spawn_server(run_dir: Path, teacher: Teacher, ready_timeout: float) -> Teacher:
+    """Run ``teacher.command`` detached (own process group, output to ``teacher.log``), record it in the run dir
+    with its pid, wait until it answers; a start that fails is stopped again."""
+    from urllib.parse import urlsplit
+
+    log = Path(teacher.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if teacher.api_key_env:  # the server then requires the key; it travels in the environment, never on the command line
+        key = os.environ.get(teacher.api_key_env, "")
+        if not key:
+            raise ServeError(f"environment variable {teacher.api_key_env} (serve.api_key_env) is not set")
+        env["LLAMA_API_KEY" if teacher.backend == "llama.cpp" else "VLLM_API_KEY"] = key
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(teacher.command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+    teacher = replace(teacher, pid=proc.pid, pgid=os.getpgid(proc.pid), started_at=time.time())
     teacher.save(run_dir)  # recorded before the wait, so a failed start is still cleaned up
+    u = urlsplit(teacher.base_url)
     try:
-        wait_ready(f"http://{cfg.host}:{port}", proc, log, cfg.ready_timeout)
+        wait_ready(f"{u.scheme}://{u.netloc}", proc, log, ready_timeout)
     except BaseException:
         stop(run_dir)
         raise
@@ -344,30 +352,10 @@ def ensure(run_dir: Path) -> Teacher | None:
 
 def restart_recorded(run_dir: Path, t: Teacher, ready_timeout: float = 600.0) -> Teacher:
     """Start the server command recorded in ``teacher.json`` again (same model, port and flags), wait for it."""
-    from dataclasses import replace
-    from urllib.parse import urlsplit
-
     print("the teacher is not running: starting the command 01 recorded again")
-    env = dict(os.environ)
-    if t.api_key_env:
-        key = os.environ.get(t.api_key_env, "")
-        if not key:
-            raise ServeError(f"environment variable {t.api_key_env} (serve.api_key_env) is not set")
-        env["LLAMA_API_KEY" if t.backend == "llama.cpp" else "VLLM_API_KEY"] = key
-    log = Path(t.log) if t.log else Path(run_dir) / "logs" / "teacher.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(t.command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
-    teacher = replace(t, pid=proc.pid, pgid=os.getpgid(proc.pid), started_at=time.time())
-    teacher.save(run_dir)
-    u = urlsplit(t.base_url)
-    try:
-        wait_ready(f"{u.scheme}://{u.netloc}", proc, log, ready_timeout)
-    except BaseException:
-        stop(run_dir)
-        raise
-    return teacher
+    if not t.log:
+        t = replace(t, log=str(Path(run_dir) / "logs" / "teacher.log"))
+    return spawn_server(run_dir, t, ready_timeout)
 
 
 def stop(run_dir: Path, timeout: float = 20.0) -> bool:
