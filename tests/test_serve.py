@@ -209,3 +209,13 @@ def test_ensure_restarts_the_recorded_command_of_a_run_made_by_hand(tmp_path, sm
     finally:
         serve.stop(tmp_path)
     assert not server_processes("--port 18190")
+
+
+def test_vllm_interpreter_paths_resolve_against_the_project_root():
+    """gpu.yaml's `.venv-vllm/bin/python` must work from notebooks/ (JupyterLab's cwd) as from the runner."""
+    from tunebook.paths import ROOT
+
+    cfg = st.load("gpu").serve
+    assert serve.vllm_command(cfg, "m", 8007)[0] == str(ROOT / ".venv-vllm" / "bin" / "python")
+    assert serve.vllm_command(cfg.model_copy(update={"vllm_python": "python3"}), "m", 8007)[0] == "python3"
+    assert serve.vllm_command(cfg.model_copy(update={"vllm_python": "/opt/v/bin/python"}), "m", 8007)[0] == "/opt/v/bin/python"

@@ -188,19 +188,14 @@ def serve_and_ask(gguf: Path, questions: list[str], work_dir: Path, max_tokens: 
                       timeout=300)
 
 
-def _interpreter(python: str) -> str:
-    """``vllm_python`` as given: a path (relative ones against the project root) or a command name."""
-    from .paths import project_path
-
-    return str(project_path(python)) if "/" in python else python
-
-
 def vllm_python_ok(python: str) -> bool:
     """Whether ``python`` is an interpreter that can import vLLM (checked without importing it here)."""
     import subprocess
 
+    from .serve import interpreter
+
     try:
-        return subprocess.run([_interpreter(python), "-c", "import vllm"], capture_output=True,
+        return subprocess.run([interpreter(python), "-c", "import vllm"], capture_output=True,
                               timeout=180).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -229,7 +224,7 @@ def serve_merged_with_vllm(merged_dir: Path, questions: list[str], work_dir: Pat
     the notebook and llama-server."""
     from .settings import ServeSettings
 
-    cfg = ServeSettings(backend="vllm", vllm_python=_interpreter(vllm_python), port=port,
+    cfg = ServeSettings(backend="vllm", vllm_python=vllm_python, port=port,
                         parallel=max(1, min(16, len(questions))), max_model_len=2048, ready_timeout=ready_timeout,
                         served_model_name="merged", extra_args=["--generation-config", "vllm", *(extra_args or [])])
     return ask_served(cfg, str(merged_dir), questions, work_dir, max_tokens, system_prompt, "merged via vLLM")

@@ -138,10 +138,18 @@ def llama_command(cfg: ServeSettings, gguf: Path, port: int) -> list[str]:
     ]
 
 
+def interpreter(python: str) -> str:
+    """A ``vllm_python`` setting as a command: a path (relative ones against the project root, as every path in
+    params, so it works from ``notebooks/`` in JupyterLab too) or a bare command name looked up on PATH."""
+    from .paths import project_path
+
+    return str(project_path(python)) if "/" in python else python
+
+
 def vllm_command(cfg: ServeSettings, model: str, port: int) -> list[str]:
     """The original flow's command, from params; vLLM runs from its own interpreter (``serve.vllm_python``)."""
     cmd = [
-        cfg.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
+        interpreter(cfg.vllm_python), "-m", "vllm.entrypoints.openai.api_server",
         "--host", cfg.host,
         "--port", str(port),
         "--max-model-len", str(cfg.max_model_len),
