@@ -44,22 +44,61 @@ def test_clean_markdown_keeps_what_readers_see():
     assert "| port | 7432 |" in text
 
 
-def test_read_corpus_skips_bad_files_with_reasons(tmp_path):
+def test_read_corpus_reads_every_text_file_and_skips_binary_with_reasons(tmp_path):
     (tmp_path / "good.md").write_text("# Good\n\nText about things.\n", encoding="utf-8")
-    (tmp_path / "latin1.md").write_bytes("caf\xe9 au lait".encode("latin-1"))
-    (tmp_path / "bin.md").write_bytes(b"\x00\x01\x02binary")
+    (tmp_path / "latin1.md").write_bytes("# Café\n\nCafé au lait, crème brûlée, naïve déjà vu.\n".encode("latin-1"))
+    (tmp_path / "bin.md").write_bytes(b"\x00\x01\x02binary\xff\xfe\x00\x9c" * 50)
     (tmp_path / "empty.md").write_text("---\ntitle: x\n---\n", encoding="utf-8")
     (tmp_path / "notes.txt").write_text("ignored by the include globs")
     sub = tmp_path / "drafts"
     sub.mkdir()
     (sub / "wip.mdx").write_text("# WIP\n\nDraft.\n")
     docs, report = corpus.read_corpus(tmp_path, ["**/*.md", "**/*.mdx"], ["drafts/**"])
-    assert [d.path for d in docs] == ["good.md"]
+    assert [d.path for d in docs] == ["good.md", "latin1.md"]
+    assert "au lait" in docs[1].text and "Caf" in docs[1].title
     reasons = {s["path"]: s["reason"] for s in report.skipped}
-    assert reasons["latin1.md"].startswith("not valid UTF-8")
-    assert reasons["bin.md"] == "binary content"
+    assert reasons["bin.md"].startswith("binary content")
     assert reasons["empty.md"] == "empty after cleaning"
     assert report.files_seen == 4
+    table = {f["path"]: f for f in report.files}
+    assert table["good.md"]["status"] == "used" and table["good.md"]["encoding"] == "utf-8"
+    assert table["bin.md"]["status"] == "skipped" and table["bin.md"]["reason"].startswith("binary")
+
+
+ZH_DOC = ("# 安装指南\n\n本文介绍如何安装仿真平台。首先下载安装包，然后运行安装程序。默认端口为 8080，"
+          "步长设置为 0.01 秒。\n\n## 参数设置\n\n在参数面板中设置仿真时长与输出通道，点击运行开始仿真。\n")
+
+
+@pytest.mark.parametrize("encoding,expected", [("gbk", "gb18030"), ("gb18030", "gb18030"), ("utf-16", "utf-16"),
+                                               ("utf-16-le", "utf-16-le"), ("utf-8-sig", "utf-8-sig")])
+def test_chinese_docs_in_windows_encodings_are_decoded_and_chunked(tmp_path, encoding, expected):
+    """A Chinese doc saved as GBK or UTF-16 (common for docs exported on Windows) reaches 02 intact, and the
+    report says which encoding was used."""
+    (tmp_path / "guide.md").write_bytes(ZH_DOC.encode(encoding))
+    docs, report = corpus.read_corpus(tmp_path, ["**/*.md"], [])
+    assert len(docs) == 1 and not report.skipped
+    assert "默认端口为 8080" in docs[0].text and docs[0].title == "安装指南"
+    assert report.files[0]["encoding"] == expected
+    chunks = corpus.chunk_corpus(docs, 256, 8)
+    assert chunks and chunks[0].lang == "zh" and "步长设置为 0.01 秒" in chunks[0].text
+
+
+def test_a_10_mb_single_file_manual_is_read_and_chunked_whole(tmp_path):
+    """Files over the old 2 MB cut were skipped whole; now the limit is synth.max_file_mb (default 50)."""
+    section = ("## Section {i}\n\nThe parameter `p{i}` sets the limit of stage {i} to {i} units. "
+               + "It is read once at start-up and applies to every job of that stage. " * 30 + "\n\n")
+    text = "# Manual\n\n" + "".join(section.format(i=i) for i in range(4800))
+    (tmp_path / "manual.md").write_text(text, encoding="utf-8")
+    size = (tmp_path / "manual.md").stat().st_size
+    assert size > 10_000_000
+    docs, report = corpus.read_corpus(tmp_path, ["**/*.md"], [])
+    assert len(docs) == 1 and report.files[0]["bytes"] == size
+    chunks = corpus.chunk_corpus(docs, 384, 24)
+    assert len(chunks) > 4000
+    assert "`p0`" in chunks[0].text and chunks[-1].breadcrumb == ["Manual", "Section 4799"]
+    assert any("`p4799`" in c.text for c in chunks[-3:])
+    docs, report = corpus.read_corpus(tmp_path, ["**/*.md"], [], max_file_mb=5)
+    assert not docs and "synth.max_file_mb" in report.skipped[0]["reason"]
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path):

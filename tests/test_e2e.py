@@ -132,7 +132,7 @@ def test_failing_step_exits_nonzero_with_resume_hint(tmp_path):
                      "-p", "serve.ready_timeout=60", env=env)
     assert r.returncode == 1
     assert "FAILED" in r.stderr and "executed notebook:" in r.stderr
-    assert "resume with:       tunebook run --profile ci --run-id bad --from 01" in r.stderr
+    assert "resume with:       tunebook run --run-id bad --from 01" in r.stderr
     rec = json.loads((tmp_path / "bad" / "run.json").read_text())
     assert rec["steps"]["01_serve"]["status"] == "failed" and "ServeError" in rec["steps"]["01_serve"]["error"]
     assert (tmp_path / "bad" / "notebooks" / "01_serve.ipynb").is_file()

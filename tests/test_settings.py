@@ -112,9 +112,10 @@ def test_notebook_defaults_equal_settings_defaults():
             assert value == expected, f"{step}: {name} = {value!r}, settings default {expected!r}"
 
 
-def test_every_setting_is_declared_by_a_notebook_and_vice_versa():
+def test_every_declared_parameter_is_a_setting():
+    """Notebooks declare a few knobs; every other setting comes from the run's params.yaml (rundir.open_notebook)."""
     declared = runner.declared_keys()
-    assert set(declared) == set(st.valid_keys()), set(declared) ^ set(st.valid_keys())
+    assert set(declared) <= set(st.valid_keys()), set(declared) - set(st.valid_keys())
 
 
 def test_parameter_lines_parse_cleanly_for_papermill():

@@ -18,7 +18,8 @@ from typing import Callable, Iterable
 import yaml
 from markdown_it import MarkdownIt
 
-MAX_FILE_BYTES = 2_000_000
+MAX_FILE_MB = 50.0  # default of synth.max_file_mb: a long single-file manual still fits
+_DETECT_BYTES = 256 * 1024  # the encoding is detected on the first 256 KiB
 
 TokenCounter = Callable[[str], int]
 
@@ -50,6 +51,7 @@ class CorpusReport:
     files_seen: int = 0
     files_used: int = 0
     skipped: list[dict] = field(default_factory=list)
+    files: list[dict] = field(default_factory=list)  # every file seen: path, bytes, status, encoding or reason
 
 
 # ---- reading ------------------------------------------------------------------------------------------
@@ -62,33 +64,65 @@ def _matches(rel: str, patterns: Iterable[str]) -> bool:
     return False
 
 
-def read_corpus(root: Path, include: list[str], exclude: list[str]) -> tuple[list[Doc], CorpusReport]:
+def decode(raw: bytes) -> tuple[str | None, str]:
+    """``(text, encoding)`` of a text file in any common encoding — UTF-8 (with or without BOM), UTF-16/32,
+    GB18030/GBK (Chinese docs saved on Windows), Big5, Shift-JIS, Latin code pages … detected by
+    charset-normalizer; ``(None, reason)`` for binary content."""
+    import codecs
+
+    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if raw.startswith(bom):
+            try:
+                return raw.decode(enc), enc
+            except UnicodeDecodeError:
+                break
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    import charset_normalizer
+
+    sample = raw[:_DETECT_BYTES]
+    best = charset_normalizer.from_bytes(sample).best()
+    if best is None:
+        return None, "binary content (no text encoding fits)"
+    enc = best.encoding
+    if enc in ("gb2312", "gbk"):
+        enc = "gb18030"  # the superset: rare characters outside GBK decode too
+    if b"\x00" in sample and not enc.startswith("utf_16") and not enc.startswith("utf_32"):
+        return None, "binary content"
+    text = raw.decode(enc, errors="replace")
+    return text, enc.replace("_", "-")
+
+
+def read_corpus(root: Path, include: list[str], exclude: list[str],
+                max_file_mb: float = MAX_FILE_MB) -> tuple[list[Doc], CorpusReport]:
+    """Every matching file as a cleaned :class:`Doc`, whatever its text encoding; the report lists each file with
+    its size, status and the encoding used (or why it was skipped: binary, empty, unreadable, over the size
+    limit ``max_file_mb``)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"corpus folder {root} does not exist (set `corpus` or pass --corpus)")
     report = CorpusReport(root=str(root))
     docs: list[Doc] = []
+    limit = int(max_file_mb * 1_000_000)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
         if not _matches(rel, include) or _matches(rel, exclude):
             continue
         report.files_seen += 1
-        reason = None
+        reason, enc, size = None, "", 0
         try:
-            raw = path.read_bytes()
+            size = path.stat().st_size
+            if size > limit:
+                reason = f"too large ({size / 1e6:.1f} MB > synth.max_file_mb {max_file_mb:g})"
+            else:
+                text, enc = decode(path.read_bytes())
+                if text is None:
+                    reason, enc = enc, ""
         except OSError as e:
             reason = f"unreadable: {e.strerror or e}"
-            raw = b""
-        if reason is None:
-            if len(raw) > MAX_FILE_BYTES:
-                reason = f"too large ({len(raw)} bytes > {MAX_FILE_BYTES})"
-            elif b"\x00" in raw[:8192]:
-                reason = "binary content"
-            else:
-                try:
-                    text = raw.decode("utf-8-sig")
-                except UnicodeDecodeError as e:
-                    reason = f"not valid UTF-8 (byte {e.start})"
         if reason is None:
             title, body = clean_markdown(text)
             if not body.strip():
@@ -97,6 +131,8 @@ def read_corpus(root: Path, include: list[str], exclude: list[str]) -> tuple[lis
                 docs.append(Doc(path=rel, title=title or path.stem, text=body))
         if reason:
             report.skipped.append({"path": rel, "reason": reason})
+        report.files.append({"path": rel, "bytes": size, "status": "skipped" if reason else "used",
+                             "encoding": enc, "reason": reason or ""})
     report.files_used = len(docs)
     return docs, report
 

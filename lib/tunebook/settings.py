@@ -76,6 +76,7 @@ class ServeSettings(_Section):
 class SynthSettings(_Section):
     include: list[str] = ["**/*.md", "**/*.mdx"]
     exclude: list[str] = []
+    max_file_mb: float = Field(50.0, gt=0)
     chunk_tokens: int = Field(384, ge=32)
     min_chunk_tokens: int = Field(24, ge=1)
     questions_per_100_tokens: float = Field(1.2, gt=0)

@@ -662,7 +662,8 @@ def run_headless(run_dir: Path, cfg, show_progress: bool = True) -> SynthStats:
 
     run_dir = Path(run_dir)
     teacher = Teacher.load(run_dir)
-    docs, report = corpus_lib.read_corpus(project_path(cfg.corpus), cfg.synth.include, cfg.synth.exclude)
+    docs, report = corpus_lib.read_corpus(project_path(cfg.corpus), cfg.synth.include, cfg.synth.exclude,
+                                          cfg.synth.max_file_mb)
     chunks = corpus_lib.chunk_corpus(docs, cfg.synth.chunk_tokens, cfg.synth.min_chunk_tokens,
                                      serve.token_counter(teacher))
     if cfg.synth.max_chunks:
