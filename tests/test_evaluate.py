@@ -1,20 +1,20 @@
 import pytest
 
-from tunebook import evaluate
+from tunebook import evaluate, judge, text
 
 
 def test_char_metrics_work_for_chinese_and_english():
-    assert evaluate.rouge_l("默认端口是7432", "默认端口是7432。") == pytest.approx(1.0)
-    assert evaluate.char_f1("The port is 7432", "the port is 7432!") == pytest.approx(1.0)
-    assert evaluate.rouge_l("abc", "xyz") == 0.0
-    partial = evaluate.rouge_l("端口 8080", "端口 7432")
+    assert text.rouge_l("默认端口是7432", "默认端口是7432。") == pytest.approx(1.0)
+    assert text.char_f1("The port is 7432", "the port is 7432!") == pytest.approx(1.0)
+    assert text.rouge_l("abc", "xyz") == 0.0
+    partial = text.rouge_l("端口 8080", "端口 7432")
     assert 0.2 < partial < 0.6
-    assert evaluate.char_f1("", "x") == 0.0
+    assert text.char_f1("", "x") == 0.0
 
 
 def test_rouge_l_is_order_sensitive_f1_is_not():
-    assert evaluate.char_f1("abcd", "dcba") == pytest.approx(1.0)
-    assert evaluate.rouge_l("abcd", "dcba") == pytest.approx(0.25)
+    assert text.char_f1("abcd", "dcba") == pytest.approx(1.0)
+    assert text.rouge_l("abcd", "dcba") == pytest.approx(0.25)
 
 
 def test_summarize_averages():
@@ -24,14 +24,14 @@ def test_summarize_averages():
 
 
 def test_fact_score_counts_only_stated_facts():
-    assert evaluate.fact_score(["stated", "stated", "missing", "contradicted"]) == 2.5
-    assert evaluate.fact_score(["contradicted"]) == 0.0
-    assert evaluate.fact_score(["stated"]) == 5.0
-    assert evaluate.fact_score([]) == 0.0
+    assert judge.fact_score(["stated", "stated", "missing", "contradicted"]) == 2.5
+    assert judge.fact_score(["contradicted"]) == 0.0
+    assert judge.fact_score(["stated"]) == 5.0
+    assert judge.fact_score([]) == 0.0
 
 
 def test_verdict_schema_asks_exactly_one_verdict_per_fact():
-    s = evaluate.verdict_schema(3)["properties"]["verdicts"]
+    s = judge.verdict_schema(3)["properties"]["verdicts"]
     assert s["minItems"] == s["maxItems"] == 3 and s["items"]["enum"] == ["stated", "missing", "contradicted"]
 
 
@@ -51,24 +51,24 @@ def test_side_by_side_shows_the_judged_key_facts():
 def test_grounded_facts_drop_what_the_reference_does_not_say():
     ref = "The other options are `parquet` and `json`."
     facts = [ref, "The `parquet` format is a columnar storage format optimized for analytics."]
-    assert evaluate.grounded_facts(facts, ref) == [ref]
-    assert evaluate.grounded_facts(["used for grid simulation"], "Brindlewatt 是电网仿真工具。") == ["Brindlewatt 是电网仿真工具。"]
+    assert judge.grounded_facts(facts, ref) == [ref]
+    assert judge.grounded_facts(["used for grid simulation"], "Brindlewatt 是电网仿真工具。") == ["Brindlewatt 是电网仿真工具。"]
 
 
 def test_a_stated_verdict_needs_the_facts_numbers_code_and_names():
     q, ref = "默认情况下，`max_iterations` 的值是什么？", "60"
-    assert evaluate.check_verdicts(["stated"], ["60"], "默认值是 1000。", ref, q) == ["missing"]
-    assert evaluate.check_verdicts(["stated"], ["60"], "默认是 60。", ref, q) == ["stated"]
+    assert judge.check_verdicts(["stated"], ["60"], "默认值是 1000。", ref, q) == ["missing"]
+    assert judge.check_verdicts(["stated"], ["60"], "默认是 60。", ref, q) == ["stated"]
     ref2 = "The default `tolerance` is 1e-6 in the Professional edition."
     fact = ref2
-    assert evaluate.hard_tokens(fact, ref2, "What is the default tolerance?") == ["1e-6", "Professional"]  # `tolerance` is in the question
-    assert evaluate.check_verdicts(["stated"], [fact], "It is 0.000001 (`tolerance`, Professional).", ref2,
+    assert judge.hard_tokens(fact, ref2, "What is the default tolerance?") == ["1e-6", "Professional"]  # `tolerance` is in the question
+    assert judge.check_verdicts(["stated"], [fact], "It is 0.000001 (`tolerance`, Professional).", ref2,
                                    "What is the default tolerance?") == ["stated"]
-    assert evaluate.check_verdicts(["stated", "contradicted"], [fact, fact], "tolerance is 0.01", ref2,
+    assert judge.check_verdicts(["stated", "contradicted"], [fact, fact], "tolerance is 0.01", ref2,
                                    "What is the default tolerance?") == ["missing", "contradicted"]
 
 
 def test_a_lone_name_is_a_hard_token():
-    assert evaluate.hard_tokens("Brindlewatt", "Brindlewatt", "What is the name of the product?") == ["Brindlewatt"]
-    assert evaluate.check_verdicts(["stated"], ["Brindlewatt"], 'It is called "Brindle".', "Brindlewatt",
+    assert judge.hard_tokens("Brindlewatt", "Brindlewatt", "What is the name of the product?") == ["Brindlewatt"]
+    assert judge.check_verdicts(["stated"], ["Brindlewatt"], 'It is called "Brindle".', "Brindlewatt",
                                    "What is the name of the product?") == ["missing"]

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             from . import serve
             from .paths import OUTPUTS_DIR
 
-            print("stopped" if serve.stop(OUTPUTS_DIR / args.run_id) else "no running server for that run")
+            print("stopped" if serve.stop_all(OUTPUTS_DIR / args.run_id) else "no running server for that run")
             return 0
         if args.cmd == "keys":
             from . import settings as st

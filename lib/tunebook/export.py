@@ -156,9 +156,10 @@ def ask_served(cfg, model: str, questions: list[str], work_dir: Path, max_tokens
     from concurrent.futures import ThreadPoolExecutor
 
     from . import serve
-    from .evaluate import chat_messages
+    from .chat import chat_messages
     from .progress import bar
 
+    serve.stop(work_dir)  # a server a crashed check left behind may serve another model: never reuse it
     t = serve.start(cfg, model, work_dir)
     try:
         client = t.client(timeout=timeout)
@@ -231,11 +232,33 @@ def serve_merged_with_vllm(merged_dir: Path, questions: list[str], work_dir: Pat
 
 
 def agreement(a: list[str], b: list[str]) -> dict[str, Any]:
-    from .evaluate import char_f1
-    from .inspection import normalize
+    from .text import char_f1, normalize
 
     n = len(a)
     exact = sum(normalize(x) == normalize(y) for x, y in zip(a, b))
     sim = [char_f1(x, y) for x, y in zip(a, b)]
     return {"n": n, "exact_agreement": round(exact / n, 4) if n else None,
             "mean_char_f1": round(sum(sim) / n, 4) if n else None}
+
+
+def export_merged(model, tok, out_dir: Path) -> Path:
+    """Merge the LoRA weights into a copy of the base and save it in 16-bit (vLLM / transformers ready)."""
+    import torch
+
+    merged = model.merge_and_unload()
+    merged = merged.to(torch.bfloat16)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(str(out_dir), safe_serialization=True)
+    tok.padding_side = "right"
+    tok.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def copy_adapter(adapter_dir: Path, out_dir: Path) -> Path:
+    import shutil
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(adapter_dir, out_dir)
+    return out_dir
+

@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import random
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Callable
 
 from .jsonio import write_json, write_jsonl
 from .settings import InspectSettings
+from .text import grounding, normalize, shingles  # noqa: F401 (03's notebook and tests use them from here)
 
 TRAIN_FILE = "train.jsonl"
 EVAL_FILE = "eval.jsonl"
@@ -36,11 +36,6 @@ _REFUSAL = re.compile(r"(I('m| am) sorry|I cannot|I can't|as an AI|无法回答|
 _TERMINAL = re.compile(r"[.!?。！？)）\]】\"”'`]$")
 
 
-def normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower()
-    return re.sub(r"[\W_]+", "", text)
-
-
 def question(r: dict) -> str:
     return r.get("instruction", r.get("question", "")).strip()
 
@@ -50,11 +45,6 @@ def answer(r: dict) -> str:
 
 
 # ---- similarity -----------------------------------------------------------------------------------------
-
-
-def shingles(text: str, k: int = 3) -> set[str]:
-    t = normalize(text)
-    return {t[i:i + k] for i in range(max(1, len(t) - k + 1))} if t else set()
 
 
 def _minhash(text: str, num_perm: int = 128):
@@ -103,7 +93,7 @@ _QUESTION = re.compile(r"([?？]\s*$)|^(what|which|how|why|when|where|who|whom|w
 
 def usable_paraphrase(p: str, q: str, a: str) -> bool:
     """A paraphrase must read as a question and must not be the answer in disguise."""
-    from .evaluate import char_f1
+    from .text import char_f1
 
     p = p.strip()
     if not _QUESTION.search(p):
@@ -113,16 +103,6 @@ def usable_paraphrase(p: str, q: str, a: str) -> bool:
     if grounding(a, p) >= 0.6:  # the answer's content is spelled out in the "question"
         return False
     return normalize(p) != normalize(a) and char_f1(p, a) < 0.8
-
-
-def grounding(ans: str, chunk_text: str) -> float:
-    """Share of the answer's character bigrams that occur in its chunk (1.0 = every bigram is in the source)."""
-    a = normalize(ans)
-    c = normalize(chunk_text)
-    grams = {a[i:i + 2] for i in range(len(a) - 1)}
-    if not grams:
-        return 1.0 if a and a in c else 0.0
-    return sum(g in c for g in grams) / len(grams)
 
 
 # ---- filters --------------------------------------------------------------------------------------------
@@ -199,7 +179,7 @@ def reason_kind(reason: str) -> str:
 
 def judge_rows(rows: list[dict], chunks: list[dict], teacher, cache_path: Path) -> dict[str, int | None]:
     """Optional LLM judge of each pair against its chunk (rubric in ``params/prompts/judge_qa.md``), cached."""
-    from .evaluate import judge
+    from .judge import judge
 
     text = {c["id"]: c["text"] for c in chunks}
     items = [{"chunk": text.get(r["chunk_id"], ""), "question": question(r), "answer": answer(r)} for r in rows]
@@ -340,7 +320,7 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
 
 def token_counter(tokenizer, system_prompt: str = "") -> Callable[[str, str], int]:
     """Length of a pair as the student will see it: its chat template applied to question and answer."""
-    from .evaluate import chat_messages
+    from .chat import chat_messages
 
     def count(q: str, a: str) -> int:
         msgs = chat_messages(q, system_prompt) + [{"role": "assistant", "content": a}]

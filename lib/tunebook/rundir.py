@@ -173,8 +173,8 @@ class RunDir:
         if problems:
             raise RunMismatch(
                 f"run dir {self.path} was made with other settings:\n  " + "\n  ".join(problems)
-                + f"\nSet them back to the recorded values, or run the earlier step again (it starts afresh), "
-                  f"or use another run_dir.")
+                + "\nSet them back to the recorded values, or run the earlier step again (it starts afresh), "
+                  "or use another run_dir.")
 
     def begin_step(self, step: str, settings: st.Settings, by: str) -> Path | None:
         """Record that ``step`` starts with ``settings``; outputs it made with other settings are moved aside

@@ -15,7 +15,7 @@ import platform
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -243,9 +243,11 @@ def run(profile: str | None, overrides: list[str], corpus: str | None = None, ru
             if code:
                 break
     finally:
-        stopped = serve.stop(rd.path)
-        if stopped:
+        stopped = serve.stop_all(rd.path)
+        if rd.path in stopped:
             print("stopped the teacher server this run started")
+        if [d for d in stopped if d != rd.path]:
+            print(f"stopped {len(stopped) - (rd.path in stopped)} check server(s) an interrupted 05 left running")
         with rd.update() as rec:
             rec["finished_at"] = rdir.now()
         signal.signal(signal.SIGTERM, old)

@@ -394,6 +394,14 @@ def stop(run_dir: Path, timeout: float = 20.0) -> bool:
     return not _alive(t.pid)
 
 
+def stop_all(run_dir: Path) -> list[Path]:
+    """Stop the run's teacher and any check server 05 left behind (a crash mid-check leaves one running in its own
+    session); returns the record dirs whose server was stopped."""
+    run_dir = Path(run_dir)
+    dirs = [run_dir, *sorted(p.parent for p in run_dir.glob("export/*/" + TEACHER_FILE))]
+    return [d for d in dirs if stop(d)]
+
+
 # ---- smoke test ---------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,142 @@
+"""What kind of answer is this? correct · partial · abstains · invents · degenerate — by exact checks, no model.
+
+* **degenerate**: empty, a repetition loop, an echo of the question, or the wrong language;
+* **abstains**: says the docs don't cover it / it doesn't know, and names no specific value;
+* **invents**: names a specific value — a number, a `code` span, an identifier such as ``QM-110`` or
+  ``max_iterations``, a file path — that is neither in the reference nor in the question, and is not correct;
+* **correct**: states every key fact (the judge's verdicts after the exact checks, else every hard value of the
+  reference is in the answer); **partial**: the rest (some facts, or vague).
+
+Checked against the hand-labeled cases in ``tests/data/judge_labels.jsonl``.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+OUTCOMES = ("correct", "partial", "abstains", "invents", "degenerate")
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:[eE][+-]?\d+)?(?![\w])")
+_CODE = re.compile(r"`([^`\n]+)`")
+# identifiers that can only be specific: QM-110, BW-502, max_iterations, server.toml, /etc/x, --flag, v7.3, CamelCase
+_IDENT = re.compile(r"(?<![\w/.-])(?:--?[a-z][\w-]+|[A-Za-z]+-\d+\w*|[A-Za-z]\w*_\w+|[\w-]+\.(?:toml|ya?ml|json|ini|"
+                    r"conf|cfg|log|txt|md|py|sh|exe|bwm|bwr|csv|xml|db|gz|zip)|(?:~|\.{0,2})?/[\w.-]+(?:/[\w.-]+)+|"
+                    r"v\d+(?:\.\d+)+|[A-Z][a-z]+[A-Z]\w+)(?![\w])")
+_LIST_MARK = re.compile(r"(?m)^\s*(\d+)[.)、]\s")
+
+_ABSTAIN = re.compile(
+    r"(don'?t|do not|doesn'?t|does not|cannot|can'?t|unable to)\s+(know|say|specify|mention|find|determine|provide|"
+    r"cover|state|answer)|not (mentioned|specified|documented|covered|stated|provided|available|sure)|"
+    r"no (information|mention|details?|data)|isn'?t (mentioned|specified|documented|covered)|"
+    r"不知道|不清楚|不确定|无法(确定|回答|得知|判断|提供)|没有(提到|提及|说明|记载|相关信息|给出|明确)|未(提及|提到|说明|给出|明确)|"
+    r"文档中?(没有|并未|未)|无相关信息|不能确定", re.I)
+
+
+def _num(s: str) -> float | None:
+    try:
+        return float(s.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def values(text: str) -> list[str]:
+    """The specific values an answer names: numbers (not list markers), `code` spans, identifiers, paths."""
+    marks = {m.start(1) for m in _LIST_MARK.finditer(text)}
+    nums = [m.group(0) for m in _NUMBER.finditer(text) if m.start() not in marks]
+    codes = _CODE.findall(text)
+    plain = _CODE.sub(" ", text)
+    idents = _IDENT.findall(plain)
+    return list(dict.fromkeys(nums + codes + idents))
+
+
+def _known(value: str, sources: str, source_numbers: list[float]) -> bool:
+    n = _num(value)
+    if n is not None and _NUMBER.fullmatch(value):
+        return any(n == x for x in source_numbers)
+    v = value.lower().strip()
+    return v in sources or v.strip("`'\" ") in sources
+
+
+def invented(answer: str, reference: str, question: str) -> list[str]:
+    """Values the answer names that are in neither the reference nor the question."""
+    sources = (reference + "\n" + question).lower()
+    source_numbers = [x for x in (_num(n) for n in _NUMBER.findall(reference + "\n" + question)) if x is not None]
+    return [v for v in values(answer) if not _known(v, sources, source_numbers)]
+
+
+def is_repetitive(text: str) -> bool:
+    """A loop: the same span over and over (compresses far better than prose), or one line repeated."""
+    t = text.strip()
+    if len(t) < 40:
+        return False
+    lines = [x.strip() for x in t.splitlines() if x.strip()]
+    if len(lines) >= 4 and len(set(lines)) <= len(lines) / 3:
+        return True
+    ratio = len(zlib.compress(t.encode("utf-8"), 9)) / len(t.encode("utf-8"))
+    if ratio < 0.22:
+        return True
+    # a phrase of >= 6 characters that makes up most of the text
+    for size in (6, 10, 16, 24):
+        for start in range(0, min(len(t) - size, 60), 3):
+            span = t[start:start + size]
+            if t.count(span) >= 3 and t.count(span) * size >= 0.6 * len(t):
+                return True
+    return False
+
+
+def degenerate(answer: str, question: str) -> str:
+    """Why an answer is degenerate ("" if it is not)."""
+    a = answer.strip()
+    if not a:
+        return "empty"
+    if is_repetitive(a):
+        return "repetition"
+    norm = lambda s: re.sub(r"\W+", "", s.lower())  # noqa: E731
+    if norm(a) and (norm(a) == norm(question) or (len(norm(a)) < 1.3 * len(norm(question)) and norm(question) in norm(a))):
+        return "echoes the question"
+    q_zh = len(_CJK.findall(question)) >= 4
+    a_cjk = len(_CJK.findall(a))
+    if q_zh and a_cjk == 0 and len(a) > 30:
+        return "wrong language"
+    if not q_zh and a_cjk > max(10, len(a) * 0.3):
+        return "wrong language"
+    return ""
+
+
+def abstains(answer: str) -> bool:
+    return bool(_ABSTAIN.search(answer))
+
+
+def classify(answer: str, reference: str, question: str, verdicts: list[str] | None = None) -> str:
+    """One of :data:`OUTCOMES`. ``verdicts`` are the judge's per-fact verdicts after the exact checks; without
+    them, "correct" means every hard value of the reference (numbers, codes, identifiers not in the question) is
+    in the answer."""
+    if degenerate(answer, question):
+        return "degenerate"
+    wrong = invented(answer, reference, question)
+    if verdicts:
+        all_stated = all(v == "stated" for v in verdicts)
+        if all_stated:
+            return "correct"
+        if wrong and (not abstains(answer) or "contradicted" in verdicts):
+            return "invents"
+        if abstains(answer) and not any(v == "stated" for v in verdicts):
+            return "abstains"
+        return "invents" if "contradicted" in verdicts and wrong else "partial"
+    needed = [v for v in values(reference) if not _known(v, question.lower(), [])]
+    have = [v for v in needed if _known(v, answer.lower(), [x for x in (_num(n) for n in _NUMBER.findall(answer))
+                                                            if x is not None])]
+    if needed and len(have) == len(needed) and not wrong:
+        return "correct"
+    if wrong:
+        return "invents"
+    if abstains(answer):
+        return "abstains"
+    return "partial"
+
+
+def shares(outcomes: list[str]) -> dict[str, float]:
+    n = len(outcomes)
+    return {o: round(sum(x == o for x in outcomes) / n, 4) if n else 0.0 for o in OUTCOMES}

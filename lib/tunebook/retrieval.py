@@ -1,0 +1,85 @@
+"""Retrieval, the baseline a fine-tune has to beat: BM25 over the run's chunks (bm25s), the top k put in the prompt.
+
+Chinese has no spaces, so text is cut into terms first, either into words by jieba (``tokenizer="jieba"``) or into
+overlapping character pairs (``"char2"``); ASCII words (names, parameters, numbers) are kept whole and lowercased
+in both. ``benchmarks/retrieval.py`` measures which finds a question's source chunk more often.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Tokenizer = Literal["jieba", "char2"]
+
+_ASCII = re.compile(r"[A-Za-z0-9_]+(?:[.\-][A-Za-z0-9_]+)*")
+_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
+_STOP = {"the", "a", "an", "of", "to", "is", "are", "in", "on", "for", "and", "or", "what", "which", "how", "does",
+         "do", "it", "be", "by", "with", "that", "this", "can", "i", "you", "的", "是", "了", "在", "和", "与", "吗",
+         "什么", "如何", "怎么", "哪些", "多少", "为", "中", "时"}
+
+
+def terms(text: str, tokenizer: Tokenizer = "jieba") -> list[str]:
+    out = [w.lower() for w in _ASCII.findall(text)]
+    for run in _CJK_RUN.findall(text):
+        if tokenizer == "jieba":
+            import jieba
+
+            jieba.setLogLevel(logging.WARNING)
+            out += [w for w in jieba.lcut(run) if w.strip()]
+        else:
+            out += [run[i:i + 2] for i in range(max(1, len(run) - 1))]
+    return [t for t in out if t not in _STOP] or out
+
+
+@dataclass
+class Index:
+    chunk_ids: list[str]
+    texts: list[str]
+    tokenizer: Tokenizer
+    _bm25: object = None
+
+    @classmethod
+    def build(cls, chunks: list[dict], tokenizer: Tokenizer = "jieba") -> "Index":
+        """One BM25 index over the chunks (``data/chunks.jsonl`` rows); the headings count as text."""
+        import bm25s
+
+        texts = [c["text"] for c in chunks]
+        docs = [terms(" ".join(c.get("breadcrumb") or []) + "\n" + c["text"], tokenizer) for c in chunks]
+        bm25 = bm25s.BM25()
+        bm25.index(docs, show_progress=False)
+        return cls([c["id"] for c in chunks], texts, tokenizer, bm25)
+
+    def search(self, questions: list[str], k: int) -> list[list[int]]:
+        """Indices of the top-``k`` chunks for each question (best first)."""
+        if not questions:
+            return []
+        k = min(k, len(self.chunk_ids))
+        vocab = self._bm25.vocab_dict  # bm25s keys its vocabulary by term
+        queries = [[t for t in terms(q, self.tokenizer) if t in vocab] or [""] for q in questions]
+        docs, _ = self._bm25.retrieve(queries, k=k, show_progress=False)
+        return [list(map(int, row)) for row in docs]
+
+    def context(self, idx: list[int]) -> str:
+        return "\n\n---\n\n".join(self.texts[i] for i in idx)
+
+
+RAG_TEMPLATE = {
+    "en": "Documentation excerpts:\n\n{context}\n\nAnswer the question using the excerpts above.\nQuestion: {question}",
+    "zh": "文档摘录：\n\n{context}\n\n请根据以上文档摘录回答问题。\n问题：{question}",
+}
+
+
+def rag_prompt(question: str, context: str) -> str:
+    lang = "zh" if _CJK_RUN.search(question) else "en"
+    return RAG_TEMPLATE[lang].format(context=context, question=question)
+
+
+def hit_rate(found: list[list[int]], index: Index, source_chunks: list[str]) -> float | None:
+    """Share of questions whose own source chunk is among the retrieved ones."""
+    pairs = [(row, cid) for row, cid in zip(found, source_chunks) if cid]
+    if not pairs:
+        return None
+    return round(sum(cid in {index.chunk_ids[i] for i in row} for row, cid in pairs) / len(pairs), 4)
