@@ -17,10 +17,28 @@ def test_rouge_l_is_order_sensitive_f1_is_not():
     assert text.rouge_l("abcd", "dcba") == pytest.approx(0.25)
 
 
-def test_summarize_averages():
-    rows = [{"base_rouge_l": 0.0, "tuned_rouge_l": 1.0, "base_char_f1": 0.5, "tuned_char_f1": 1.0}] * 2
+def test_summarize_gives_means_intervals_outcomes_and_the_paired_gain():
+    rows = [{"base": "b", "tuned": "t", "base_rouge_l": 0.0, "tuned_rouge_l": 1.0, "base_char_f1": 0.5,
+             "tuned_char_f1": 1.0, "base_judge": 0.0, "tuned_judge": j, "base_outcome": "invents",
+             "tuned_outcome": "correct" if j == 5.0 else "partial"} for j in (5.0, 2.5, 5.0, 0.0)]
     s = evaluate.summarize(rows)
-    assert s == {"n": 2, "base_rouge_l": 0.0, "base_char_f1": 0.5, "tuned_rouge_l": 1.0, "tuned_char_f1": 1.0}
+    assert s["n"] == 4 and s["base_rouge_l"] == 0.0 and s["tuned_rouge_l"] == 1.0 and s["tuned_judge"] == 3.125
+    lo, hi = s["tuned_judge_ci"]
+    assert 0.0 <= lo < 3.125 < hi <= 5.0
+    assert s["base_outcomes"]["invents"] == 1.0 and s["base_invents"] == 1.0
+    assert s["tuned_outcomes"] == {"correct": 0.5, "partial": 0.5, "abstains": 0.0, "invents": 0.0, "degenerate": 0.0}
+    assert s["judge_gain"]["mean"] == 3.125 and s["judge_gain"]["n"] == 4
+    assert "rag_judge" not in s  # conditions that did not run are not reported
+
+
+def test_metrics_table_and_verdict_name_the_winner():
+    rows = [{"split": "recall", "base": "b", "rag": "r", "tuned": "t", "tuned_rag": "tr", "base_judge": 1.0,
+             "rag_judge": 3.0, "tuned_judge": 4.0, "tuned_rag_judge": 4.5, "rag_hit": True}] * 3
+    m = {"conditions": evaluate.conditions_in(rows), "recall": evaluate.summarize(rows)}
+    table = evaluate.metrics_table(m)
+    assert list(table.index.get_level_values(1)) == ["base", "base + RAG", "fine-tuned", "fine-tuned + RAG"]
+    assert table.loc[("recall", "base + RAG"), "retrieval hit"] == 1.0
+    assert evaluate.verdict(m).startswith("On this corpus's recall questions (judge), fine-tuned + RAG won")
 
 
 def test_fact_score_counts_only_stated_facts():
@@ -42,10 +60,10 @@ def test_side_by_side_shows_the_judged_key_facts():
             {"question": "<b>", "reference": "r", "base": "b", "tuned": "t", "base_rouge_l": 0.1, "tuned_rouge_l": 0.2,
              "key_facts": None, "base_judge": None, "tuned_judge": None}]
     out = evaluate.side_by_side_html(rows)
-    assert "✗ ✓ the port is 8080" in out and "0.0 → 5.0" in out and "– → –" in out and "&lt;b&gt;" in out
+    assert "✗ ✓ the port is 8080" in out and "judge 0.0" in out and "judge 5.0" in out and "&lt;b&gt;" in out
     plain = evaluate.side_by_side_html([{k: v for k, v in rows[0].items() if "judge" not in k and "fact" not in k
                                          and "verdict" not in k}])
-    assert "key facts" not in plain and "0.00 → 1.00" in plain
+    assert "key facts" not in plain and "ROUGE-L 1.00" in plain and "<th>fine-tuned</th>" in plain
 
 
 def test_grounded_facts_drop_what_the_reference_does_not_say():

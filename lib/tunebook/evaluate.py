@@ -21,16 +21,45 @@ GENERATIONS_FILE = "generations.jsonl"
 METRICS_FILE = "metrics.json"
 
 
-# ---- metrics (character level: works for Chinese without a word segmenter) ---------------------------------
+# ---- metrics --------------------------------------------------------------------------------------------------
+
+# who answers: the base student or the fine-tuned one, closed-book or with retrieved chunks in the prompt
+CONDITIONS = {"base": (False, False), "rag": (False, True), "tuned": (True, False), "tuned_rag": (True, True)}
+CONDITION_LABELS = {"base": "base", "rag": "base + RAG", "tuned": "fine-tuned", "tuned_rag": "fine-tuned + RAG"}
+MEASURES = ("rouge_l", "char_f1", "judge", "exact_values")
+
+
+def conditions_in(rows: list[dict]) -> list[str]:
+    return [c for c in CONDITIONS if rows and c in rows[0]]
 
 
 def summarize(rows: list[dict]) -> dict[str, Any]:
+    """Per condition: the mean of each measure (``tuned_judge``), its 95 % bootstrap interval (``tuned_judge_ci``),
+    the outcome shares (``tuned_outcomes``) and the invented-value share (``tuned_invents``); the paired gain of
+    the fine-tune over the base (``judge_gain``) and the retrieval hit rate."""
+    from .outcomes import shares
+    from .stats import mean_ci, paired_delta_ci
+
     out: dict[str, Any] = {"n": len(rows)}
-    for model in ("base", "tuned"):
-        for metric in ("rouge_l", "char_f1", "judge"):
-            vals = [r[f"{model}_{metric}"] for r in rows if r.get(f"{model}_{metric}") is not None]
-            if metric != "judge" or vals:
-                out[f"{model}_{metric}"] = round(sum(vals) / len(vals), 4) if vals else None
+    conds = conditions_in(rows)
+    for c in conds:
+        for m in MEASURES:
+            vals = [r.get(f"{c}_{m}") for r in rows]
+            if any(v is not None for v in vals):
+                ci = mean_ci(vals)
+                out[f"{c}_{m}"], out[f"{c}_{m}_ci"] = ci["mean"], [ci["lo"], ci["hi"]]
+                if m == "exact_values":
+                    out[f"{c}_{m}_n"] = ci["n"]
+        if any(r.get(f"{c}_outcome") for r in rows):
+            out[f"{c}_outcomes"] = shares([r[f"{c}_outcome"] for r in rows if r.get(f"{c}_outcome")])
+            out[f"{c}_invents"] = out[f"{c}_outcomes"]["invents"]
+    for m in ("judge", "rouge_l"):
+        if f"base_{m}" in out and f"tuned_{m}" in out:
+            d = paired_delta_ci([r.get(f"tuned_{m}") for r in rows], [r.get(f"base_{m}") for r in rows])
+            out[f"{m}_gain"] = d
+    hits = [r["rag_hit"] for r in rows if r.get("rag_hit") is not None]
+    if hits:
+        out["retrieval_hit_rate"] = round(sum(hits) / len(hits), 4)
     return out
 
 
@@ -51,6 +80,24 @@ def select(rows: list[dict], n: int) -> list[dict]:
             if q and len(out) < n:
                 out.append(q.pop(0))
     return out
+
+
+def trained_record(adapter_dir: Path, student: str = "") -> dict[str, Any]:
+    """What 04 trained (``train/adapter/tunebook_train.json``): the base model's spec and the system prompt. 05
+    compares against that base, and says so when the run's ``student`` setting names another."""
+    import json
+
+    rec = json.loads((Path(adapter_dir) / "tunebook_train.json").read_text(encoding="utf-8"))
+    out = {"student": rec["student"], "system_prompt": rec.get("settings", {}).get("system_prompt", ""),
+           "backend": rec.get("backend", "")}
+    if student and student != out["student"]:
+        print(f"note: 04 trained {out['student']!r}; the setting student={student!r} is ignored here, the base "
+              "model is the one the adapter was trained on")
+    return out
+
+
+def save_metrics(metrics: dict[str, Any], eval_dir: Path) -> Path:
+    return write_json(metrics, Path(eval_dir) / METRICS_FILE)
 
 
 def load_tuned(adapter_dir: Path, base_source: str):
@@ -97,63 +144,164 @@ def generate(model, tok, questions: list[str], max_new_tokens: int, batch_size: 
     return answers
 
 
-def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "") -> list[dict]:
+def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "",
+            rag_index=None, rag_k: int = 2) -> list[dict]:
+    """Every eval question answered under each condition (:data:`CONDITIONS`; the RAG ones only with an index),
+    greedily, with ROUGE-L and character F1 against the reference."""
+    from .retrieval import hit_rate, rag_prompt
+
     questions = [r["messages"][0]["content"] for r in eval_rows]
     refs = [r["messages"][-1]["content"] for r in eval_rows]
-    base = generate(model, tok, questions, max_new_tokens, batch_size, adapter=False, system_prompt=system_prompt)
-    tuned = generate(model, tok, questions, max_new_tokens, batch_size, adapter=True, system_prompt=system_prompt)
+    prompts = {False: questions}
+    found: list[list[int]] = []
+    if rag_index is not None:
+        found = rag_index.search(questions, rag_k)
+        prompts[True] = [rag_prompt(q, rag_index.context(idx)) for q, idx in zip(questions, found)]
+    answers = {}
+    for cond, (adapter, rag) in CONDITIONS.items():
+        if rag in prompts:
+            answers[cond] = generate(model, tok, prompts[rag], max_new_tokens, batch_size, adapter=adapter,
+                                     system_prompt=system_prompt, desc=CONDITION_LABELS[cond])
     rows = []
-    for r, q, ref, b, t in zip(eval_rows, questions, refs, base, tuned):
-        rows.append({
-            "id": r["id"], "source": r.get("source", ""), "split": r.get("split", "eval"), "question": q,
-            "reference": ref, "base": b, "tuned": t,
-            "base_rouge_l": round(rouge_l(b, ref), 4), "tuned_rouge_l": round(rouge_l(t, ref), 4),
-            "base_char_f1": round(char_f1(b, ref), 4), "tuned_char_f1": round(char_f1(t, ref), 4),
-        })
+    for i, (r, q, ref) in enumerate(zip(eval_rows, questions, refs)):
+        row = {"id": r["id"], "source": r.get("source", ""), "chunk_id": r.get("chunk_id", ""),
+               "split": r.get("split", "eval"), "question": q, "reference": ref}
+        for cond, ans in answers.items():
+            row[cond] = ans[i]
+            row[f"{cond}_rouge_l"] = round(rouge_l(ans[i], ref), 4)
+            row[f"{cond}_char_f1"] = round(char_f1(ans[i], ref), 4)
+        if found:
+            row["rag_chunks"] = [rag_index.chunk_ids[j] for j in found[i]]
+            row["rag_hit"] = hit_rate([found[i]], rag_index, [row["chunk_id"]])
+        rows.append(row)
     return rows
+
+
+def add_outcomes(rows: list[dict]) -> None:
+    """``<condition>_outcome`` (correct · partial · abstains · invents · degenerate) and ``<condition>_exact_values``
+    (the share of the reference's hard values — numbers, codes, identifiers — found verbatim in the answer)."""
+    from .outcomes import classify, exact_values
+
+    for r in rows:
+        for c in conditions_in([r]):
+            r[f"{c}_outcome"] = classify(r[c], r["reference"], r["question"], r.get(f"{c}_verdicts"))
+            r[f"{c}_exact_values"] = exact_values(r[c], r["reference"], r["question"])
+
+
+def score(rows: list[dict], teacher, eval_dir: Path) -> dict[str, Any]:
+    """Judge every answer by key facts (when a teacher is given), classify it, write ``generations.jsonl`` and
+    ``metrics.json``; returns the metrics."""
+    from .judge import add_judge_scores
+
+    if teacher is not None:
+        add_judge_scores(rows, teacher, eval_dir, tuple(conditions_in(rows)))
+    add_outcomes(rows)
+    return write_results(rows, eval_dir)
 
 
 def write_results(rows: list[dict], eval_dir: Path) -> dict[str, Any]:
     write_jsonl(rows, eval_dir / GENERATIONS_FILE)
-    metrics = {"all": summarize(rows)}
+    metrics: dict[str, Any] = {"conditions": conditions_in(rows), "all": summarize(rows)}
     for split in sorted({r["split"] for r in rows}):
         metrics[split] = summarize([r for r in rows if r["split"] == split])
     write_json(metrics, eval_dir / METRICS_FILE)
     return metrics
 
 
+SPLITS_SHOWN = ("recall", "unseen", "all")
+
+
+def metrics_table(metrics: dict[str, Any]):
+    """One row per split and condition: n, judge with its 95 % interval, exact key values, ROUGE-L, and the
+    shares of answers that invent a value, abstain or degenerate (a pandas DataFrame)."""
+    import pandas as pd
+
+    from .stats import fmt
+
+    rows = []
+    for split in [s for s in SPLITS_SHOWN if s in metrics] + [s for s in metrics if s not in SPLITS_SHOWN
+                                                                and isinstance(metrics[s], dict) and "n" in metrics[s]
+                                                                and s != "general"]:
+        m = metrics[split]
+        for c in metrics.get("conditions") or ["base", "tuned"]:
+            ci = lambda k: fmt({"mean": m.get(f"{c}_{k}"), "lo": (m.get(f"{c}_{k}_ci") or [None])[0],  # noqa: E731
+                                 "hi": (m.get(f"{c}_{k}_ci") or [None, None])[1]})
+            o = m.get(f"{c}_outcomes") or {}
+            rows.append({"split": split, "condition": CONDITION_LABELS[c], "n": m["n"], "judge 0–5 [95% CI]": ci("judge"),
+                         "exact key values": ci("exact_values"), "ROUGE-L": ci("rouge_l"),
+                         "correct": o.get("correct"), "invents a value": o.get("invents"),
+                         "abstains": o.get("abstains"), "degenerate": o.get("degenerate"),
+                         "retrieval hit": m.get("retrieval_hit_rate") if c in ("rag", "tuned_rag") else None})
+    return pd.DataFrame(rows).set_index(["split", "condition"])
+
+
+def score_plot(metrics: dict[str, Any], measure: str = "judge"):
+    """Bars per split, one per condition, with 95 % intervals (judge scaled to 0–1)."""
+    from . import plots
+
+    splits = [s for s in SPLITS_SHOWN[:2] if s in metrics] or [s for s in metrics if s == "all"]
+    conds = metrics.get("conditions") or ["base", "tuned"]
+    scale = 5.0 if measure == "judge" else 1.0
+    series, errors = {}, {}
+    for c in conds:
+        vals = [(metrics[s].get(f"{c}_{measure}") or 0) / scale for s in splits]
+        if not any(metrics[s].get(f"{c}_{measure}") is not None for s in splits):
+            continue
+        series[CONDITION_LABELS[c]] = vals
+        errors[CONDITION_LABELS[c]] = [tuple(None if x is None else x / scale for x in
+                                             (metrics[s].get(f"{c}_{measure}_ci") or [None, None])) for s in splits]
+    label = {"judge": "key facts stated (judge / 5)", "exact_values": "exact key values",
+             "rouge_l": "ROUGE-L"}.get(measure, measure)
+    return plots.grouped_bars([f"{s} (n={metrics[s]['n']})" for s in splits], series,
+                              f"{label} per split, with 95% intervals", label, errors=errors)
+
+
+def verdict(metrics: dict[str, Any]) -> str:
+    """One sentence: which condition won on this corpus (by the judge where there is one, else ROUGE-L)."""
+    m = metrics.get("recall") or metrics.get("all") or {}
+    key = "judge" if m.get("tuned_judge") is not None else "rouge_l"
+    scores = {c: m.get(f"{c}_{key}") for c in metrics.get("conditions") or [] if m.get(f"{c}_{key}") is not None}
+    if not scores:
+        return ""
+    best = max(scores, key=scores.get)
+    parts = ", ".join(f"{CONDITION_LABELS[c]} {v:.2f}" for c, v in scores.items())
+    split = "recall" if "recall" in metrics else "all"
+    return (f"On this corpus's {split} questions ({key.replace('_', '-')}), {CONDITION_LABELS[best]} won: {parts}.")
+
+
 def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
-    """Question, reference, both answers and their scores; with the judge on, the key facts it checked and each
-    model's verdict per fact (✓ stated, · missing, ✗ contradicted)."""
+    """Question, reference and every condition's answer with its scores and outcome; with the judge on, the key
+    facts it checked and each answer's verdict per fact (✓ stated, · missing, ✗ contradicted)."""
+    mark = {"stated": "✓", "missing": "·", "contradicted": "✗"}
+    conds = conditions_in(rows)
+
     def cell(text: str) -> str:
         return f"<td style='text-align:left;vertical-align:top'>{html.escape(text)}</td>"
 
-    mark = {"stated": "✓", "missing": "·", "contradicted": "✗"}
+    def answer(r: dict, c: str) -> str:
+        notes = [f"ROUGE-L {r[c + '_rouge_l']:.2f}"] if r.get(f"{c}_rouge_l") is not None else []
+        if r.get(f"{c}_judge") is not None:
+            notes.append(f"judge {r[c + '_judge']:.1f}")
+        if r.get(f"{c}_outcome"):
+            notes.append(r[f"{c}_outcome"])
+        return (f"<td style='text-align:left;vertical-align:top'>{html.escape(r[c])}"
+                f"<br><small><i>{html.escape(' · '.join(notes))}</i></small></td>")
 
     def facts(r: dict) -> str:
         if not r.get("key_facts"):
             return "<td></td>"
-        base, tuned = r.get("base_verdicts") or [], r.get("tuned_verdicts") or []
         items = []
         for i, f in enumerate(r["key_facts"]):
-            b = mark.get(base[i], "?") if i < len(base) else "?"
-            t = mark.get(tuned[i], "?") if i < len(tuned) else "?"
-            items.append(f"<li>{b} {t} {html.escape(f)}</li>")
+            marks = " ".join(mark.get((r.get(f"{c}_verdicts") or [])[i], "?") if i < len(r.get(f"{c}_verdicts") or [])
+                             else "?" for c in conds)
+            items.append(f"<li>{marks} {html.escape(f)}</li>")
         return f"<td style='text-align:left;vertical-align:top'><ul style='margin:0'>{''.join(items)}</ul></td>"
 
-    def score(r: dict, key: str, fmt: str) -> str:
-        b, t = r.get(f"base_{key}"), r.get(f"tuned_{key}")
-        return f"{'–' if b is None else format(b, fmt)} → {'–' if t is None else format(t, fmt)}"
-
     judged = any(r.get("key_facts") for r in rows)
-    head = ("<tr><th>question</th><th>reference</th><th>base</th><th>fine-tuned</th><th>ROUGE-L base → tuned</th>"
-            + ("<th>judge /5 base → tuned</th><th>key facts (base, tuned)</th>" if judged else "") + "</tr>")
-    body = "".join(
-        f"<tr>{cell(r['question'])}{cell(r['reference'])}{cell(r['base'])}{cell(r['tuned'])}"
-        f"<td>{score(r, 'rouge_l', '.2f')}</td>"
-        + (f"<td>{score(r, 'judge', '.1f')}</td>{facts(r)}" if judged else "") + "</tr>"
-        for r in rows[:limit]
-    )
+    head = ("<tr><th>question</th><th>reference</th>" + "".join(f"<th>{CONDITION_LABELS[c]}</th>" for c in conds)
+            + (f"<th>key facts ({', '.join(CONDITION_LABELS[c] for c in conds)})</th>" if judged else "") + "</tr>")
+    body = "".join(f"<tr>{cell(r['question'])}{cell(r['reference'])}" + "".join(answer(r, c) for c in conds)
+                   + (facts(r) if judged else "") + "</tr>" for r in rows[:limit])
     return f"<table class='tunebook-compare'>{head}{body}</table>"
 
 
@@ -170,9 +318,13 @@ def general_prompts(path: Path = PARAMS_DIR / "prompts" / "general.yaml") -> lis
 
 
 def forgetting_check(model, tok, teacher, eval_dir: Path, max_new_tokens: int, batch_size: int,
-                     system_prompt: str = "") -> dict[str, Any]:
-    """Both models answer general prompts; the judge scores them without a reference (0–5)."""
+                     system_prompt: str = "", limit: int = 0) -> dict[str, Any]:
+    """Both models answer general prompts (``params/prompts/general.yaml``, zh + en); the judge scores them without
+    a reference (0–5), with intervals and the paired change."""
+    from .stats import mean_ci, paired_delta_ci
+
     qs = general_prompts()
+    qs = qs[:limit] if limit else qs
     base = generate(model, tok, qs, max_new_tokens, batch_size, adapter=False, system_prompt=system_prompt,
                     desc="general: base")
     tuned = generate(model, tok, qs, max_new_tokens, batch_size, adapter=True, system_prompt=system_prompt,
@@ -185,8 +337,10 @@ def forgetting_check(model, tok, teacher, eval_dir: Path, max_new_tokens: int, b
             scores = judge(teacher, [{"question": r["question"], "answer": r[m]} for r in rows], cache, kind="general")
             for r, sc in zip(rows, scores):
                 r[f"{m}_judge"] = sc
-            vals = [x for x in scores if x is not None]
-            out[f"{m}_judge"] = round(sum(vals) / len(vals), 3) if vals else None
+            ci = mean_ci(scores)
+            out[f"{m}_judge"], out[f"{m}_judge_ci"] = ci["mean"], [ci["lo"], ci["hi"]]
         if out.get("base_judge") is not None and out.get("tuned_judge") is not None:
+            # the paired change (fine-tuned minus base) with its interval; a drop is a negative change
+            out["judge_change"] = paired_delta_ci([r["tuned_judge"] for r in rows], [r["base_judge"] for r in rows])
             out["collapsed"] = out["tuned_judge"] < out["base_judge"] - 1.5
     return out

@@ -262,3 +262,48 @@ def copy_adapter(adapter_dir: Path, out_dir: Path) -> Path:
     shutil.copytree(adapter_dir, out_dir)
     return out_dir
 
+
+
+EXPORTS_FILE = "exports.json"
+
+
+def export_all(model, tok, adapter_dir: Path, export_dir: Path, ev, system_prompt: str = "") -> dict[str, str]:
+    """05's export step: the adapter, the merged 16-bit model, GGUF files (f16 + ``ev.gguf_types``) and an Ollama
+    Modelfile, as ``ev`` (the evaluate settings) asks; recorded in ``export/exports.json``."""
+    from .jsonio import write_json
+
+    exports: dict[str, str] = {}
+    export_dir.mkdir(parents=True, exist_ok=True)
+    if ev.export_adapter:
+        exports["adapter"] = str(copy_adapter(adapter_dir, export_dir / "adapter"))
+    if ev.export_merged:
+        exports["merged"] = str(export_merged(model, tok, export_dir / "merged"))
+    if ev.export_merged and ev.gguf_types:
+        for q, path in to_gguf(export_dir / "merged", export_dir / "gguf", export_dir.parent.name, ev.gguf_types).items():
+            exports[f"gguf_{q}"] = str(path)
+        if ev.export_modelfile:
+            target = exports.get(f"gguf_{ev.modelfile_gguf}") or exports["gguf_f16"]
+            mf = export_dir / "gguf" / "Modelfile"
+            mf.write_text(modelfile(tok, Path(target).name, system_prompt), encoding="utf-8")
+            exports["modelfile"] = str(mf)
+    write_json(exports, export_dir / EXPORTS_FILE)
+    return exports
+
+
+def check_exports(exports: dict[str, str], questions: list[str], answers: list[str], export_dir: Path, ev,
+                  max_new_tokens: int, system_prompt: str = "") -> dict[str, Any]:
+    """Close the loop: serve each GGUF in ``ev.verify_gguf`` with llama-server (and the merged model with vLLM
+    when ``ev.verify_vllm`` says so), ask ``questions`` greedily, compare with the notebook's ``answers``.
+    Returns ``{"gguf_agreement": {quant: …}, "vllm_agreement": …, "served": {name: answers}}``."""
+    served: dict[str, list[str]] = {}
+    for q in [q for q in ev.verify_gguf if f"gguf_{q}" in exports]:
+        served[f"gguf {q}"] = serve_and_ask(Path(exports[f"gguf_{q}"]), questions, export_dir / "serve-check",
+                                            max_new_tokens, system_prompt, port=ev.verify_port)
+    out: dict[str, Any] = {"gguf_agreement": {k.split()[1]: agreement(a, answers) for k, a in served.items()}}
+    if "merged" in exports and vllm_check_wanted(ev.verify_vllm, ev.vllm_python):
+        served["vLLM"] = serve_merged_with_vllm(Path(exports["merged"]), questions, export_dir / "vllm-check",
+                                                max_new_tokens, system_prompt, port=ev.vllm_port,
+                                                vllm_python=ev.vllm_python, extra_args=ev.vllm_args)
+        out["vllm_agreement"] = agreement(served["vLLM"], answers)
+    out["served"] = served
+    return out

@@ -93,6 +93,10 @@ def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference
     """The judge's verdicts, with "stated" taken back where the answer lacks one of the fact's hard tokens (a
     number, `code` or name). Measured on the cpu demo: the 1.5B judge marked "1000" as stating "60" and "0.01" as
     stating "1e-6"; what it cannot compare, this checks exactly."""
+    from .outcomes import degenerate
+
+    if degenerate(answer, question):  # an empty answer, a loop or an echo states nothing, whatever the judge read
+        return ["missing"] * len(verdicts)
     out = []
     for v, f in zip(verdicts, facts):
         if v == "stated" and not all(has_token(answer, tok) for tok in hard_tokens(f, reference, question)):
@@ -227,13 +231,15 @@ def judge_against_reference(teacher, items: list[dict[str, Any]], cache_path: Pa
     return out
 
 
-def add_judge_scores(rows: list[dict], teacher, eval_dir: Path) -> None:
-    """``<model>_judge`` (0–5 by key facts) and ``<model>_verdicts`` per row, and the row's ``key_facts``."""
+def add_judge_scores(rows: list[dict], teacher, eval_dir: Path, conditions: tuple[str, ...] = ("base", "tuned")
+                     ) -> None:
+    """``<condition>_judge`` (0–5 by key facts) and ``<condition>_verdicts`` per row (each answer column named in
+    ``conditions``), and the row's ``key_facts``."""
     cache = eval_dir / "judge_cache.jsonl"
     facts = key_facts(teacher, [{"question": r["question"], "reference": r["reference"]} for r in rows], cache)
     for r, f in zip(rows, facts):
         r["key_facts"] = grounded_facts(f, r["reference"]) if f else None
-    for model in ("base", "tuned"):
+    for model in conditions:
         scored = judge_against_reference(
             teacher, [{"question": r["question"], "reference": r["reference"], "facts": r["key_facts"],
                        "answer": r[model]} for r in rows], cache)

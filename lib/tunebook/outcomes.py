@@ -41,6 +41,10 @@ def _num(s: str) -> float | None:
         return None
 
 
+def _nums(text: str) -> list[float]:
+    return [x for x in (_num(n) for n in _NUMBER.findall(text)) if x is not None]
+
+
 def values(text: str) -> list[str]:
     """The specific values an answer names: numbers (not list markers), `code` spans, identifiers, paths."""
     marks = {m.start(1) for m in _LIST_MARK.finditer(text)}
@@ -62,7 +66,7 @@ def _known(value: str, sources: str, source_numbers: list[float]) -> bool:
 def invented(answer: str, reference: str, question: str) -> list[str]:
     """Values the answer names that are in neither the reference nor the question."""
     sources = (reference + "\n" + question).lower()
-    source_numbers = [x for x in (_num(n) for n in _NUMBER.findall(reference + "\n" + question)) if x is not None]
+    source_numbers = _nums(reference + "\n" + question)
     return [v for v in values(answer) if not _known(v, sources, source_numbers)]
 
 
@@ -125,9 +129,8 @@ def classify(answer: str, reference: str, question: str, verdicts: list[str] | N
         if abstains(answer) and not any(v == "stated" for v in verdicts):
             return "abstains"
         return "invents" if "contradicted" in verdicts and wrong else "partial"
-    needed = [v for v in values(reference) if not _known(v, question.lower(), [])]
-    have = [v for v in needed if _known(v, answer.lower(), [x for x in (_num(n) for n in _NUMBER.findall(answer))
-                                                            if x is not None])]
+    needed = [v for v in values(reference) if not _known(v, question.lower(), _nums(question))]
+    have = [v for v in needed if _known(v, answer.lower(), _nums(answer))]
     if needed and len(have) == len(needed) and not wrong:
         return "correct"
     if wrong:
@@ -135,6 +138,15 @@ def classify(answer: str, reference: str, question: str, verdicts: list[str] | N
     if abstains(answer):
         return "abstains"
     return "partial"
+
+
+def exact_values(answer: str, reference: str, question: str) -> float | None:
+    """Share of the reference's hard values (numbers, `code`, identifiers not already in the question) that the
+    answer states verbatim (numbers by value); None when the reference has none."""
+    needed = [v for v in values(reference) if not _known(v, question.lower(), _nums(question))]
+    if not needed:
+        return None
+    return round(sum(_known(v, answer.lower(), _nums(answer)) for v in needed) / len(needed), 4)
 
 
 def shares(outcomes: list[str]) -> dict[str, float]:

@@ -57,16 +57,25 @@ def loss_curve(train: Sequence[tuple[int, float]], evals: Sequence[tuple[int, fl
     return fig
 
 
-def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], title: str, ylabel: str):
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+def grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], title: str, ylabel: str,
+                 errors: dict[str, Sequence[tuple[float | None, float | None]]] | None = None):
+    """Bars per group and series; ``errors`` (per series, one ``(lo, hi)`` per group) draws intervals."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * max(len(series), 1) / 2), 3.4))
     n = max(len(series), 1)
     width = 0.8 / n
     for i, (name, vals) in enumerate(series.items()):
-        ax.bar([g + i * width for g in range(len(groups))], list(vals), width=width, label=name)
+        xs = [g + i * width for g in range(len(groups))]
+        vals = [v if v is not None else 0.0 for v in vals]
+        yerr = None
+        if errors and name in errors:
+            lo = [max(0.0, v - (e[0] if e[0] is not None else v)) for v, e in zip(vals, errors[name])]
+            hi = [max(0.0, (e[1] if e[1] is not None else v) - v) for v, e in zip(vals, errors[name])]
+            yerr = [lo, hi]
+        ax.bar(xs, vals, width=width, label=name, yerr=yerr, capsize=3 if yerr else 0)
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
     ax.set_xticklabels(list(groups))
     ax.set_title(title)
     ax.set_ylabel(ylabel)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

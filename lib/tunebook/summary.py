@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .stats import fmt
+
 
 def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -15,8 +17,32 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.2f}"
     return str(v)
+
+
+def _metrics_lines(metrics: dict[str, Any]) -> list[str]:
+    """Per split and condition: n, judge and exact key values with 95 % intervals, invented / abstaining shares."""
+    from .evaluate import CONDITION_LABELS, verdict
+
+    lines = ["## Does the student know the docs?", ""]
+    sentence = verdict(metrics)
+    if sentence:
+        lines += [sentence, ""]
+    lines += ["| split | answerer | n | judge 0–5 [95% CI] | exact key values | ROUGE-L | invents a value | abstains |"
+              " retrieval hit |", "|---|---|---|---|---|---|---|---|---|"]
+    for split, m in metrics.items():
+        if split in ("general", "gguf_agreement", "vllm_agreement", "conditions") or not isinstance(m, dict) \
+                or "n" not in m:
+            continue
+        for c in metrics.get("conditions") or ["base", "tuned"]:
+            ci = lambda k: fmt({"mean": m.get(f"{c}_{k}"), "lo": (m.get(f"{c}_{k}_ci") or [None, None])[0],  # noqa: E731
+                                 "hi": (m.get(f"{c}_{k}_ci") or [None, None])[1]})
+            o = m.get(f"{c}_outcomes") or {}
+            hit = _fmt(m.get("retrieval_hit_rate")) if c in ("rag", "tuned_rag") else ""
+            lines.append(f"| {split} | {CONDITION_LABELS.get(c, c)} | {m['n']} | {ci('judge')} | {ci('exact_values')} | "
+                         f"{ci('rouge_l')} | {_fmt(o.get('invents'))} | {_fmt(o.get('abstains'))} | {hit} |")
+    return lines
 
 
 def build(run_dir: Path) -> str:
@@ -29,26 +55,22 @@ def build(run_dir: Path) -> str:
     lines = [f"# Run summary: {run_dir.name}", ""]
     lines += ["## Data", "",
               f"- pairs synthesized: {synth.get('pairs', data.get('rows_in', '–'))} from {synth.get('chunks_total', '–')} "
-              f"chunks ({synth.get('chunks_failed', 0)} chunks failed; {_fmt(synth.get('completion_tokens_per_s'))} teacher tokens/s)",
+              f"chunks ({synth.get('chunks_failed', 0)} chunks failed; {synth.get('completion_tokens_per_s') or 0:.1f} teacher tokens/s)",
               f"- kept {data.get('kept', '–')}, dropped {data.get('dropped', '–')} {data.get('drop_reasons', {})}",
               f"- train {data.get('train', '–')} · eval recall {data.get('eval_recall', '–')} · eval unseen "
               f"{data.get('eval_unseen', '–')}", ""]
     lines += ["## Training", "",
               f"- backend {train.get('backend', '–')}, {train.get('steps', '–')} steps, {_fmt(train.get('runtime_s'))} s, "
-              f"{_fmt(train.get('tokens_per_s'))} tokens/s, peak memory {_fmt(train.get('peak_memory_mb'))} MB",
+              f"{train.get('tokens_per_s') or 0:.1f} tokens/s, peak memory {(train.get('peak_memory_mb') or 0) / 1024:.1f} GiB",
               f"- loss {_fmt(train.get('first_loss'))} → {_fmt(train.get('final_loss'))}", ""]
     if metrics:
-        cols = ["n", "base_rouge_l", "tuned_rouge_l", "base_char_f1", "tuned_char_f1", "base_judge", "tuned_judge"]
-        lines += ["## Metrics (base → fine-tuned)", "", "| split | " + " | ".join(cols) + " |",
-                  "|---" * (len(cols) + 1) + "|"]
-        for split, m in metrics.items():
-            if split not in ("general", "gguf_agreement", "vllm_agreement") and isinstance(m, dict) and "n" in m:
-                lines.append(f"| {split} | " + " | ".join(_fmt(m.get(c)) for c in cols) + " |")
+        lines += _metrics_lines(metrics)
         general = metrics.get("general")
         if isinstance(general, dict) and "base_judge" in general:
-            lines += ["", f"General prompts (forgetting check), judge 0–5: base {_fmt(general.get('base_judge'))} → "
-                          f"fine-tuned {_fmt(general.get('tuned_judge'))}"
-                          f"{' — COLLAPSED' if general.get('collapsed') else ''}"]
+            change = general.get("judge_change") or {}
+            lines += ["", f"General prompts (forgetting check, {general.get('n')} prompts), judge 0–5: base "
+                          f"{_fmt(general.get('base_judge'))} → fine-tuned {_fmt(general.get('tuned_judge'))}, change "
+                          f"{fmt(change)}{' — COLLAPSED' if general.get('collapsed') else ''}"]
         for q, g in (metrics.get("gguf_agreement") or {}).items():
             lines += ["", f"Exported GGUF {q} served by llama-server vs the notebook's fine-tuned model: "
                           f"{_fmt(g.get('exact_agreement'))} exact agreement, {_fmt(g.get('mean_char_f1'))} mean "
