@@ -48,6 +48,26 @@ def outputs(tmp_path, monkeypatch) -> Path:
     return out
 
 
+# The end-to-end reference run, shared by test_e2e and the whole-run kill trials (test_kill_trials): the ci profile
+# on a corpus other than the profile's (tests/data/corpus_alt, one file UTF-16) with -p overrides.
+E2E_RUN = "e2e-ci"
+ALT_CORPUS = ROOT / "tests" / "data" / "corpus_alt"
+E2E_PORT = 18810
+CI_RUN_ARGS = ["--profile", "ci", "--corpus", str(ALT_CORPUS), "-p", "synth.reproducible=true",
+               "-p", "train.max_steps=6", "-p", f"serve.port={E2E_PORT}"]
+
+
+@pytest.fixture(scope="session")
+def ci_run(tmp_path_factory):
+    """``(run_dir, env, completed process)`` of one uninterrupted ``tunebook run`` with :data:`CI_RUN_ARGS`."""
+    out = tmp_path_factory.mktemp("outputs")
+    env = {"TUNEBOOK_OUTPUTS": str(out)}
+    r = tunebook_cli("run", *CI_RUN_ARGS, "--run-id", E2E_RUN, env=env)
+    print(r.stdout[-4000:], r.stderr[-4000:])
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out / E2E_RUN, env, r
+
+
 def tunebook_cli(*args: str, env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
     exe = shutil.which("tunebook", path=str(Path(sys.executable).parent)) or "tunebook"
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from tunebook import corpus
@@ -162,3 +164,26 @@ def test_cloudpss_sample_never_crashes(cloudpss):
     for c in chunks:
         assert "import " not in c.text.split("```")[0][:7]
         assert c.text.strip()
+
+
+def test_image_sizes_html_tables_and_slot_tags_do_not_become_facts():
+    """The CloudPSS docs write `![caption =x350](…)` and HTML tables and `<slot>` tags: the size suffix became a
+    "fact" (`… 是多少？ => x350`) and tags reached the chunks. Captions stay, sizes and tags go, tables become
+    Markdown tables; code blocks are left alone."""
+    text = ("# 设置\n\n![同步发电机初始化设置 =x350](./setting1.png)\n\n![图 =300x200](a.png)\n\n"
+            "<table>\n  <tr>\n    <td>**模块**</td>\n    <td>配置项</td>\n  </tr>\n  <tr>\n    <td rowspan=\"2\">样式</td>"
+            "\n    <td>字体 <kbd>Ctrl</kbd> | 粗细</td>\n  </tr>\n</table>\n\n<slot class=\"model-parameters\">参数表</slot>\n\n"
+            "```html\n<table><tr><td>keep</td></tr></table>\n```\n")
+    _, body = corpus.clean_markdown(text)
+    assert "同步发电机初始化设置" in body and "x350" not in body and "300x200" not in body
+    assert "| **模块** | 配置项 |" in body and "| 样式 | 字体 Ctrl \\| 粗细 |" in body
+    assert "<slot" not in body and "参数表" in body and "<kbd>" not in body
+    assert "<table><tr><td>keep</td></tr></table>" in body
+
+
+def test_cloudpss_chunks_carry_no_image_sizes_or_html(cloudpss):
+    docs, _ = corpus.read_corpus(cloudpss, ["**/*.md", "**/*.mdx"], [])
+    for c in corpus.chunk_corpus(docs, 384, 24):
+        prose = re.sub(r"```.*?```", "", c.text, flags=re.S)
+        assert not re.search(r"=\s*x\d+", prose), c.text[:200]
+        assert not re.search(r"</?(slot|td|tr|table|kbd)\b", prose), c.text[:200]

@@ -8,12 +8,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import llama_server_available, server_processes, tunebook_cli
+from conftest import E2E_RUN, llama_server_available, server_processes, tunebook_cli
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)")]
 
-RUN = "e2e-ci"
+RUN = E2E_RUN  # the shared ci run (conftest.ci_run): ci profile, tests/data/corpus_alt, -p overrides
 
 
 def _outputs(nb):
@@ -27,16 +27,6 @@ def _stream_text(nb):
 def _last_state(text: str, label: str) -> str:
     states = [s for s in re.split(r"[\r\n]", text) if s.startswith(label)]
     return states[-1] if states else ""
-
-
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("outputs")
-    env = {"TUNEBOOK_OUTPUTS": str(out)}
-    r = tunebook_cli("run", "--profile", "ci", "--run-id", RUN, env=env)
-    print(r.stdout[-4000:], r.stderr[-4000:])
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out / RUN, env, r
 
 
 def test_run_dir_has_every_artifact(ci_run):
@@ -54,7 +44,7 @@ def test_run_dir_has_every_artifact(ci_run):
     assert (run_dir / "train" / "adapter" / "adapter_model.safetensors").is_file()
     assert (run_dir / "train" / "adapter" / "adapter_config.json").is_file()
     metrics = json.loads((run_dir / "train" / "train_metrics.json").read_text())
-    assert metrics["steps"] == 4 and metrics["final_loss"] is not None and metrics["tokens"] > 0
+    assert metrics["steps"] == 6 and metrics["final_loss"] is not None and metrics["tokens"] > 0
     merged = run_dir / "export" / "merged"
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
     gguf = run_dir / "export" / "gguf"

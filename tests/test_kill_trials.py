@@ -17,20 +17,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, llama_server_available, server_processes, tunebook_cli
+from conftest import ALT_CORPUS, CI_RUN_ARGS, E2E_PORT, ROOT, llama_server_available, server_processes
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)")]
 
-CORPUS = ROOT / "tests" / "data" / "corpus_alt"
-PORT = 18800
-ARGS = ["--profile", "ci", "--corpus", str(CORPUS), "-p", "synth.reproducible=true", "-p", "train.max_steps=6",
-        "-p", f"serve.port={PORT}"]
+CORPUS = ALT_CORPUS
+PORT = E2E_PORT
+ARGS = CI_RUN_ARGS  # the uninterrupted reference is the shared e2e run (conftest.ci_run)
 # where to land the kills: (step, longest random delay after the step starts, wait for a checkpoint first)
 PLAN = [("02_synthesize", 6.0, False), ("02_synthesize", 10.0, False), ("02_synthesize", 14.0, False),
         ("03_inspect", 4.0, False), ("03_inspect", 8.0, False),
         ("04_train", 6.0, False), ("04_train", 3.0, True), ("04_train", 2.0, True),
-        ("05_eval_export", 5.0, False), ("05_eval_export", 15.0, False), ("05_eval_export", 30.0, False)]
+        ("05_eval_export", 5.0, False), ("05_eval_export", 12.0, False), ("05_eval_export", 25.0, False)]
 EXE = str(Path(sys.executable).parent / "tunebook")
 
 
@@ -72,12 +71,9 @@ def _rows(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def trials(tmp_path_factory):
+def trials(tmp_path_factory, ci_run):
     out = tmp_path_factory.mktemp("outputs")
     env = {**os.environ, "TUNEBOOK_OUTPUTS": str(out), "PYTHONUNBUFFERED": "1"}
-    ref = tunebook_cli("run", *ARGS, "--run-id", "ref", env={"TUNEBOOK_OUTPUTS": str(out)})
-    assert ref.returncode == 0, ref.stderr[-3000:]
-
     run = out / "kt"
     rng = random.Random(20261130)
     log: list[dict] = []
@@ -120,7 +116,7 @@ def trials(tmp_path_factory):
     print("\nwhole-run kill trials (target step → where the kill landed):")
     for e in log:
         print("  ", e)
-    return out / "ref", run, log, final
+    return ci_run[0], run, log, final
 
 
 def test_at_least_ten_kills_landed_across_02_to_05(trials):

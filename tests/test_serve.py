@@ -219,3 +219,29 @@ def test_vllm_interpreter_paths_resolve_against_the_project_root():
     assert serve.vllm_command(cfg, "m", 8007)[0] == str(ROOT / ".venv-vllm" / "bin" / "python")
     assert serve.vllm_command(cfg.model_copy(update={"vllm_python": "python3"}), "m", 8007)[0] == "python3"
     assert serve.vllm_command(cfg.model_copy(update={"vllm_python": "/opt/v/bin/python"}), "m", 8007)[0] == "/opt/v/bin/python"
+
+
+@pytest.mark.e2e
+def test_a_gpu_teacher_gives_its_memory_back_for_training_and_05_gets_it_again(tmp_path, smollm2_gguf):
+    """The gpu profile's collision: a teacher holding GPU memory (vLLM, or llama-server with offloaded layers) is
+    stopped before 04 trains on the GPU and started again by 05's serve.ensure. On this CPU machine the decision and
+    the restart run for real: llama-server is asked to offload (a CPU build ignores it) and training_on_gpu is
+    forced."""
+    cfg = st.load("ci", ["serve.port=18230", "serve.gpu_layers=-1"]).serve
+    t = serve.start(cfg, "smollm2-135m-instruct", tmp_path)
+    try:
+        assert t.gpu and "--n-gpu-layers" in t.command and "999" in t.command
+        assert not serve.release_gpu(tmp_path, training_on_gpu=False)  # CPU training: keep it
+        assert serve._alive(t.pid)
+        assert serve.release_gpu(tmp_path, training_on_gpu=True)
+        assert not serve._alive(t.pid) and not server_processes("--port 18230")
+        back = serve.ensure(tmp_path)  # 05 needs the judge
+        assert back is not None and back.pid != t.pid and back.gpu and back.command == t.command
+        assert serve.smoke_stream(back, "Say hi.", max_tokens=4)["tokens"] > 0
+    finally:
+        serve.stop(tmp_path)
+    cpu = serve.start(st.load("ci", ["serve.port=18231"]).serve, "smollm2-135m-instruct", tmp_path / "cpu")
+    try:
+        assert not cpu.gpu and not serve.release_gpu(tmp_path / "cpu", training_on_gpu=True)
+    finally:
+        serve.stop(tmp_path / "cpu")

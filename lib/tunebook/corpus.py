@@ -143,8 +143,42 @@ _FRONT = re.compile(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 _MDX_IMPORT = re.compile(r"^\s*(import\s.+\sfrom\s.+|import\s+['\"].+['\"];?|export\s+(default\s+)?(const|function|let|var|\{).*)$")
 _JSX_TAG = re.compile(r"</?[A-Z][\w.]*(\s+[^<>]*?)?\s*/?>")
-_HTML_TAG = re.compile(r"</?(div|span|br|p|details|summary|center|font|img)(\s[^<>]*)?/?>", re.I)
+_HTML_TAG = re.compile(r"</?(div|span|br|p|details|summary|center|font|img|slot|template|section|figure|figcaption|"
+                       r"kbd|b|i|u|em|strong|sup|sub|mark|small|a|h[1-6]|table|thead|tbody|tr|td|th|ul|ol|li|hr|"
+                       r"video|audio|source|iframe|picture)(\s[^<>]*)?/?>", re.I)
 _IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_IMAGE_SIZE = re.compile(r"\s*=\s*(\d*x\d*|\d+|size)\s*$", re.I)  # "![caption =x350](…)": a size, not text
+_HTML_TABLE = re.compile(r"<table\b[^>]*>(.*?)</table>", re.I | re.S)
+_HTML_ROW = re.compile(r"<tr\b[^>]*>(.*?)</tr>", re.I | re.S)
+_HTML_CELL = re.compile(r"<t[dh]\b[^>]*>(.*?)</t[dh]>", re.I | re.S)
+_FENCE_BLOCK = re.compile(r"^(\s*(```|~~~).*?^\s*\2)", re.M | re.S)
+
+
+def _html_table(m: re.Match) -> str:
+    """An HTML ``<table>`` as a Markdown table (chunking then keeps it whole, and its cells stay in rows)."""
+    rows = []
+    for row in _HTML_ROW.findall(m.group(1)):
+        cells = [re.sub(r"\s+", " ", _HTML_TAG.sub("", c)).strip().replace("|", "\\|") for c in _HTML_CELL.findall(row)]
+        if cells:
+            rows.append(cells)
+    if not rows:
+        return ""
+    width = max(len(r) for r in rows)
+    rows = [r + [""] * (width - len(r)) for r in rows]
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * width]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n\n" + "\n".join(lines) + "\n\n"
+
+
+def _tables_outside_fences(text: str) -> str:
+    parts = _FENCE_BLOCK.split(text)
+    out, i = [], 0
+    while i < len(parts):
+        out.append(_HTML_TABLE.sub(_html_table, parts[i]))
+        if i + 1 < len(parts):
+            out.append(parts[i + 1])  # the fenced block, untouched (split() also returns its marker: skipped)
+        i += 3
+    return "".join(out)
 _LINK = re.compile(r"(?<!!)\[([^\]]+)\]\([^)]*\)")
 _ADMON_OPEN = re.compile(r"^(\s*):::+\s*(\w+)\s*(.*)$")
 _ADMON_CLOSE = re.compile(r"^\s*:::+\s*$")
@@ -166,6 +200,7 @@ def clean_markdown(text: str) -> tuple[str, str]:
             pass
         text = text[m.end():]
     text = _COMMENT.sub("", text)
+    text = _tables_outside_fences(text)
     out: list[str] = []
     in_fence = False
     for line in text.splitlines():
@@ -186,7 +221,7 @@ def clean_markdown(text: str) -> tuple[str, str]:
             continue
         if _ADMON_CLOSE.match(line):
             continue
-        line = _IMAGE.sub(lambda mm: mm.group(1), line)
+        line = _IMAGE.sub(lambda mm: _IMAGE_SIZE.sub("", mm.group(1)), line)
         line = _LINK.sub(lambda mm: mm.group(1), line)
         line = _JSX_TAG.sub("", line)
         line = _HTML_TAG.sub("", line)

@@ -53,7 +53,7 @@ def grounded_facts(facts: list[str], reference: str, min_overlap: float = 0.5) -
     return kept or [reference.strip()]
 
 
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,:/-]\d+)*(?:[eE][+-]?\d+)?(?!\w)")
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])\d+(?:[.,:/-]\d+)*(?:[eE][+-]?\d+)?(?![A-Za-z0-9_])")  # "2000行": CJK may touch it
 
 
 _CODE = re.compile(r"`([^`]+)`")
@@ -85,6 +85,9 @@ def hard_tokens(fact: str, reference: str, question: str) -> list[str]:
 
 def has_token(answer: str, token: str) -> bool:
     if _NUMBER.fullmatch(token):
+        from .text import arabic_numerals
+
+        answer = arabic_numerals(answer)
         return any(_same_number(token, n) for n in _NUMBER.findall(answer))
     return token.lower() in answer.lower()
 

@@ -18,7 +18,7 @@ import zlib
 OUTCOMES = ("correct", "partial", "abstains", "invents", "degenerate")
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:[eE][+-]?\d+)?(?![\w])")
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])[-+]?\d+(?:[.,]\d+)*(?:[eE][+-]?\d+)?(?![A-Za-z0-9_])")  # CJK may touch it
 _CODE = re.compile(r"`([^`\n]+)`")
 # identifiers that can only be specific: QM-110, BW-502, max_iterations, server.toml, /etc/x, --flag, v7.3, CamelCase
 _IDENT = re.compile(r"(?<![\w/.-])(?:--?[a-z][\w-]+|[A-Za-z]+-\d+\w*|[A-Za-z]\w*_\w+|[\w-]+\.(?:toml|ya?ml|json|ini|"
@@ -29,9 +29,46 @@ _LIST_MARK = re.compile(r"(?m)^\s*(\d+)[.)、]\s")
 _ABSTAIN = re.compile(
     r"(don'?t|do not|doesn'?t|does not|cannot|can'?t|unable to)\s+(know|say|specify|mention|find|determine|provide|"
     r"cover|state|answer)|not (mentioned|specified|documented|covered|stated|provided|available|sure)|"
-    r"no (information|mention|details?|data)|isn'?t (mentioned|specified|documented|covered)|"
+    r"(don'?t|do not|doesn'?t|does not) have (any )?(information|details?|data)|no (information|mention|details?|data)|isn'?t (mentioned|specified|documented|covered)|"
     r"不知道|不清楚|不确定|无法(确定|回答|得知|判断|提供)|没有(提到|提及|说明|记载|相关信息|给出|明确)|未(提及|提到|说明|给出|明确)|"
     r"文档中?(没有|并未|未)|无相关信息|不能确定", re.I)
+
+
+_UNITS = {
+    "ms": "ms", "millisecond": "ms", "milliseconds": "ms", "毫秒": "ms",
+    "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s", "秒": "s", "秒钟": "s",
+    "min": "min", "mins": "min", "minute": "min", "minutes": "min", "分钟": "min", "分": "min",
+    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h", "小时": "h",
+    "d": "d", "day": "d", "days": "d", "天": "d", "日": "d",
+    "week": "w", "weeks": "w", "周": "w", "星期": "w",
+    "month": "mo", "months": "mo", "个月": "mo", "月": "mo",
+    "year": "y", "years": "y", "年": "y",
+    "b": "B", "byte": "B", "bytes": "B", "字节": "B", "kb": "KB", "kib": "KB", "mb": "MB", "mib": "MB",
+    "gb": "GB", "gib": "GB", "tb": "TB", "tib": "TB", "%": "%", "percent": "%",
+}
+_QTY = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)*)\s*(" + "|".join(sorted(map(re.escape, _UNITS), key=len, reverse=True))
+                  + r")(?![a-z])", re.I)
+
+
+def quantities(text: str) -> list[tuple[float, str]]:
+    """``(value, unit)`` of every number with a unit: "512 MB", "900 秒", "36 hours"."""
+    out = []
+    for num, unit in _QTY.findall(text):
+        v = _num(num)
+        if v is not None:
+            out.append((v, _UNITS[unit.lower()]))
+    return out
+
+
+def wrong_units(answer: str, reference: str) -> list[str]:
+    """Quantities whose number is in the reference but only with another unit (512 GB for 512 MB)."""
+    ref = quantities(reference)
+    out = []
+    for v, unit in quantities(answer):
+        units = {u for x, u in ref if x == v}
+        if units and unit not in units:
+            out.append(f"{v:g} {unit}")
+    return out
 
 
 def _num(s: str) -> float | None:
@@ -42,7 +79,9 @@ def _num(s: str) -> float | None:
 
 
 def _nums(text: str) -> list[float]:
-    return [x for x in (_num(n) for n in _NUMBER.findall(text)) if x is not None]
+    from .text import arabic_numerals
+
+    return [x for x in (_num(n) for n in _NUMBER.findall(arabic_numerals(text))) if x is not None]
 
 
 def values(text: str) -> list[str]:
@@ -67,7 +106,7 @@ def invented(answer: str, reference: str, question: str) -> list[str]:
     """Values the answer names that are in neither the reference nor the question."""
     sources = (reference + "\n" + question).lower()
     source_numbers = _nums(reference + "\n" + question)
-    return [v for v in values(answer) if not _known(v, sources, source_numbers)]
+    return [v for v in values(answer) if not _known(v, sources, source_numbers)] + wrong_units(answer, reference)
 
 
 def is_repetitive(text: str) -> bool:
@@ -98,7 +137,8 @@ def degenerate(answer: str, question: str) -> str:
     if is_repetitive(a):
         return "repetition"
     norm = lambda s: re.sub(r"\W+", "", s.lower())  # noqa: E731
-    if norm(a) and (norm(a) == norm(question) or (len(norm(a)) < 1.3 * len(norm(question)) and norm(question) in norm(a))):
+    na, nq = norm(a), norm(question)
+    if na and nq and (na == nq or (len(na) < 1.3 * len(nq) and nq in na) or not na.replace(nq, "")):
         return "echoes the question"
     q_zh = len(_CJK.findall(question)) >= 4
     a_cjk = len(_CJK.findall(a))
@@ -121,14 +161,14 @@ def classify(answer: str, reference: str, question: str, verdicts: list[str] | N
         return "degenerate"
     wrong = invented(answer, reference, question)
     if verdicts:
-        all_stated = all(v == "stated" for v in verdicts)
-        if all_stated:
+        if all(v == "stated" for v in verdicts) and not wrong_units(answer, reference):
             return "correct"
-        if wrong and (not abstains(answer) or "contradicted" in verdicts):
+        # a contradicted fact is a wrong claim (another value, name, path or step), named or not
+        if "contradicted" in verdicts or (wrong and not abstains(answer)):
             return "invents"
         if abstains(answer) and not any(v == "stated" for v in verdicts):
             return "abstains"
-        return "invents" if "contradicted" in verdicts and wrong else "partial"
+        return "partial"
     needed = [v for v in values(reference) if not _known(v, question.lower(), _nums(question))]
     have = [v for v in needed if _known(v, answer.lower(), _nums(answer))]
     if needed and len(have) == len(needed) and not wrong:

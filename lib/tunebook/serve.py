@@ -44,6 +44,7 @@ class Teacher:
     started_by_tunebook: bool = False
     started_at: float = 0.0
     extra_base_urls: list[str] = field(default_factory=list)
+    gpu: bool = False  # holds GPU memory (vLLM, or llama-server with layers offloaded): released while 04 trains
 
     @property
     def urls(self) -> list[str]:
@@ -135,7 +136,7 @@ def llama_command(cfg: ServeSettings, gguf: Path, port: int) -> list[str]:
         "--cont-batching",
         "--jinja",
         "--no-webui",
-    ]
+    ] + (["--n-gpu-layers", str(999 if cfg.gpu_layers < 0 else cfg.gpu_layers)] if cfg.gpu_layers else [])
 
 
 def interpreter(python: str) -> str:
@@ -249,6 +250,7 @@ def start_process(cfg: ServeSettings, teacher_spec: str, run_dir: Path) -> Teach
         log=str(log),
         command=cmd,
         started_by_tunebook=True,
+        gpu=cfg.backend == "vllm" or cfg.gpu_layers != 0,
     )
     return spawn_server(run_dir, teacher, cfg.ready_timeout)
 
@@ -392,6 +394,24 @@ def stop(run_dir: Path, timeout: float = 20.0) -> bool:
                 return True
             time.sleep(0.2)
     return not _alive(t.pid)
+
+
+def release_gpu(run_dir: Path, training_on_gpu: bool | None = None) -> bool:
+    """Before 04 trains on the GPU: stop the teacher this run started if it holds GPU memory (vLLM takes
+    ``gpu_memory_utilization`` of every card it runs on), so the student gets the whole card. Its record stays in
+    ``teacher.json``; 05 starts it again through :func:`ensure` when it needs the judge. Returns True if stopped."""
+    if training_on_gpu is None:
+        import torch
+
+        training_on_gpu = torch.cuda.is_available()
+    running = _running(Path(run_dir))
+    if not training_on_gpu or running is None or not running.gpu:
+        return False
+    stopped = stop(run_dir)
+    if stopped:
+        print(f"stopped the {running.backend} teacher (pid {running.pid}) to give its GPU memory to training; "
+              "05 starts it again for the judge")
+    return stopped
 
 
 def stop_all(run_dir: Path) -> list[Path]:

@@ -47,6 +47,7 @@ class ServeSettings(_Section):
     parallel: int = Field(2, ge=1, le=256)
     ctx_per_slot: int = Field(4096, ge=256)
     threads: int = Field(0, ge=0)
+    gpu_layers: int = Field(0, ge=-1)  # llama.cpp on a GPU box (a CUDA build): layers to offload, -1 all, 0 none
     ready_timeout: float = Field(300.0, gt=0)
     vllm_python: str = "python"
     tensor_parallel_size: int = Field(1, ge=1)

@@ -63,3 +63,30 @@ def rouge_l(pred: str, ref: str) -> float:
     prec, rec = lcs / len(p), lcs / len(r)
     return 2 * prec * rec / (prec + rec)
 
+
+
+_CJK_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_CJK_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10_000, "亿": 100_000_000}
+_CJK_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
+
+
+def _cjk_value(run: str) -> int | None:
+    total, section, digit = 0, 0, None
+    for ch in run:
+        if ch in _CJK_DIGITS:
+            digit = _CJK_DIGITS[ch]
+        else:
+            unit = _CJK_UNITS[ch]
+            if unit >= 10_000:
+                total += (section + (digit or 0)) * unit
+                section, digit = 0, None
+            else:
+                section += (1 if digit is None else digit) * unit
+                digit = None
+    return total + section + (digit or 0)
+
+
+def arabic_numerals(text: str) -> str:
+    """Chinese numerals written out ("两千", "三十五", "一万") as digits, so numbers compare by value; single
+    characters stay (一 is also "one of", 十 "ten" only in context)."""
+    return _CJK_NUMBER.sub(lambda m: str(_cjk_value(m.group(0))) if len(m.group(0)) > 1 else m.group(0), text)
