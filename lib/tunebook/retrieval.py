@@ -58,12 +58,17 @@ class Index:
             return []
         k = min(k, len(self.chunk_ids))
         vocab = self._bm25.vocab_dict  # bm25s keys its vocabulary by term
-        queries = [[t for t in terms(q, self.tokenizer) if t in vocab] or [""] for q in questions]
-        docs, _ = self._bm25.retrieve(queries, k=k, show_progress=False)
-        return [list(map(int, row)) for row in docs]
+        queries = [[t for t in terms(q, self.tokenizer) if t in vocab and t] for q in questions]
+        known = [i for i, q in enumerate(queries) if q]  # a question sharing no term with the corpus finds nothing
+        out: list[list[int]] = [[] for _ in questions]
+        if known:
+            docs, scores = self._bm25.retrieve([queries[i] for i in known], k=k, show_progress=False)
+            for i, row, sc in zip(known, docs, scores):
+                out[i] = [int(d) for d, s in zip(row, sc) if s > 0]
+        return out
 
     def context(self, idx: list[int]) -> str:
-        return "\n\n---\n\n".join(self.texts[i] for i in idx)
+        return "\n\n---\n\n".join(self.texts[i] for i in idx) or "(no excerpt matches this question)"
 
 
 RAG_TEMPLATE = {
