@@ -158,3 +158,59 @@ def test_judge_scores_drop_low_pairs_with_a_reason():
     assert [d["drop_reason"] for d in dropped] == ["judge score 1 below 3"]
     assert inspection.reason_kind(dropped[0]["drop_reason"]) == "judge score too low"
     assert all(r["judge"] == 5 for r in kept)
+
+
+def _reworded_rows():
+    rows = _rows()
+    for r in rows:
+        fact = r["instruction"].split("Brindlewatt ")[1].split(" for")[0]
+        tag = r["id"]
+        r["paraphrases"] = [f"Tell me which {fact} variant #{tag} of Brindlewatt uses, please.",
+                            f"For setup {tag}, what {fact} does Brindlewatt come with?",
+                            f"Which {fact} value is configured in Brindlewatt case {tag}?",
+                            f"In Brindlewatt, setup {tag}: {fact}?"]
+    return rows
+
+
+def test_rewordings_become_training_items_and_never_reach_the_recall_split(tmp_path):
+    rows = _reworded_rows()
+    cfg = InspectSettings(eval_fraction=0.34, recall_fraction=1.0, train_rewordings=3)
+    train, evals, leak = inspection.split(rows, cfg, seed=3)
+    reworded = [r for r in train if r.get("reworded_from")]
+    assert reworded and all(r["output"] == next(x["output"] for x in rows if x["id"] == r["reworded_from"])
+                            for r in reworded)
+    per = {}
+    for r in reworded:
+        per[r["reworded_from"]] = per.get(r["reworded_from"], 0) + 1
+    assert max(per.values()) <= 3
+    recall = [r for r in evals if r["split"] == "recall"]
+    assert recall
+    index = inspection.NearDup(cfg.near_dup_threshold)
+    for r in train:
+        index.add(r["id"], inspection.question(r))
+    trained = {inspection.normalize(inspection.question(r)) for r in train}
+    for r in recall:  # the no-leak guarantee: no recall question is (near) any training wording
+        assert inspection.normalize(r["instruction"]) not in trained and index.query(r["instruction"]) is None
+    res = inspection.run(rows, _chunks(rows), cfg, 3, tmp_path)
+    assert res.report["train_rewordings"] == len(reworded)
+    assert [json.loads(x).get("reworded_from") for x in (tmp_path / "train.jsonl").read_text().splitlines()].count(None) \
+        == len(train) - len(reworded)
+
+
+def test_abstain_items_are_trained_and_asked_out_of_docs():
+    rows = _rows()
+    topics = ["GPU acceleration", "a mobile app", "LDAP login", "dark mode", "Kubernetes deployment", "a REST API",
+              "offline licences", "Arabic translations", "plugin signing", "audit logging", "SAML", "a Python SDK"]
+    for i, topic in enumerate(topics):
+        rows.append({"id": f"a{i}", "chunk_id": f"c{i % 6}", "source": "s0.md", "lang": "en", "kind": "abstain",
+                     "instruction": f"Is there {topic} in Brindlewatt?" if i % 2 else f"How do I set up {topic}?",
+                     "output": "The documentation does not cover this.", "paraphrases": []})
+    cfg = InspectSettings(eval_fraction=0.34, abstain_eval_fraction=0.5)
+    kept, dropped = inspection.filter_rows(rows, cfg, {c["id"]: c["text"] for c in _chunks(_rows())})
+    assert sum(r.get("kind") == "abstain" for r in kept) == 12  # not dropped as ungrounded
+    train, evals, _ = inspection.split(kept, cfg, seed=1)
+    ood = [r for r in evals if r["split"] == "outofdocs"]
+    assert len(ood) == 6 and sum(r.get("kind") == "abstain" for r in train) == 6
+    assert not {r["id"] for r in ood} & {r["id"] for r in train}
+    no_train = inspection.split(kept, cfg.model_copy(update={"abstain_train": False}), seed=1)[0]
+    assert not any(r.get("kind") == "abstain" for r in no_train)

@@ -21,7 +21,15 @@ def test_each_notebook_gets_only_its_declared_parameters():
         assert set(params) <= declared
         assert set(params) == declared - {"run_dir"}
     p4 = s.notebook_parameters("04_train", set(runner.declared_parameters(runner.notebook_path("04_train"))))
-    assert p4["max_steps"] == 4 and p4["student"] == "smollm2-135m-instruct" and "teacher" not in p4
+    assert p4["epochs"] == 1 and p4["lora_r"] == 8 and "teacher" not in p4 and "max_steps" not in p4
+
+
+def test_parameters_cells_show_a_handful_of_knobs():
+    """Each parameters cell shows at most 8 knobs, run_dir first; every other setting reaches the notebook through
+    the run's params.yaml (rundir.open_notebook), so `tunebook run -p` still reaches every key."""
+    for step in runner.STEPS:
+        declared = list(runner.declared_parameters(runner.notebook_path(step)))
+        assert declared[0] == "run_dir" and len(declared) <= 8, (step, declared)
 
 
 def test_first_unfinished():

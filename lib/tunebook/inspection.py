@@ -147,17 +147,20 @@ def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] |
             r["tokens"] = count_tokens(q, a)
             if r["tokens"] > cfg.max_tokens:
                 reason = "over max_tokens"
-        if reason is None and chunks is not None and r.get("chunk_id") in chunks:
+        abstain = r.get("kind") == "abstain"  # "the docs don't cover this": nothing to ground, nothing to judge
+        if reason is None and not abstain and chunks is not None and r.get("chunk_id") in chunks:
             r["grounding"] = round(grounding(a, chunks[r["chunk_id"]]), 3)
             if r["grounding"] < cfg.min_grounding:
                 reason = "not grounded in its chunk"
-        if reason is None and judge_scores is not None and judge_scores.get(r["id"]) is not None:
+        if reason is None and not abstain and judge_scores is not None and judge_scores.get(r["id"]) is not None:
             r["judge"] = judge_scores[r["id"]]
             if r["judge"] < cfg.min_judge:
                 reason = f"judge score {r['judge']} below {cfg.min_judge}"
         if reason is None:
             key = normalize(q)
-            if key in exact:
+            if abstain and near_q.query(q) is not None:
+                reason = f"abstain question close to a documented one: {near_q.query(q)}"
+            elif key in exact:
                 reason = f"exact duplicate of {exact[key]}"
             elif (dup := near_q.query(q)) is not None:
                 reason = f"near duplicate of {dup}"
@@ -190,15 +193,37 @@ def judge_rows(rows: list[dict], chunks: list[dict], teacher, cache_path: Path) 
 
 
 def split(rows: list[dict], cfg: InspectSettings, seed: int) -> tuple[list[dict], list[dict], dict[str, int]]:
-    """Unseen: whole held-out chunks. Recall: a paraphrase of some train pairs, asked again.
+    """Unseen: whole held-out chunks. Recall: a paraphrase of some train pairs, asked again. Out-of-docs: some of
+    the "docs don't say" items. With ``train_rewordings``, each train pair's other paraphrases become training
+    items too (same answer) — never one close to a recall question, so no training wording reaches the eval.
 
-    Returns ``(train, eval, leak_counts)``; eval rows carry ``split`` = ``recall`` or ``unseen``.
+    Returns ``(train, eval, leak_counts)``; eval rows carry ``split`` = ``recall``, ``unseen`` or ``outofdocs``.
     """
+    rng = random.Random(seed)
+    facts = [r for r in rows if r.get("kind") != "abstain"]
+    train, unseen = _hold_out_chunks(facts, cfg, rng)
+    index, train_exact = NearDup(cfg.near_dup_threshold), {normalize(question(r)) for r in train}
+    for r in train:
+        index.add(r["id"], question(r))
+
+    def leaks(q: str) -> bool:
+        return normalize(q) in train_exact or index.query(q) is not None
+
+    leak = {"unseen_dropped_as_duplicates": 0, "recall_paraphrases_too_close": 0, "recall_paraphrases_unusable": 0,
+            "rewordings_too_close_to_recall": 0}
+    clean_unseen = [r for r in unseen if not leaks(question(r))]
+    leak["unseen_dropped_as_duplicates"] = len(unseen) - len(clean_unseen)
+    recall = _recall(train, cfg, rng, leaks, leak)
+    train = train + _rewordings(train, recall, cfg, leak)
+    abstain_train, outofdocs = _abstain_items([r for r in rows if r.get("kind") == "abstain"], cfg, rng)
+    return train + abstain_train, recall + clean_unseen + outofdocs, leak
+
+
+def _hold_out_chunks(rows: list[dict], cfg: InspectSettings, rng: random.Random) -> tuple[list[dict], list[dict]]:
     chunks = sorted({r["chunk_id"] for r in rows})
     if len(chunks) < 2:
         raise ValueError(f"need pairs from at least 2 chunks to split train/eval, got {len(chunks)}: add docs or "
                          "lower synth.chunk_tokens")
-    rng = random.Random(seed)
     rng.shuffle(chunks)
     n_unseen = min(max(1, round(len(chunks) * cfg.eval_fraction)), len(chunks) - 1)
     held = set(chunks[:n_unseen])
@@ -206,25 +231,10 @@ def split(rows: list[dict], cfg: InspectSettings, seed: int) -> tuple[list[dict]
     while sum(r["chunk_id"] in held for r in rows) < cfg.min_eval and i < len(chunks) - 1:
         held.add(chunks[i])
         i += 1
-    train = [r for r in rows if r["chunk_id"] not in held]
-    unseen = [{**r, "split": "unseen"} for r in rows if r["chunk_id"] in held]
+    return [r for r in rows if r["chunk_id"] not in held], [{**r, "split": "unseen"} for r in rows if r["chunk_id"] in held]
 
-    index = NearDup(cfg.near_dup_threshold)
-    train_exact = {normalize(question(r)) for r in train}
-    for r in train:
-        index.add(r["id"], question(r))
 
-    def leaks(q: str) -> bool:
-        return normalize(q) in train_exact or index.query(q) is not None
-
-    leak = {"unseen_dropped_as_duplicates": 0, "recall_paraphrases_too_close": 0, "recall_paraphrases_unusable": 0}
-    clean_unseen = []
-    for r in unseen:
-        if leaks(question(r)):
-            leak["unseen_dropped_as_duplicates"] += 1
-        else:
-            clean_unseen.append(r)
-
+def _recall(train: list[dict], cfg: InspectSettings, rng: random.Random, leaks, leak: dict[str, int]) -> list[dict]:
     recall = []
     candidates = [r for r in train if r.get("paraphrases")]
     rng.shuffle(candidates)
@@ -238,7 +248,44 @@ def split(rows: list[dict], cfg: InspectSettings, seed: int) -> tuple[list[dict]
             leak["recall_paraphrases_too_close"] += 1
             continue
         recall.append({**r, "id": r["id"] + "-p", "instruction": para, "paraphrase_of": r["id"], "split": "recall"})
-    return train, recall + clean_unseen, leak
+    return recall
+
+
+def _rewordings(train: list[dict], recall: list[dict], cfg: InspectSettings, leak: dict[str, int]) -> list[dict]:
+    """Up to ``train_rewordings`` other paraphrases per train pair, as training items with the same answer."""
+    if not cfg.train_rewordings:
+        return []
+    asked, asked_exact = NearDup(cfg.near_dup_threshold), {normalize(question(r)) for r in recall}
+    for r in recall:
+        asked.add(r["id"], question(r))
+    out = []
+    for r in train:
+        seen = {normalize(question(r))}
+        for p in r.get("paraphrases") or []:
+            if len(seen) > cfg.train_rewordings:
+                break
+            if normalize(p) in seen or not usable_paraphrase(p, question(r), answer(r)):
+                continue
+            if normalize(p) in asked_exact or asked.query(p) is not None:
+                leak["rewordings_too_close_to_recall"] += 1
+                continue
+            seen.add(normalize(p))
+            out.append({**r, "id": f"{r['id']}-r{len(seen) - 1}", "instruction": p, "reworded_from": r["id"]})
+    return out
+
+
+def _abstain_items(rows: list[dict], cfg: InspectSettings, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """"The docs don't say" items: ``abstain_eval_fraction`` of them asked in the ``outofdocs`` split (none close to
+    a trained one), the rest trained on when ``abstain_train``."""
+    rows = list(rows)
+    rng.shuffle(rows)
+    n_eval = round(len(rows) * cfg.abstain_eval_fraction)
+    train = rows[n_eval:] if cfg.abstain_train else []
+    index = NearDup(cfg.near_dup_threshold)
+    for r in train:
+        index.add(r["id"], question(r))
+    evals = [{**r, "split": "outofdocs"} for r in rows[:n_eval] if index.query(question(r)) is None]
+    return train, evals
 
 
 # ---- files ----------------------------------------------------------------------------------------------
@@ -254,6 +301,8 @@ def to_messages(r: dict, split_name: str) -> dict:
         "source": r.get("source", ""),
         "lang": r.get("lang", ""),
         **({"paraphrase_of": r["paraphrase_of"]} if r.get("paraphrase_of") else {}),
+        **({"reworded_from": r["reworded_from"]} if r.get("reworded_from") else {}),
+        **({"kind": r["kind"]} if r.get("kind") else {}),
         "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer(r)}],
     }
 
@@ -298,6 +347,9 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
         "eval": len(evals),
         "eval_recall": sum(r["split"] == "recall" for r in evals),
         "eval_unseen": sum(r["split"] == "unseen" for r in evals),
+        "eval_outofdocs": sum(r["split"] == "outofdocs" for r in evals),
+        "train_rewordings": sum(bool(r.get("reworded_from")) for r in train),
+        "train_abstain": sum(r.get("kind") == "abstain" for r in train),
         **leak,
         "train_chunks": len({r["chunk_id"] for r in train}),
         "eval_unseen_chunks": len({r["chunk_id"] for r in evals if r["split"] == "unseen"}),

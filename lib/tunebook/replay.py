@@ -37,7 +37,7 @@ def _key(student: str, system_prompt: str, max_new_tokens: int, qs: list[str]) -
 
 
 def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: str = "", max_new_tokens: int = 128,
-              batch_size: int = 8) -> list[dict[str, Any]]:
+              batch_size: int = 8, backend: str = "hf") -> list[dict[str, Any]]:
     """``n`` replay rows (``messages`` like train.jsonl, ``split`` = ``replay``), the base student's greedy answers,
     cached in ``data/replay.jsonl`` under a key of student, prompts and length. Answers cut at the length limit
     are left out (a truncated target would teach truncation)."""
@@ -61,6 +61,10 @@ def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: s
              for q in qs]
     rows = []
     was_training = model.training
+    if backend == "unsloth":  # Unsloth's models switch modes through FastLanguageModel (LoRA B is still zero)
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
     model.eval()
     with torch.inference_mode(), bar(total=len(qs), desc="replay: base answers") as pbar:
         for i in range(0, len(texts), batch_size):
@@ -76,6 +80,8 @@ def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: s
                                               {"role": "assistant", "content": answer}]})
             pbar.update(len(qs[i:i + batch_size]))
     tok.padding_side = "right"
+    if backend == "unsloth":
+        FastLanguageModel.for_training(model)
     if was_training:
         model.train()
     write_jsonl(rows, path)

@@ -404,8 +404,10 @@ def release_gpu(run_dir: Path, training_on_gpu: bool | None = None) -> bool:
         import torch
 
         training_on_gpu = torch.cuda.is_available()
+    if not training_on_gpu:
+        return False
     running = _running(Path(run_dir))
-    if not training_on_gpu or running is None or not running.gpu:
+    if running is None or not running.gpu:
         return False
     stopped = stop(run_dir)
     if stopped:

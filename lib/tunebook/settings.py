@@ -85,7 +85,8 @@ class SynthSettings(_Section):
     max_questions: int = Field(4, ge=1)
     max_chunks: int = Field(0, ge=0)
     mode: Literal["closed_book", "open_book"] = "closed_book"
-    paraphrases: int = Field(1, ge=0, le=5)
+    paraphrases: int = Field(1, ge=0, le=8)  # rewordings asked per question: 1 for the recall eval, more to train on
+    abstain_questions: int = Field(0, ge=0, le=4)  # per chunk: questions on its topic that the docs do not answer
     temperature: float = Field(0.3, ge=0)
     max_tokens: int = Field(768, ge=16)
     max_question_chars: int = Field(200, ge=16)
@@ -107,6 +108,9 @@ class InspectSettings(_Section):
     min_grounding: float = Field(0.3, ge=0, le=1)
     judge: bool = False
     min_judge: int = Field(3, ge=0, le=5)
+    train_rewordings: int = Field(0, ge=0, le=7)  # extra training items per pair: its other rewordings, same answer
+    abstain_eval_fraction: float = Field(0.5, ge=0, le=1)  # of the "docs don't say" items, asked in the outofdocs split
+    abstain_train: bool = True  # the rest are trained on (answer: the docs don't cover it)
     show_samples: int = Field(8, ge=0)
 
 
@@ -127,6 +131,7 @@ class TrainSettings(_Section):
     eval_steps: int = Field(0, ge=0)
     save_steps: int = Field(10, ge=1)
     token_budget: int = Field(8192, ge=256)
+    replay_fraction: float = Field(0.0, ge=0, lt=0.5)  # share of the train set: general prompts answered by the base
     load_in_4bit: bool = False
     threads: int = Field(0, ge=0)
     num_gpus: int = Field(1, ge=1)

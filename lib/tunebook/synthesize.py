@@ -42,6 +42,7 @@ class QAPair(BaseModel):
     question: str = Field(min_length=4)
     answer: str = Field(min_length=1)
     paraphrases: list[str] = []
+    kind: str = "fact"  # "abstain": a question on the chunk's topic that the docs do not answer
 
     @field_validator("question", "answer")
     @classmethod
@@ -299,6 +300,32 @@ def _row_id(chunk_id: str, question: str) -> str:
     return hashlib.sha256(f"{chunk_id}\n{question}".encode()).hexdigest()[:16]
 
 
+# the trained answer to a question the docs do not cover ("the docs don't say" items), per language
+ABSTAIN_ANSWER = {"en": "The documentation does not cover this.", "zh": "文档中没有涉及这一点。"}
+
+
+def abstain_schema(k: int, cfg: SynthSettings) -> dict[str, Any]:
+    return {"type": "object", "properties": {"questions": {
+        "type": "array", "minItems": k, "maxItems": k,
+        "items": {"type": "string", "minLength": 4, "maxLength": cfg.max_question_chars}}},
+        "required": ["questions"], "additionalProperties": False}
+
+
+async def _unanswered(client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, seed: int | None = None,
+                      prompts_dir: Path = PARAMS_DIR / "prompts") -> list[str]:
+    """Questions on the chunk's topic that it does not answer (a separate request, like the paraphrases)."""
+    prompt = render_prompt(prompt_template(chunk.lang, prompts_dir, name="abstain"), chunk, 0)
+    prompt = render_fields(prompt, {"k": cfg.abstain_questions})
+    body = {"model": teacher.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0.7,
+            "max_tokens": 64 * cfg.abstain_questions + 32, "seed": seed, **_extra(teacher, cfg),
+            "response_format": {"type": "json_schema", "json_schema": {
+                "name": "questions", "schema": abstain_schema(cfg.abstain_questions, cfg), "strict": True}}}
+    content, _, _ = _message(await client.chat(body))
+    data = load_answer(content)[0]
+    items = data.get("questions", []) if isinstance(data, dict) else []
+    return [q.strip() for q in items if isinstance(q, str) and len(q.strip()) >= 4][: cfg.abstain_questions]
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -309,7 +336,10 @@ def chunk_key(chunk: Chunk, cfg: SynthSettings, model: str, prompts_dir: Path = 
     templates = prompt_template(chunk.lang, prompts_dir)
     if cfg.paraphrases:
         templates += "\0" + prompt_template(chunk.lang, prompts_dir, name="paraphrase")
-    gen = {"n": questions_for(chunk, cfg), "temperature": cfg.temperature, "max_tokens": cfg.max_tokens,
+    if cfg.abstain_questions:
+        templates += "\0" + prompt_template(chunk.lang, prompts_dir, name="abstain")
+    gen = {"abstain_questions": cfg.abstain_questions} if cfg.abstain_questions else {}
+    gen |= {"n": questions_for(chunk, cfg), "temperature": cfg.temperature, "max_tokens": cfg.max_tokens,
            "mode": cfg.mode, "paraphrases": cfg.paraphrases, "max_question_chars": cfg.max_question_chars,
            "max_answer_chars": cfg.max_answer_chars}
     return _sha(json.dumps([chunk.id, _sha(templates), model, gen], sort_keys=True))[:20]
@@ -497,6 +527,16 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                         except Exception as e:  # a pair without paraphrases is still a good training pair
                             writer.failure({"chunk_id": chunk.id, "key": key, "kind": classify(e),
                                             "stage": "paraphrase", "error": f"{type(e).__name__}: {e}"[:300]})
+                unanswered: list[str] = []
+                if cfg.abstain_questions:
+                    try:
+                        unanswered = await _unanswered(clients[u], teacher, chunk, cfg, _seed(_sha(key + "abstain")),
+                                                       prompts_dir)
+                    except Exception as e:  # the chunk's pairs stand without them
+                        writer.failure({"chunk_id": chunk.id, "key": key, "kind": classify(e),
+                                        "stage": "abstain", "error": f"{type(e).__name__}: {e}"[:300]})
+                pairs = pairs + [QAPair(question=q, answer=ABSTAIN_ANSWER.get(chunk.lang, ABSTAIN_ANSWER["en"]),
+                                        kind="abstain") for q in unanswered]
             except AnswerError:
                 raise  # the endpoint works; the answer was bad: retry the chunk, not another endpoint
             except Exception as e:
@@ -550,6 +590,7 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                 "input": chunk.text if cfg.mode == "open_book" else "",
                 "output": p.answer,
                 "paraphrases": p.paraphrases[: cfg.paraphrases],
+                **({"kind": "abstain"} if p.kind == "abstain" else {}),
                 "teacher": teacher.model,
                 "finish_reason": finish,
             }

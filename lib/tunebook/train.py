@@ -66,6 +66,16 @@ def load_split(path: Path, system_prompt: str = ""):
     return Dataset.from_list([to_prompt_completion(r, system_prompt) for r in rows])
 
 
+def add_rows(ds, rows: list[dict], system_prompt: str = ""):
+    """``ds`` (prompt/completion rows) with more rows in the ``messages`` format appended (04's replay rows)."""
+    from datasets import Dataset, concatenate_datasets
+
+    if not rows:
+        return ds
+    extra = Dataset.from_list([to_prompt_completion(r, system_prompt) for r in rows])
+    return concatenate_datasets([ds, extra.cast(ds.features)])
+
+
 @dataclass
 class Student:
     model: Any
