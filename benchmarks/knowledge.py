@@ -1,0 +1,127 @@
+"""Does the student know the docs? An ablation of the knowledge levers, each row measured on the same data and eval.
+
+One synthesis (01+02) with every ingredient the levers need — ``synth.paraphrases`` rewordings per question and
+``synth.abstain_questions`` "the docs don't say" questions per chunk — then, for each row, a copy of that run dir
+continued with ``tunebook run --from 03`` and the row's settings. The eval is the same for every row: 03 picks the
+recall paraphrases and the held-out chunks before it adds any training rewording, and the out-of-docs questions
+are held out whether or not the rest is trained on. Exports are switched off (they don't change what is measured).
+
+    .venv/bin/python benchmarks/knowledge.py                       # samples/docs, cpu profile, every row
+    .venv/bin/python benchmarks/knowledge.py --corpus ../shared/corpora/cloudpss-sample --rows today,all
+    .venv/bin/python benchmarks/knowledge.py --reuse                # rows only, over an existing synthesis
+
+Prints one table (recall judge and exact key values, unseen and out-of-docs invented-value rates, general judge,
+train seconds) and writes it as JSON next to the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TUNEBOOK = str(Path(sys.executable).parent / "tunebook")
+
+# the row name -> its settings over the base recipe (03/04 settings only: the synthesis is shared)
+ROWS: dict[str, list[str]] = {
+    "today": ["inspect.train_rewordings=0", "inspect.abstain_train=false", "train.replay_fraction=0"],
+    "rewordings": ["inspect.train_rewordings=3", "inspect.abstain_train=false", "train.replay_fraction=0",
+                   "train.epochs=2"],
+    "rewordings+abstain": ["inspect.train_rewordings=3", "inspect.abstain_train=true", "train.replay_fraction=0",
+                           "train.epochs=2"],
+    "all": ["inspect.train_rewordings=3", "inspect.abstain_train=true", "train.replay_fraction=0.1",
+            "train.epochs=2"],
+}
+QUIET_05 = ["evaluate.export_adapter=false", "evaluate.export_merged=false", "evaluate.gguf_types=[]",
+            "evaluate.verify_gguf=[]", "evaluate.verify_vllm=false"]
+
+
+def run(args: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run([TUNEBOOK, "run", "--quiet", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"tunebook run {' '.join(args)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    return time.perf_counter() - t0
+
+
+def row_numbers(run_dir: Path) -> dict:
+    m = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    t = json.loads((run_dir / "train" / "train_metrics.json").read_text())
+    rec = json.loads((run_dir / "run.json").read_text())
+    get = lambda split, key: (m.get(split) or {}).get(key)  # noqa: E731
+    return {
+        "recall_n": get("recall", "n"), "recall_judge": get("recall", "tuned_judge"),
+        "recall_judge_ci": get("recall", "tuned_judge_ci"), "recall_exact_values": get("recall", "tuned_exact_values"),
+        "recall_rag_judge": get("recall", "rag_judge"), "recall_tuned_rag_judge": get("recall", "tuned_rag_judge"),
+        "unseen_n": get("unseen", "n"), "unseen_judge": get("unseen", "tuned_judge"),
+        "unseen_base_judge": get("unseen", "base_judge"),
+        "unseen_invents": get("unseen", "tuned_invents"), "unseen_base_invents": get("unseen", "base_invents"),
+        "outofdocs_n": get("outofdocs", "n"), "outofdocs_invents": get("outofdocs", "tuned_invents"),
+        "outofdocs_abstains": (get("outofdocs", "tuned_outcomes") or {}).get("abstains"),
+        "general_base": (m.get("general") or {}).get("base_judge"),
+        "general_tuned": (m.get("general") or {}).get("tuned_judge"),
+        "train_rows": sum(1 for _ in open(run_dir / "data" / "train.jsonl")), "train_steps": t.get("steps"),
+        "train_tokens": t.get("tokens"),
+        "train_s": rec["steps"]["04_train"].get("seconds"), "eval_s": rec["steps"]["05_eval_export"].get("seconds"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default="samples/docs")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
+    ap.add_argument("--paraphrases", type=int, default=4)
+    ap.add_argument("--abstain", type=int, default=1)
+    ap.add_argument("--prefix", default=f"knowledge-{date.today():%Y%m%d}")
+    ap.add_argument("--reuse", action="store_true", help="keep an existing synthesis run dir")
+    ap.add_argument("-p", dest="extra", action="append", default=[], help="more settings for every row")
+    a = ap.parse_args(argv)
+    env = dict(os.environ)
+    out = Path(env.get("TUNEBOOK_OUTPUTS", ROOT / "outputs"))
+    base = out / f"{a.prefix}-synth"
+    if not (a.reuse and (base / "data" / "dataset.jsonl").is_file()):
+        secs = run(["--profile", a.profile, "--corpus", a.corpus, "--run-id", base.name, "--to", "02",
+                    "-p", f"synth.paraphrases={a.paraphrases}", "-p", f"synth.abstain_questions={a.abstain}",
+                    *sum((["-p", x] for x in a.extra), [])], env)
+        print(f"synthesis: {secs:.0f} s → {base}", flush=True)
+    results = []
+    for name in a.rows.split(","):
+        d = out / f"{a.prefix}-{name}"
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        shutil.copytree(base / "data", d / "data")
+        for f in ("params.yaml", "teacher.json"):
+            shutil.copy(base / f, d / f)
+        rec = json.loads((base / "run.json").read_text())
+        rec["run_id"] = d.name
+        rec["steps"] = {k: v for k, v in rec["steps"].items() if k in ("01_serve", "02_synthesize")}
+        (d / "run.json").write_text(json.dumps(rec))
+        secs = run(["--run-id", d.name, "--from", "03", *sum((["-p", x] for x in ROWS[name] + QUIET_05 + a.extra), [])],
+                   env)
+        row = {"row": name, "settings": ROWS[name], "seconds": round(secs), **row_numbers(d)}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    keys = ["row", "recall_n", "recall_judge", "recall_exact_values", "recall_rag_judge", "unseen_n", "unseen_judge",
+            "unseen_base_judge", "unseen_invents", "unseen_base_invents", "outofdocs_n", "outofdocs_invents",
+            "outofdocs_abstains", "general_base", "general_tuned", "train_rows", "train_s"]
+    print(f"\ncorpus {a.corpus}, profile {a.profile}, {date.today()}")
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for r in results:
+        print("| " + " | ".join("–" if r.get(k) is None else (f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]))
+                                for k in keys) + " |")
+    (out / f"{a.prefix}-results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
