@@ -157,8 +157,8 @@ EOF
   (cd "$R" && find . -maxdepth 3 \( -name "*.json" -o -name "*.md" -o -name "*.yaml" -o -name "*.log" \
       -o -name "*.jsonl" -o -name "Modelfile" \) -size -2M -not -path "./notebooks/*" -print0 \
       | xargs -0 -r tar -czf "$W/art/run_files.tar.gz" 2>/dev/null)
-  find "$R" -name "*.log" -path "*serve*" -o -name "*.log" -path "*logs*" | head -20 | xargs -r tail -n 3 2>/dev/null \
-    | grep -iE "offload|CUDA|layers" | head -10
+  grep -rhoE "offloaded [0-9]+/[0-9]+ layers to GPU|using device CUDA[0-9]+ \([^)]*\)" "$R" --include="*.log" 2>/dev/null \
+    | sort | uniq -c | head -10
   tar -czf "$OUT/e2e_artifacts.tar.gz" -C "$W/art" .
   ls -la "$OUT"
   [ -n "${THEN_BENCH:-}" ] && [ $((TOTAL_S - SECONDS)) -ge "${BENCH_MIN_S:-300}" ] && bench

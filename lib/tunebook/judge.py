@@ -92,18 +92,59 @@ def has_token(answer: str, token: str) -> bool:
     return token.lower() in answer.lower()
 
 
-def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference: str, question: str) -> list[str]:
-    """The judge's verdicts, with "stated" taken back where the answer lacks one of the fact's hard tokens (a
-    number, `code` or name). Measured on the cpu demo: the 1.5B judge marked "1000" as stating "60" and "0.01" as
-    stating "1e-6"; what it cannot compare, this checks exactly."""
-    from .outcomes import degenerate
+def unit_mismatch(fact: str, answer: str) -> bool:
+    """The fact gives a number with a unit (512 MB, 900 秒) and the answer has that number only without it or
+    with another unit (512 GB, "900")."""
+    from .outcomes import quantities
+
+    have = quantities(answer)
+    for value, unit in quantities(fact):
+        if any(v == value for v, _ in have) and not any(v == value and u == unit for v, u in have):
+            return True
+        if not any(v == value for v, _ in have) and re.search(rf"(?<![\d.]){value:g}(?![\d.])", answer):
+            return True
+    return False
+
+
+def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference: str, question: str,
+                   overlap: float = 0.5) -> list[str]:
+    """The judge's verdicts, corrected by exact checks where they can decide. Measured on the 90 hand-labeled cases
+    (``tests/data/judge_labels.jsonl``): the 1.5B judge alone agreed with the labels on 70 % of facts — it marked
+    correct answers "contradicted" (43 of 184 facts) and read "1000" as stating "60". So:
+
+    * a degenerate answer (empty, a loop, an echo) states nothing;
+    * a fact with hard tokens (its numbers, `code` and names that the question does not give away) is stated
+      exactly when all of them are in the answer (numbers by value, and with the fact's unit);
+    * a "contradicted" needs evidence: an abstaining answer, or a fact with hard tokens while the answer names no
+      value the reference lacks, is only "missing";
+    * a fact without hard tokens keeps the judge's verdict unless the answer says it nearly word for word (its
+      character bigrams, :func:`text.grounding` ≥ ``overlap``; "missing" needs ``overlap`` + 0.2).
+    """
+    from .outcomes import abstains, degenerate, invented
+    from .text import grounding
 
     if degenerate(answer, question):  # an empty answer, a loop or an echo states nothing, whatever the judge read
         return ["missing"] * len(verdicts)
+    conflict = bool(invented(answer, reference, question))
+    abstaining = abstains(answer)
     out = []
     for v, f in zip(verdicts, facts):
-        if v == "stated" and not all(has_token(answer, tok) for tok in hard_tokens(f, reference, question)):
-            v = "missing"
+        tokens = hard_tokens(f, reference, question)
+        if tokens:
+            if all(has_token(answer, t) for t in tokens) and not unit_mismatch(f, answer):
+                v = "stated"
+            elif v == "stated":
+                v = "missing"
+            elif v == "contradicted" and not conflict:
+                v = "missing"
+        else:
+            share = grounding(f, answer)
+            if v == "contradicted" and abstaining and not conflict:
+                v = "missing"
+            elif v == "contradicted" and share >= overlap:
+                v = "stated"
+            elif v == "missing" and share >= overlap + 0.2:
+                v = "stated"
         out.append(v)
     return out
 
