@@ -1,4 +1,5 @@
-"""Multi-GPU training for 04: one training process per GPU through ``accelerate launch`` (DDP), run from the notebook.
+"""Multi-GPU training for 04: one training process per GPU through ``accelerate launch`` (DDP; ``torchrun`` with gloo
+on CPU), run from the notebook.
 
 The notebook process starts ``accelerate launch --multi_gpu --num_processes N -m tunebook.launch <run_dir>``;
 every rank loads the student on its own GPU and trains on its shard of each batch, rank 0 writes the adapter,

