@@ -170,7 +170,8 @@ def test_training_killed_mid_run_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
-    """02+03 on the CloudPSS docs sample: clean chunks with provenance, counts in the report, a leak-free split."""
+    """02+03 on the CloudPSS docs sample: clean chunks with provenance, counts in the report, a leak-free split —
+    also with training rewordings (each pair's other paraphrases trained on): no eval question is near any."""
     from tunebook import inspection
 
     env = {"TUNEBOOK_OUTPUTS": str(tmp_path)}
@@ -179,7 +180,8 @@ def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
     r = tunebook_cli("run", "--profile", "ci", "--run-id", "cps", "--to", "03", "--corpus", str(cloudpss),
                      "-p", "teacher=qwen2.5-coder-1.5b-instruct", "-p", "synth.max_chunks=8",
                      "-p", "synth.max_tokens=512", "-p", "inspect.judge=false", "-p", "serve.port=18700",
-                     "-p", "inspect.eval_fraction=0.3", "-p", "inspect.recall_fraction=1.0", env=env)
+                     "-p", "inspect.eval_fraction=0.3", "-p", "inspect.recall_fraction=1.0",
+                     "-p", "synth.paraphrases=3", "-p", "inspect.train_rewordings=2", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     data = tmp_path / "cps" / "data"
     chunks = [json.loads(x) for x in (data / "chunks.jsonl").read_text().splitlines()]
@@ -202,8 +204,9 @@ def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
     for i, q in enumerate(train):
         index.add(str(i), q)
     train_norm = {inspection.normalize(q) for q in train}
-    for q in evals:
+    for q in evals:  # no eval question is (near) any training wording, the rewordings included
         assert inspection.normalize(q) not in train_norm and index.query(q) is None, q
+    assert report["train_rewordings"] > 0, report
     html = (tmp_path / "cps" / "reports" / "03_inspect.html").read_text()
     assert "data:image/png;base64" in html and "tunebook-samples" in html
 
