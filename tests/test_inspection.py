@@ -199,15 +199,17 @@ def test_rewordings_become_training_items_and_never_reach_the_recall_split(tmp_p
 
 def test_abstain_items_are_trained_and_asked_out_of_docs():
     rows = _rows()
-    topics = ["GPU acceleration", "a mobile app", "LDAP login", "dark mode", "Kubernetes deployment", "a REST API",
-              "offline licences", "Arabic translations", "plugin signing", "audit logging", "SAML", "a Python SDK"]
+    topics = ["gpu_accel", "mobile_app", "ldap_login", "dark_mode", "k8s_deploy", "rest_api",
+              "offline_licence", "arabic_ui", "plugin_signing", "audit_log", "saml_sso", "python_sdk"]
     for i, topic in enumerate(topics):
         rows.append({"id": f"a{i}", "chunk_id": f"c{i % 6}", "source": "s0.md", "lang": "en", "kind": "abstain",
-                     "instruction": f"Is there {topic} in Brindlewatt?" if i % 2 else f"How do I set up {topic}?",
+                     "instruction": f"Is `{topic}` in Brindlewatt?" if i % 2 else f"How do I set up `{topic}`?",
                      "output": "The documentation does not cover this.", "paraphrases": []})
+    rows.append({**rows[-1], "id": "answered", "instruction": "What is the Brindlewatt port for setup 00 again?"})
     cfg = InspectSettings(eval_fraction=0.34, abstain_eval_fraction=0.5)
     kept, dropped = inspection.filter_rows(rows, cfg, {c["id"]: c["text"] for c in _chunks(_rows())})
     assert sum(r.get("kind") == "abstain" for r in kept) == 12  # not dropped as ungrounded
+    assert {d["id"]: d["drop_reason"] for d in dropped}["answered"].startswith("abstain question names nothing")
     train, evals, _ = inspection.split(kept, cfg, seed=1)
     ood = [r for r in evals if r["split"] == "outofdocs"]
     assert len(ood) == 6 and sum(r.get("kind") == "abstain" for r in train) == 6

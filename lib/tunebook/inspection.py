@@ -127,6 +127,7 @@ def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] |
     kept: list[dict] = []
     dropped: list[dict] = []
     exact: dict[str, str] = {}
+    corpus = "\n".join((chunks or {}).values()).lower()
     near_q = NearDup(cfg.near_dup_threshold)
     near_qa = NearDup(cfg.near_dup_threshold)
     for r in rows:
@@ -158,7 +159,9 @@ def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] |
                 reason = f"judge score {r['judge']} below {cfg.min_judge}"
         if reason is None:
             key = normalize(q)
-            if abstain and near_q.query(q) is not None:
+            if abstain and not names_something_new(q, corpus):
+                reason = "abstain question names nothing the docs lack (they may answer it)"
+            elif abstain and near_q.query(q) is not None:
                 reason = f"abstain question close to a documented one: {near_q.query(q)}"
             elif key in exact:
                 reason = f"exact duplicate of {exact[key]}"
@@ -174,6 +177,17 @@ def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] |
         near_qa.add(r["id"], q + "\n" + a)
         kept.append(r)
     return kept, dropped
+
+
+def names_something_new(q: str, corpus: str) -> bool:
+    """A "docs don't say" question is only trusted when it names a specific thing — a `setting`, --flag, code,
+    file or number — that occurs nowhere in the corpus: then the docs cannot answer it. (Measured: the 1.5B teacher,
+    asked for questions its excerpt does not answer, wrote "What is the default format for exporting results?"
+    about an excerpt that states it.)"""
+    from .outcomes import values
+
+    named = [v for v in values(q) if len(v) >= 3 and not v.isdigit()]
+    return bool(named) and any(v.lower().strip("`") not in corpus for v in named)
 
 
 def reason_kind(reason: str) -> str:
