@@ -116,6 +116,16 @@ def test_newcomer_path_01_to_05_in_jupyterlab_with_the_notebooks_defaults(tmp_pa
     pairs = [json.loads(line) for line in (run_dir / "data" / "dataset.jsonl").read_text().splitlines()]
     assert len(pairs) >= 20
     assert (run_dir / "data" / "train.jsonl").is_file() and (run_dir / "data" / "eval.jsonl").is_file()
+    # no eval question is (near) any training wording, training rewordings included (issue #16's no-leak check)
+    from tunebook import inspection
+
+    train_q = [json.loads(x)["messages"][0]["content"] for x in (run_dir / "data" / "train.jsonl").read_text().splitlines()]
+    index = inspection.NearDup(0.8)
+    for i, q in enumerate(train_q):
+        index.add(str(i), q)
+    for x in (run_dir / "data" / "eval.jsonl").read_text().splitlines():
+        q = json.loads(x)["messages"][0]["content"]
+        assert index.query(q) is None and inspection.normalize(q) not in {inspection.normalize(t) for t in train_q}, q
     train_metrics = json.loads((run_dir / "train" / "train_metrics.json").read_text())
     assert train_metrics["final_loss"] < train_metrics["first_loss"], train_metrics
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())

@@ -25,7 +25,7 @@ def _metrics_lines(metrics: dict[str, Any]) -> list[str]:
     """Per split and condition: n, judge and exact key values with 95 % intervals, invented / abstaining shares."""
     from .evaluate import CONDITION_LABELS, verdict
 
-    lines = ["## Does the student know the docs?", ""]
+    lines = ["## Metrics: does the student know the docs?", ""]
     sentence = verdict(metrics)
     if sentence:
         lines += [sentence, ""]
