@@ -1,0 +1,37 @@
+"""Replay against forgetting: how many rows, which prompts, and how they join the train split (no model)."""
+
+import yaml
+
+from tunebook import replay, train
+from tunebook.paths import PARAMS_DIR
+
+
+def test_replay_prompts_never_overlap_the_forgetting_check():
+    rp = replay.prompts()
+    general = yaml.safe_load((PARAMS_DIR / "prompts" / "general.yaml").read_text(encoding="utf-8"))
+    assert len(rp) >= 40 and not set(rp) & set(general)
+    from tunebook.inspection import NearDup
+
+    index = NearDup(0.6)
+    for i, q in enumerate(general):
+        index.add(str(i), q)
+    assert not [q for q in rp if index.query(q) is not None]
+
+
+def test_replay_share_of_the_mixed_train_set():
+    assert replay.count_for(90, 0.0, 48) == 0
+    assert replay.count_for(90, 0.1, 48) == 10  # 10 of 100 rows
+    assert replay.count_for(900, 0.2, 48) == 48  # capped by the prompts there are
+    assert replay.count_for(3, 0.1, 48) == 1
+
+
+def test_replay_rows_join_the_train_split_in_its_format(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"id": "a", "messages": [{"role": "user", "content": "q"}, '
+                                          '{"role": "assistant", "content": "a"}]}\n')
+    ds = train.load_split(tmp_path / "train.jsonl", "sys")
+    rows = [{"id": "replay-1", "split": "replay", "messages": [{"role": "user", "content": "Say hi."},
+                                                               {"role": "assistant", "content": "Hi!"}]}]
+    mixed = train.add_rows(ds, rows, "sys")
+    assert len(mixed) == 2 and mixed[1]["completion"] == [{"role": "assistant", "content": "Hi!"}]
+    assert mixed[1]["prompt"][0] == {"role": "system", "content": "sys"}
+    assert train.add_rows(ds, [], "sys") is ds
