@@ -22,7 +22,12 @@ mkdir -p "$OUT" "$W"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
        UNSLOTH_DISABLE_STATISTICS=1 TOKENIZERS_PARALLELISM=false \
        TUNEBOOK_CACHE="$W/cache" TUNEBOOK_LLAMA_TOOLS="$W/llama/llama.cpp" JUPYTER_PATH="$W/site/share/jupyter" \
-       PYTHONPATH="$ROOT/lib:$W/shim:$W/site"
+       PYTHONPATH="$ROOT/lib:$W/shim:$W/site" \
+       NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+# bm25s (05's RAG index) runs jax.lax.top_k at import; with the image's CUDA JAX that initialises JAX on the GPU,
+# which preallocates 75 % of the card in the notebook kernel (seen: 108 GiB in 05 on an H200). JAX_CPU=1 (the
+# default since run 3 of issue #18) keeps JAX on the CPU for the whole run; JAX_CPU=0 reproduces runs 1-2.
+[ "${JAX_CPU:-1}" = 1 ] && export JAX_PLATFORMS=cpu
 PY=${PY:-python3}
 log() { echo "[$(date -u +%H:%M:%S) ${SECONDS}s] $*"; }
 
@@ -99,15 +104,37 @@ bench() {
   [ -d "$tok" ] || tok=$(ls -d "$W"/cache/hf/SmolLM2-*/ 2>/dev/null | grep -v tmp | head -1)
   log "bench: Qwen3-4B shape, variants ${VARIANTS:-b,t}, $left s left, tokenizer $tok"
   mkdir -p "$OUT/bench"
-  (cd "$ROOT" && CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0} "$PY" -u benchmarks/train_throughput.py \
+  # one-GPU variants get CUDA_VISIBLE_DEVICES=0 from the driver; X*N (DDP) variants see every card
+  (cd "$ROOT" && "$PY" -u benchmarks/train_throughput.py \
      --shape qwen3-4b --out "$OUT/bench" --tokenizer "$tok" --variants "${VARIANTS:-b,t}" \
      --steps "${BENCH_STEPS:-20}" --warmup "${BENCH_WARMUP:-4}" --deadline $((left - 15)))
 }
 
+jaxcheck() {
+  # GPU memory held by a process that only imports bm25s, under each JAX setting (pid-level, via nvidia-smi)
+  for setting in "" "JAX_PLATFORMS=cpu" "XLA_PYTHON_CLIENT_PREALLOCATE=false"; do
+    env -u JAX_PLATFORMS $setting "$PY" - "$setting" <<'EOF'
+import os, subprocess, sys, time
+import bm25s  # noqa: F401  (its import runs jax.lax.top_k once)
+time.sleep(0.5)
+q = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                   capture_output=True, text=True).stdout
+mine = [l for l in q.splitlines() if l.split(",")[0].strip() == str(os.getpid())]
+mib = int(mine[0].split(",")[1]) if mine else 0
+print(f"import bm25s with [{sys.argv[1] or 'image default'}]: this process holds {mib} MiB of GPU memory")
+EOF
+  done
+}
+
 case "$STAGE" in
+jaxcheck)
+  unpack
+  jaxcheck
+  ;;
 setup)
   unpack
   env_info
+  [ -n "${JAXCHECK:-}" ] && jaxcheck
   build_llama || { cp "$W/build_log.txt" "$OUT/" 2>/dev/null; exit 1; }
   cp "$W/build_log.txt" "$W/env.txt" "$OUT/"
   "$PY" -c "import papermill, nbconvert, ipykernel, openai, bm25s, datasketch, gguf, trl, datasets, pydantic, tunebook.runner; print('imports ok')" 2>&1 | tail -3

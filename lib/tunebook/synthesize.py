@@ -590,7 +590,7 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
                 "input": chunk.text if cfg.mode == "open_book" else "",
                 "output": p.answer,
                 "paraphrases": p.paraphrases[: cfg.paraphrases],
-                **({"kind": "abstain"} if p.kind == "abstain" else {}),
+                "kind": p.kind,  # "fact" or "abstain" (a question the docs do not answer); every row has it
                 "teacher": teacher.model,
                 "finish_reason": finish,
             }
