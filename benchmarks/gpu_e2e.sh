@@ -8,7 +8,8 @@
 #           (all five notebooks through papermill) with GPU memory sampled per card and process; reports,
 #           run.json and a tarball of logs go to $OUT
 #   bench   LoRA SFT throughput of a random-weight Qwen3-4B-shaped model: Unsloth padded (b) vs tunebook's GPU
-#           path (t), one call (benchmarks/train_throughput.py --shape qwen3-4b)
+#           path (t), one call (benchmarks/train_throughput.py --shape qwen3-4b; VARIANTS='t,t*2' for DDP)
+#   jaxcheck  GPU memory a process takes by importing bm25s, under three JAX settings (setup: JAXCHECK=1)
 # Prepare the carried folders on a machine with PyPI access: bash benchmarks/prepare_gpu_e2e.sh. With the device
 # tool: call 1 `bash benchmarks/gpu_e2e.sh setup` carrying .gpusite .gpusrc .gpum1, call 2 (within 30 s)
 # `bash benchmarks/gpu_e2e.sh e2e` carrying .gpum2.

@@ -44,6 +44,12 @@ class Index:
     @classmethod
     def build(cls, chunks: list[dict], tokenizer: Tokenizer = "jieba") -> "Index":
         """One BM25 index over the chunks (``data/chunks.jsonl`` rows); the headings count as text."""
+        import os
+
+        # bm25s runs a JAX call at import; with CUDA JAX installed that preallocates 75 % of the GPU in this process
+        # (108 GiB of an H200, benchmarks/RESULTS.md run 8). BM25's top-k needs no JAX.
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         import bm25s
 
         texts = [c["text"] for c in chunks]
@@ -62,7 +68,8 @@ class Index:
         known = [i for i, q in enumerate(queries) if q]  # a question sharing no term with the corpus finds nothing
         out: list[list[int]] = [[] for _ in questions]
         if known:
-            docs, scores = self._bm25.retrieve([queries[i] for i in known], k=k, show_progress=False)
+            docs, scores = self._bm25.retrieve([queries[i] for i in known], k=k, show_progress=False,
+                                               backend_selection="numpy")
             for i, row, sc in zip(known, docs, scores):
                 out[i] = [int(d) for d, s in zip(row, sc) if s > 0]
         return out

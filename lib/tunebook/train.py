@@ -259,8 +259,10 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
     cuda = torch.cuda.is_available()
     evaluating = bool(has_eval and cfg.eval_steps)
     packed = backend == "unsloth"
+    # packed: few, large steps; log every 10, but at least 4 points for a short run's loss plot
+    log_every = min(10, max(1, cfg.max_steps // 4)) if cfg.max_steps > 0 else 10
     shape: dict = (dict(per_device_train_batch_size=1, max_length=token_budget(cfg, train_tokens), packing=True,
-                        packing_strategy="bfd", logging_steps=10)
+                        packing_strategy="bfd", logging_steps=log_every)
                    if packed else
                    dict(per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, packing=False,
                         logging_steps=1 if not cuda else 5,
