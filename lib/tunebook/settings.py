@@ -142,11 +142,11 @@ class EvalSettings(_Section):
     rag: bool = True
     rag_k: int = Field(2, ge=1, le=10)
     rag_tokenizer: Literal["jieba", "char2"] = "jieba"
-    max_new_tokens: int = Field(96, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(8, ge=1)
     judge: bool = True
     general_check: bool = True
-    general_prompts: int = Field(0, ge=0)  # how many of params/prompts/general.yaml to ask (0: all)
+    general_prompts: int = Field(30, ge=0)  # how many of params/prompts/general.yaml to ask (0: all)
     export_adapter: bool = True
     export_merged: bool = True
     gguf_types: list[str] = ["q8_0", "q4_k_m"]
