@@ -246,6 +246,23 @@ def key_facts(teacher, items: list[dict[str, str]], cache_path: Path) -> list[li
     return out
 
 
+def exact_verdicts(item: dict[str, Any]) -> list[str] | None:
+    """The verdicts when every key fact has hard tokens (numbers, `code`, names not in the question): then
+    :func:`check_verdicts` decides "stated" by them whatever the judge says, and a judge's "contradicted" stands
+    only with a conflicting value — so the teacher need not be asked (on fact-heavy docs most items). None when a
+    fact needs the judge."""
+    from .outcomes import degenerate, invented
+
+    answer, reference, question = item["answer"], item.get("reference", ""), item["question"]
+    if degenerate(answer, question):
+        return ["missing"] * len(item["facts"])
+    if not all(hard_tokens(f, reference, question) for f in item["facts"]):
+        return None
+    conflict = bool(invented(answer, reference, question))
+    return check_verdicts(["contradicted" if conflict else "missing"] * len(item["facts"]), item["facts"], answer,
+                          reference, question)
+
+
 def judge_against_reference(teacher, items: list[dict[str, Any]], cache_path: Path
                             ) -> list[tuple[float, list[str]] | tuple[None, None]]:
     """Reference-anchored judge: for each item (``question``, ``reference``, ``facts`` from :func:`key_facts`,
@@ -257,15 +274,18 @@ def judge_against_reference(teacher, items: list[dict[str, Any]], cache_path: Pa
 
     template = _template("reference")
     prompts, schemas, idx = [], [], []
+    out: list[tuple[float, list[str]] | tuple[None, None]] = [(None, None)] * len(items)
     for i, it in enumerate(items):
-        if it.get("facts"):
+        exact = exact_verdicts(it) if it.get("facts") else None
+        if exact is not None:  # every fact decided by its numbers, codes and names: no request
+            out[i] = (fact_score(exact), exact)
+        elif it.get("facts"):
             facts = "\n".join(f"{n}. {f}" for n, f in enumerate(it["facts"], 1))
             prompts.append(render_fields(template, {**it, "facts": facts, "n": len(it["facts"])}))
             schemas.append(verdict_schema(len(it["facts"])))
             idx.append(i)
     got = ask_json_cached(teacher, prompts, schemas, cache_path, max_tokens=24 + 8 * 4, desc="judge",
                           version="verdicts-v1")
-    out: list[tuple[float, list[str]] | tuple[None, None]] = [(None, None)] * len(items)
     for i, rec in zip(idx, got):
         verdicts = [str(v) for v in (rec or {}).get("verdicts") or []]
         it = items[i]
