@@ -486,7 +486,9 @@ async def generate_async(chunks: list[Chunk], teacher: Teacher, cfg: SynthSettin
     todo = [c for c in chunks if keys[c.id] not in done]
     stats.chunks_skipped_done = len(chunks) - len(todo)
     urls = teacher.urls
-    stats.concurrency = cfg.concurrency or max(1, teacher.capacity) * len(urls)
+    # reproducible: one request at a time, since a server batching two sequences computes each a little differently
+    # (seen: two runs' answers parted after ~130 characters with 2 slots busy, in the whole-run kill trials)
+    stats.concurrency = cfg.concurrency or (1 if cfg.reproducible else max(1, teacher.capacity) * len(urls))
     stats.endpoints = {u: {"requests": 0, "ok": 0, "errors": 0, "completion_tokens": 0, "pairs": 0} for u in urls}
 
     def note(kind: str) -> None:
