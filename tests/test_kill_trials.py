@@ -119,10 +119,13 @@ def trials(tmp_path_factory, ci_run):
     return ci_run[0], run, log, final
 
 
-def test_at_least_ten_kills_landed_across_02_to_05(trials):
+def test_at_least_ten_kills_landed_across_02_to_05(trials, capsys):
     _, _, log, _ = trials
     landed = [e["killed_in"] for e in log if e.get("killed_in")]
-    print(f"{len(landed)} kills landed: {landed}")
+    with capsys.disabled():  # shown in make test's output, not only on failure
+        print(f"\nwhole-run kill trials: {len(landed)} kills landed: "
+              + ", ".join(f"{e['killed_in'][:2]} ({e.get('how')}, {e.get('after_s', '?')} s)" for e in log
+                          if e.get("killed_in")))
     assert len(landed) >= 10
     assert {"02_synthesize", "03_inspect", "04_train", "05_eval_export"} <= set(landed)
 
