@@ -211,28 +211,35 @@ def write_results(rows: list[dict], eval_dir: Path) -> dict[str, Any]:
 SPLITS_SHOWN = ("recall", "unseen", "outofdocs", "all")
 
 
-def metrics_table(metrics: dict[str, Any]):
-    """One row per split and condition: n, judge with its 95 % interval, exact key values, ROUGE-L, and the
-    shares of answers that invent a value, abstain or degenerate (a pandas DataFrame)."""
-    import pandas as pd
-
+def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per split and condition: n, judge, exact key values and ROUGE-L as ``mean [lo, hi]`` text, and the
+    shares of answers that are correct, invent a value, abstain or degenerate — what 05's table and the summary show."""
     from .stats import fmt
 
+    splits = [s for s in SPLITS_SHOWN if s in metrics] + [
+        s for s in metrics if s not in SPLITS_SHOWN and s != "general" and isinstance(metrics[s], dict) and "n" in metrics[s]]
     rows = []
-    for split in [s for s in SPLITS_SHOWN if s in metrics] + [s for s in metrics if s not in SPLITS_SHOWN
-                                                                and isinstance(metrics[s], dict) and "n" in metrics[s]
-                                                                and s != "general"]:
+    for split in splits:
         m = metrics[split]
         for c in metrics.get("conditions") or ["base", "tuned"]:
-            ci = lambda k: fmt({"mean": m.get(f"{c}_{k}"), "lo": (m.get(f"{c}_{k}_ci") or [None])[0],  # noqa: E731
-                                 "hi": (m.get(f"{c}_{k}_ci") or [None, None])[1]})
+            def ci(k: str) -> str:
+                lo, hi = m.get(f"{c}_{k}_ci") or [None, None]
+                return fmt({"mean": m.get(f"{c}_{k}"), "lo": lo, "hi": hi})
+
             o = m.get(f"{c}_outcomes") or {}
             rows.append({"split": split, "condition": CONDITION_LABELS[c], "n": m["n"], "judge 0–5 [95% CI]": ci("judge"),
                          "exact key values": ci("exact_values"), "ROUGE-L": ci("rouge_l"),
                          "correct": o.get("correct"), "invents a value": o.get("invents"),
                          "abstains": o.get("abstains"), "degenerate": o.get("degenerate"),
                          "retrieval hit": m.get("retrieval_hit_rate") if c in ("rag", "tuned_rag") else None})
-    return pd.DataFrame(rows).set_index(["split", "condition"])
+    return rows
+
+
+def metrics_table(metrics: dict[str, Any]):
+    """:func:`metric_rows` as a pandas DataFrame indexed by split and condition."""
+    import pandas as pd
+
+    return pd.DataFrame(metric_rows(metrics)).set_index(["split", "condition"])
 
 
 def score_plot(metrics: dict[str, Any], measure: str = "judge"):

@@ -22,26 +22,19 @@ def _fmt(v: Any) -> str:
 
 
 def _metrics_lines(metrics: dict[str, Any]) -> list[str]:
-    """Per split and condition: n, judge and exact key values with 95 % intervals, invented / abstaining shares."""
-    from .evaluate import CONDITION_LABELS, verdict
+    """05's table (:func:`evaluate.metric_rows`): per split and condition, judge and exact key values with 95 %
+    intervals, invented / abstaining shares, retrieval hit rate."""
+    from .evaluate import metric_rows, verdict
 
     lines = ["## Metrics: does the student know the docs?", ""]
     sentence = verdict(metrics)
     if sentence:
         lines += [sentence, ""]
-    lines += ["| split | answerer | n | judge 0–5 [95% CI] | exact key values | ROUGE-L | invents a value | abstains |"
-              " retrieval hit |", "|---|---|---|---|---|---|---|---|---|"]
-    for split, m in metrics.items():
-        if split in ("general", "gguf_agreement", "vllm_agreement", "conditions") or not isinstance(m, dict) \
-                or "n" not in m:
-            continue
-        for c in metrics.get("conditions") or ["base", "tuned"]:
-            ci = lambda k: fmt({"mean": m.get(f"{c}_{k}"), "lo": (m.get(f"{c}_{k}_ci") or [None, None])[0],  # noqa: E731
-                                 "hi": (m.get(f"{c}_{k}_ci") or [None, None])[1]})
-            o = m.get(f"{c}_outcomes") or {}
-            hit = _fmt(m.get("retrieval_hit_rate")) if c in ("rag", "tuned_rag") else ""
-            lines.append(f"| {split} | {CONDITION_LABELS.get(c, c)} | {m['n']} | {ci('judge')} | {ci('exact_values')} | "
-                         f"{ci('rouge_l')} | {_fmt(o.get('invents'))} | {_fmt(o.get('abstains'))} | {hit} |")
+    cols = ["split", "condition", "n", "judge 0–5 [95% CI]", "exact key values", "ROUGE-L", "invents a value",
+            "abstains", "retrieval hit"]
+    lines += ["| " + " | ".join(c.replace("condition", "answerer") for c in cols) + " |", "|---" * len(cols) + "|"]
+    for r in metric_rows(metrics):
+        lines.append("| " + " | ".join("" if c == "retrieval hit" and r[c] is None else _fmt(r[c]) for c in cols) + " |")
     return lines
 
 
