@@ -144,3 +144,23 @@ def test_run_json_writers_do_not_drop_each_other(tmp_path):
     assert rd.step("02_synthesize") == {"status": "ok", "settings": {"corpus": "x"}}
     assert not any(p.name.endswith(".tmp") for p in rd.path.iterdir())
     assert os.access(rd.record_path, os.R_OK)
+
+
+def test_a_class_profile_fills_a_new_run_and_a_changed_cell_value_still_wins(tmp_path, monkeypatch, capsys):
+    """`TUNEBOOK_PROFILE=ci make lab`: the committed cells (cpu defaults) run the ci profile; a knob the learner
+    edits overrides it; headless (papermill injects the run's values) nothing is inherited."""
+    defaults = st.Settings()
+    ci = st.load("ci")
+    monkeypatch.setenv("TUNEBOOK_PROFILE", "ci")
+    monkeypatch.delenv("TUNEBOOK_HEADLESS", raising=False)
+    run = tmp_path / "r"
+    cfg, _ = rundir.open_notebook("01_serve", _ns(run, teacher=defaults.teacher, port=8080))
+    assert cfg.teacher == ci.teacher != defaults.teacher and cfg.synth.max_chunks == ci.synth.max_chunks
+    assert f"teacher={ci.teacher!r}" in capsys.readouterr().out
+    # 02 opened later: the cell's untouched corpus yields to the run's, an edited knob wins and is recorded
+    cfg2, _ = rundir.open_notebook("02_synthesize", _ns(run, corpus=defaults.corpus, chunk_tokens=100))
+    assert cfg2.corpus == ci.corpus and cfg2.synth.chunk_tokens == 100
+    assert yaml.safe_load((run / "params.yaml").read_text())["synth"]["chunk_tokens"] == 100
+    monkeypatch.setenv("TUNEBOOK_HEADLESS", "1")
+    cfg3, _ = rundir.open_notebook("03_inspect", _ns(run, eval_fraction=defaults.inspect.eval_fraction))
+    assert cfg3.inspect.eval_fraction == defaults.inspect.eval_fraction != ci.inspect.eval_fraction

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e,  # real llama-server, kill -9 trials, a fault pro
 
 # small chunks, so there are enough of them to be interrupted ten times; reproducible answers (seeded, no reuse of
 # a cached prompt prefix) on a one-slot server, so an interrupted run can be compared with an uninterrupted one
-OVERRIDES = ["synth.chunk_tokens=64", "synth.min_chunk_tokens=8", "synth.max_chunks=32", "synth.reproducible=true"]
+OVERRIDES = ["synth.chunk_tokens=64", "synth.min_chunk_tokens=8", "synth.max_chunks=24", "synth.reproducible=true"]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -31,6 +32,9 @@ from .jsonio import write_json
 
 RUN_FILE = "run.json"
 PARAMS_FILE = "params.yaml"
+# the profile a run dir started from JupyterLab takes its settings from (default: the cpu profile, which the
+# parameters cells show); e.g. `TUNEBOOK_PROFILE=ci make lab` for a class on slow machines
+PROFILE_ENV = "TUNEBOOK_PROFILE"
 SUPERSEDED_DIR = "superseded"
 STEPS = list(st.NOTEBOOKS)  # "01_serve", …
 
@@ -201,15 +205,23 @@ def open_notebook(stem: str, namespace: Mapping[str, Any]) -> tuple[st.Settings,
     """The first call of every notebook: validate its parameters, check them against what earlier steps of the
     run consumed (before any work), record them, and return ``(settings, run dir)``.
 
-    Settings a notebook does not declare come from the run's ``params.yaml`` (else the defaults); the notebook's
-    own parameters override them."""
+    Settings a notebook does not declare come from the run's ``params.yaml`` (for a new run: the profile named by
+    ``$TUNEBOOK_PROFILE``, else the cpu defaults). In JupyterLab a cell value still at its committed default does
+    too; a value the learner changed overrides them."""
     from .paths import project_path
 
     run = RunDir(project_path(namespace["run_dir"]))
     nb = st.for_notebook(stem, namespace)  # validates the cell's values (a typo fails here)
     declared = {k: v for k, v in flat(nb).items() if _declared(k, stem, namespace)}
     recorded = run.recorded_settings()
-    base = flat(recorded) if recorded is not None else flat(st.Settings())
+    profile = os.environ.get(PROFILE_ENV) or None
+    base = flat(recorded) if recorded is not None else flat(st.load(profile))
+    if os.environ.get("TUNEBOOK_HEADLESS") != "1":  # headless, the runner injects the run's values: they win
+        declared, inherited = _inherit_untouched(declared, base)
+        if inherited:
+            origin = run.params_path if recorded is not None else f"profile {profile}"
+            print(f"{stem}: from {origin} (the cell shows the cpu defaults; a value you change wins): "
+                  + ", ".join(f"{k}={v!r}" for k, v in inherited.items()))
     merged = st.build({**base, **declared}, f"notebook {stem} parameters + {run.params_path}")
     run.check_earlier_steps(stem, {k: v for k, v in declared.items() if "." not in k})
     changes = diff(base, {**base, **declared}) if recorded is not None else {}
@@ -226,6 +238,19 @@ def open_notebook(stem: str, namespace: Mapping[str, Any]) -> tuple[st.Settings,
     if moved:
         print(f"{stem}: settings changed since this step last ran; its earlier outputs were moved to {moved}")
     return merged, run
+
+
+def _inherit_untouched(declared: dict[str, Any], base: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a parameters cell's values into those the learner set and those still at the committed default
+    (the cpu profile) where the run (or ``$TUNEBOOK_PROFILE``) says otherwise: those come from the run."""
+    defaults = flat(st.Settings())
+    kept, inherited = {}, {}
+    for k, v in declared.items():
+        if v == defaults.get(k) and k in base and base[k] != v:
+            inherited[k] = base[k]
+        else:
+            kept[k] = v
+    return kept, inherited
 
 
 def _declared(key: str, stem: str, namespace: Mapping[str, Any]) -> bool:
