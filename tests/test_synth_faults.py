@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tunebook import corpus as corpus_lib, serve, settings as st, synthesize
+from tunebook import corpus as corpus_lib, qa_store, serve, settings as st, synthesize
 
 from conftest import llama_server_available
 from faultproxy import FaultProxy
@@ -105,7 +105,7 @@ def test_fault_injecting_proxy_every_kind_counted_nothing_lost(teacher, tmp_path
     for kind in ("http_429", "http_5xx", "timeout", "truncated_stream", "malformed_json", "schema_invalid"):
         assert report["failures"][kind] >= 1, (kind, report["failures"])
     assert report["handled"]["think_block"] >= 1 and report["handled"]["reasoning_content"] >= 1
-    logged = [json.loads(x) for x in (tmp_path / synthesize.FAILURES_FILE).read_text().splitlines()]
+    logged = [json.loads(x) for x in (tmp_path / qa_store.FAILURES_FILE).read_text().splitlines()]
     assert {"http_429", "http_5xx", "timeout", "schema_invalid"} <= {r["kind"] for r in logged}
     rows = synthesize.load_qa(tmp_path)
     assert {r["chunk_id"] for r in rows} == {c.id for c in chunks}, "a chunk lost its pairs"
@@ -129,7 +129,7 @@ def test_two_servers_one_killed_mid_run_loses_no_chunk(teacher, tmp_path, root):
         def kill_second() -> None:  # once the second server has answered something, kill it mid-run
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                done = data / synthesize.DONE_FILE
+                done = data / qa_store.DONE_FILE
                 if done.is_file() and len(done.read_text().splitlines()) >= 4:
                     break
                 time.sleep(0.2)

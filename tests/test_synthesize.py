@@ -1,36 +1,36 @@
 import json
 
-from tunebook import synthesize
+from tunebook import answers, prompts, qa_store
 from tunebook.corpus import Chunk
 from tunebook.settings import SynthSettings
 
 
 def test_parse_pairs_handles_think_fences_and_broken_json():
     ok = '{"pairs": [{"question": "What is the default port?", "answer": "7432"}]}'
-    assert synthesize.parse_pairs(ok)[0].answer == "7432"
+    assert answers.parse_pairs(ok)[0].answer == "7432"
     think = "<think>let me see {</think>\n```json\n" + ok + "\n```"
-    assert synthesize.parse_pairs(think)[0].question == "What is the default port?"
+    assert answers.parse_pairs(think)[0].question == "What is the default port?"
     broken = '{"pairs": [{"question": "What is the default port?", "answer": "7432",}'  # trailing comma, unclosed
-    assert synthesize.parse_pairs(broken)[0].answer == "7432"
+    assert answers.parse_pairs(broken)[0].answer == "7432"
     bare_list = '[{"question": "Which file holds settings?", "answer": "brindle.toml"}]'
-    assert synthesize.parse_pairs(bare_list)[0].answer == "brindle.toml"
+    assert answers.parse_pairs(bare_list)[0].answer == "brindle.toml"
     invalid = '{"pairs": [{"question": "", "answer": "x"}, {"question": "Valid question?", "answer": " y "}]}'
-    pairs = synthesize.parse_pairs(invalid)
+    pairs = answers.parse_pairs(invalid)
     assert [(p.question, p.answer) for p in pairs] == [("Valid question?", "y")]
-    assert synthesize.parse_pairs("no json at all") == []
+    assert answers.parse_pairs("no json at all") == []
 
 
 def test_questions_scale_with_chunk_length():
     cfg = SynthSettings(questions_per_100_tokens=1.0, min_questions=1, max_questions=4)
     mk = lambda n: Chunk("id", "s.md", "T", ["T"], "x", n, "en")  # noqa: E731
-    assert synthesize.questions_for(mk(20), cfg) == 1
-    assert synthesize.questions_for(mk(250), cfg) == 2
-    assert synthesize.questions_for(mk(5000), cfg) == 4
+    assert prompts.questions_for(mk(20), cfg) == 1
+    assert prompts.questions_for(mk(250), cfg) == 2
+    assert prompts.questions_for(mk(5000), cfg) == 4
 
 
 def test_schema_bounds_the_array_and_strings():
     cfg = SynthSettings(max_question_chars=100, max_answer_chars=300)
-    s = synthesize.qa_schema(3, cfg)
+    s = prompts.qa_schema(3, cfg)
     arr = s["properties"]["pairs"]
     assert arr["minItems"] == arr["maxItems"] == 3
     assert arr["items"]["properties"]["answer"]["maxLength"] == 300
@@ -38,16 +38,16 @@ def test_schema_bounds_the_array_and_strings():
 
 def test_prompt_language_and_rendering():
     c = Chunk("id", "zh/a.md", "配置", ["配置", "端口"], "默认端口为 {7432}。", 20, "zh")
-    p = synthesize.render_prompt(synthesize.prompt_template("zh"), c, 2)
+    p = prompts.render_prompt(prompts.prompt_template("zh"), c, 2)
     assert "恰好 2 组问答" in p and "默认端口为 {7432}。" in p and "配置 > 端口" in p
-    assert "exactly 1 question" in synthesize.render_prompt(synthesize.prompt_template("en"), c, 1)
+    assert "exactly 1 question" in prompts.render_prompt(prompts.prompt_template("en"), c, 1)
 
 
 def test_load_qa_ignores_torn_lines_and_unfinished_chunks(tmp_path):
     rows = [{"id": "a", "chunk_id": "c1", "question": "q1?", "answer": "a1", "source": "s"},
             {"id": "b", "chunk_id": "c2", "question": "q2?", "answer": "a2", "source": "s"}]
-    (tmp_path / synthesize.QA_FILE).write_text("\n".join(json.dumps(r) for r in rows) + '\n{"id": "torn", "chu')
-    (tmp_path / synthesize.DONE_FILE).write_text(json.dumps({"chunk_id": "c1", "status": "ok"}) + "\n" +
+    (tmp_path / qa_store.QA_FILE).write_text("\n".join(json.dumps(r) for r in rows) + '\n{"id": "torn", "chu')
+    (tmp_path / qa_store.DONE_FILE).write_text(json.dumps({"chunk_id": "c1", "status": "ok"}) + "\n" +
                                                  json.dumps({"chunk_id": "c2", "status": "failed"}) + "\n")
-    assert [r["id"] for r in synthesize.load_qa(tmp_path)] == ["a"]
-    assert synthesize.done_chunks(tmp_path) == {"c1"}
+    assert [r["id"] for r in qa_store.load_qa(tmp_path)] == ["a"]
+    assert qa_store.done_chunks(tmp_path) == {"c1"}

@@ -153,28 +153,23 @@ def ask_served(cfg, model: str, questions: list[str], work_dir: Path, max_tokens
                desc: str, timeout: float = 600) -> list[str]:
     """Start a server for ``model`` from ``cfg`` (its own record in ``work_dir``), ask every question greedily
     through the OpenAI API, ``cfg.parallel`` at a time, stop the server; answers in question order."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from . import serve
     from .chat import chat_messages
+    from .client import complete_all, message
     from .progress import bar
 
     serve.stop(work_dir)  # a server a crashed check left behind may serve another model: never reuse it
     t = serve.start(cfg, model, work_dir)
     try:
-        client = t.client(timeout=timeout)
-
-        def ask(q: str) -> str:
-            r = client.chat.completions.create(model=t.model, messages=chat_messages(q, system_prompt),
-                                               max_tokens=max_tokens, temperature=0.0)
-            return (r.choices[0].message.content or "").strip()
-
-        with ThreadPoolExecutor(max(1, cfg.parallel)) as pool, bar(total=len(questions), desc=desc) as pbar:
-            answers = []
-            for f in [pool.submit(ask, q) for q in questions]:
-                answers.append(f.result())
-                pbar.update(1)
-        return answers
+        bodies = [{"model": t.model, "messages": chat_messages(q, system_prompt), "max_tokens": max_tokens,
+                   "temperature": 0.0} for q in questions]
+        with bar(total=len(questions), desc=desc) as pbar:
+            results = complete_all(t.base_url, t.api_key(), bodies, cfg.parallel, timeout=timeout,
+                                   on_done=lambda i, r: pbar.update(1))
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return [message(r)[0].strip() for r in results]
     finally:
         serve.stop(work_dir)
 

@@ -168,46 +168,39 @@ def ask_json_cached(teacher, prompts: list[str], schemas: list[dict], cache_path
     """Ask the teacher each prompt (greedy, schema-constrained JSON), ``teacher.capacity`` at a time, through a
     JSONL cache keyed by a hash of the prompt and the teacher model: a rerun asks only what is new. An item that
     fails stays None (and is asked again next time)."""
-    import asyncio
-
-    from .synthesize import load_answer, run_sync
+    from .answers import load_answer
+    from .client import complete_all, message
 
     cache: dict[str, dict] = {}
     if cache_path.is_file():
         cache = {rec["key"]: rec for rec in read_jsonl(cache_path) if "key" in rec}
     keys = [_judge_key(p, teacher.model, version) for p in prompts]
     todo = list({k: (k, p, s) for k, p, s in zip(keys, prompts, schemas) if k not in cache}.values())
+    if not todo:
+        return [cache.get(k) for k in keys]
+    bodies = [{"model": teacher.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+               "temperature": 0.0, "response_format": {"type": "json_schema", "json_schema": {
+                   "name": "verdict", "schema": schema, "strict": True}}} for _, prompt, schema in todo]
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache_path, "a", encoding="utf-8") as fh, bar(total=len(todo), desc=desc) as pbar:
+        def done(i: int, result: Any) -> None:
+            pbar.update(1)
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                value = load_answer(message(result)[0])[0]
+                if not isinstance(value, dict):
+                    raise ValueError(f"not a JSON object: {str(value)[:80]}")
+            except Exception as e:  # left None: asked again next time
+                print(f"{desc}: {type(e).__name__}: {e}")
+                return
+            key = todo[i][0]
+            cache[key] = {"key": key, **value}
+            fh.write(json.dumps(cache[key], ensure_ascii=False) + "\n")
+            fh.flush()
 
-    async def ask_all() -> None:
-        client = teacher.client(timeout=300, max_retries=3, asynchronous=True)
-        sem = asyncio.Semaphore(max(1, teacher.capacity))
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(cache_path, "a", encoding="utf-8") as fh, bar(total=len(todo), desc=desc) as pbar:
-            async def one(key: str, prompt: str, schema: dict) -> None:
-                async with sem:
-                    try:
-                        r = await client.chat.completions.create(
-                            model=teacher.model, messages=[{"role": "user", "content": prompt}],
-                            max_tokens=max_tokens, temperature=0.0, response_format={
-                                "type": "json_schema", "json_schema": {"name": "verdict", "schema": schema,
-                                                                       "strict": True}})
-                        value = load_answer(r.choices[0].message.content or "")[0]
-                        if not isinstance(value, dict):
-                            raise ValueError(f"not a JSON object: {str(value)[:80]}")
-                    except Exception as e:  # left None: asked again next time
-                        print(f"{desc}: {type(e).__name__}: {e}")
-                        pbar.update(1)
-                        return
-                cache[key] = {"key": key, **value}
-                fh.write(json.dumps(cache[key], ensure_ascii=False) + "\n")
-                fh.flush()
-                pbar.update(1)
-
-            await asyncio.gather(*(one(k, p, s) for k, p, s in todo))
-        await client.close()
-
-    if todo:
-        run_sync(ask_all)
+        complete_all(teacher.base_url, teacher.api_key(), bodies, teacher.capacity, timeout=300, max_retries=3,
+                     on_done=done)
     return [cache.get(k) for k in keys]
 
 
@@ -215,7 +208,7 @@ def judge(teacher, items: list[dict[str, str]], cache_path: Path, kind: str = "g
     """Score items 0–5 with the teacher, using a holistic rubric in ``params/prompts/``: ``general`` (an answer
     without reference, for the forgetting check) or ``qa`` (a training pair against its source chunk, for 03).
     Answers with a reference are scored by key facts instead: :func:`judge_against_reference`."""
-    from .synthesize import render_fields
+    from .prompts import render_fields
 
     template = _template(kind)
     prompts = [render_fields(template, it) for it in items]
@@ -233,7 +226,7 @@ def judge(teacher, items: list[dict[str, str]], cache_path: Path, kind: str = "g
 def key_facts(teacher, items: list[dict[str, str]], cache_path: Path) -> list[list[str] | None]:
     """The key facts (1–3) a correct answer to each question must state, taken by the teacher from the reference
     answer alone — once per question, so base and fine-tuned answers are checked against the same list."""
-    from .synthesize import render_fields
+    from .prompts import render_fields
 
     template = _template("facts")
     prompts = [render_fields(template, it) for it in items]
@@ -270,7 +263,7 @@ def judge_against_reference(teacher, items: list[dict[str, Any]], cache_path: Pa
     `code` and names must be in the answer for "stated" to stand (:func:`check_verdicts`), and the score is
     5 × the share stated (0–5). Small judges asked for one holistic 0–5 grade are lenient with fluent but wrong answers (the
     1.5B teacher gave the base model's invented answers 3.5 of 5); checking named facts one by one is not."""
-    from .synthesize import render_fields
+    from .prompts import render_fields
 
     template = _template("reference")
     prompts, schemas, idx = [], [], []

