@@ -79,7 +79,7 @@ def test_no_module_over_450_lines():
 
 
 def test_no_function_over_60_lines():
-    ALLOWED = {"runner.run", "cli.main"}  # being split in parallel (issue #17)
+    ALLOWED: set[str] = set()
     long = {}
     for f in PKG.glob("*.py"):
         for name, n in functions(ast.parse(f.read_text(encoding="utf-8"))):

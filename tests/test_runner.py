@@ -50,3 +50,19 @@ def test_notebooks_are_committed_clean_with_one_h1():
         h1s = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
                if line.startswith("# ")]
         assert len(h1s) == 1
+
+
+def test_plan_steps_of_a_complete_run(tmp_path, capsys):
+    import json
+
+    from tunebook import rundir
+
+    rd = rundir.RunDir(tmp_path / "R")
+    rd.path.mkdir()
+    (rd.path / "run.json").write_text(json.dumps({"steps": {s: {"status": "ok"} for s in runner.STEPS}}))
+    assert runner.plan_steps(rd, None, None, {}) == []
+    assert "already complete" in capsys.readouterr().out
+    with pytest.raises(rundir.RunMismatch, match="--from 04"):
+        runner.plan_steps(rd, None, None, {"train.epochs": {"old": 1, "new": 2}})
+    assert runner.plan_steps(rd, "04", None, {"train.epochs": {"old": 1, "new": 2}}) == ["04_train", "05_eval_export"]
+    assert runner.first_consumer(["train.epochs", "student", "evaluate.rag"]) == "03_inspect"

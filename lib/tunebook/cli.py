@@ -35,59 +35,73 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run
+
+    return run(args.profile, args.overrides, corpus=args.corpus, run_id=args.run_id, start=args.start,
+               end=args.end, log_output=not args.quiet)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from .runner import list_runs
+
+    runs = list_runs()
+    if not runs:
+        print("no runs yet: try `tunebook run --profile ci`")
+    for r in runs:
+        print(f"{r['run_id']:<32} {str(r['profile']):<8} {r['steps']}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from . import models
+
+    if args.fetch is None:
+        for b in models.BUNDLED.values():
+            print(f"{b.name:<30} {b.size_mb:>5} MB  {b.languages:<6} {b.upstream}  [{b.license}]  {b.notes}")
+        return 0
+    for name in args.fetch or list(models.BUNDLED):
+        if name not in models.BUNDLED:
+            print(f"unknown bundled model '{name}'; known: {', '.join(models.BUNDLED)}", file=sys.stderr)
+            return 2
+        path = models.bundled_gguf(name)
+        print(f"{name}: {path}")
+        if args.hf:
+            print(f"  hf: {models.dequantized_dir(path)}")
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from . import serve
+    from .paths import OUTPUTS_DIR
+
+    print("stopped" if serve.stop_all(OUTPUTS_DIR / args.run_id) else "no running server for that run")
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from . import settings as st
+
+    defaults = st.Settings().model_dump()
+    for key in st.valid_keys():
+        if args.defaults:
+            sec, _, name = key.partition(".")
+            val = defaults[sec][name] if name else defaults[sec]
+            print(f"{key} = {val!r}")
+        else:
+            print(key)
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "models": _cmd_models, "stop": _cmd_stop, "keys": _cmd_keys}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .settings import SettingsError
 
     try:
-        if args.cmd == "run":
-            from .runner import run
-
-            return run(args.profile, args.overrides, corpus=args.corpus, run_id=args.run_id, start=args.start,
-                       end=args.end, log_output=not args.quiet)
-        if args.cmd == "list":
-            from .runner import list_runs
-
-            runs = list_runs()
-            if not runs:
-                print("no runs yet: try `tunebook run --profile ci`")
-            for r in runs:
-                print(f"{r['run_id']:<32} {str(r['profile']):<8} {r['steps']}")
-            return 0
-        if args.cmd == "models":
-            from . import models
-
-            if args.fetch is None:
-                for b in models.BUNDLED.values():
-                    print(f"{b.name:<30} {b.size_mb:>5} MB  {b.languages:<6} {b.upstream}  [{b.license}]  {b.notes}")
-                return 0
-            for name in args.fetch or list(models.BUNDLED):
-                if name not in models.BUNDLED:
-                    print(f"unknown bundled model '{name}'; known: {', '.join(models.BUNDLED)}", file=sys.stderr)
-                    return 2
-                path = models.bundled_gguf(name)
-                print(f"{name}: {path}")
-                if args.hf:
-                    print(f"  hf: {models.dequantized_dir(path)}")
-            return 0
-        if args.cmd == "stop":
-            from . import serve
-            from .paths import OUTPUTS_DIR
-
-            print("stopped" if serve.stop_all(OUTPUTS_DIR / args.run_id) else "no running server for that run")
-            return 0
-        if args.cmd == "keys":
-            from . import settings as st
-
-            defaults = st.Settings().model_dump()
-            for key in st.valid_keys():
-                if args.defaults:
-                    sec, _, name = key.partition(".")
-                    val = defaults[sec][name] if name else defaults[sec]
-                    print(f"{key} = {val!r}")
-                else:
-                    print(key)
-            return 0
+        return COMMANDS[args.cmd](args)
     except SettingsError as e:
         print(f"tunebook: {e}", file=sys.stderr)
         return 2
@@ -100,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tunebook: {e}", file=sys.stderr)
             return 2
         raise
-    return 0
 
 
 if __name__ == "__main__":

@@ -165,6 +165,11 @@ def resolve_settings(rd: RunDir, profile: str | None, overrides: list[str]) -> t
     return new, rdir.diff(rdir.flat(recorded), rdir.flat(new))
 
 
+def first_consumer(keys) -> str:
+    """The earliest step that consumes any of these settings (rundir knows which step reads which key)."""
+    return min((rdir.consumer(k) for k in keys), key=rdir.step_index)
+
+
 def check_resumable(run_id: str, start: str, changes: dict[str, Any]) -> None:
     """Changes of settings that a step before ``start`` consumed are refused: that step's outputs were made with
     the old value and would be mixed with the new one."""
@@ -173,24 +178,18 @@ def check_resumable(run_id: str, start: str, changes: dict[str, Any]) -> None:
         return
     lines = [f"'{k}': the run has {c['old']!r} (consumed by {rdir.consumer(k)}), this command gives {c['new']!r}"
              for k, c in bad.items()]
-    first = min((rdir.consumer(k) for k in bad), key=rdir.step_index)
+    first = first_consumer(bad)
     raise rdir.RunMismatch(
         f"run {run_id} would mix two settings in one run dir, so nothing was changed:\n  " + "\n  ".join(lines)
         + f"\nTo apply it, restart from the step that consumes it (--from {first[:2]}: that step's outputs are moved "
           f"to superseded/ and made afresh), or start a new --run-id.")
 
 
-def run(profile: str | None, overrides: list[str], corpus: str | None = None, run_id: str | None = None,
-        start: str | None = None, end: str | None = None, log_output: bool = True) -> int:
-    """Validate everything, then run the steps. Returns a process exit code."""
-    from . import serve
-
-    overrides = list(overrides)
-    if corpus:
-        overrides.append(f"corpus={corpus}")
-    run_id = run_id or new_run_id(profile)
-    rd = RunDir((OUTPUTS_DIR / run_id).resolve())
-    settings, changes = resolve_settings(rd, profile, overrides)  # fails fast, before anything heavy
+def plan_steps(rd: RunDir, start: str | None, end: str | None, changes: dict[str, Any]) -> list[str]:
+    """The steps this invocation runs: ``start``..``end``, or from the run's first unfinished step. Empty when
+    the run is complete and nothing asks for more; raises before anything is written when the changes would
+    mix settings or a notebook is missing."""
+    run_id = rd.run_id
     rec = rd.load()
     existed = bool(rec.get("steps"))
     if start is None and existed:
@@ -198,11 +197,10 @@ def run(profile: str | None, overrides: list[str], corpus: str | None = None, ru
         if start is None and end is None:
             if changes:
                 check_resumable(run_id, "05_eval_export", changes)
-                first = min((rdir.consumer(k) for k in changes), key=rdir.step_index)
                 raise rdir.RunMismatch(f"run {run_id} is complete; to run it again with {', '.join(changes)} "
-                                       f"changed, pass --from {first[:2]}")
+                                       f"changed, pass --from {first_consumer(changes)[:2]}")
             print(f"run {run_id} is already complete; pass --from NN to run a step again")
-            return 0
+            return []
     steps = step_range(start, end)
     check_resumable(run_id, steps[0], changes)
     for s in steps:  # every notebook must exist before we start anything
@@ -211,7 +209,12 @@ def run(profile: str | None, overrides: list[str], corpus: str | None = None, ru
     if existed:
         print(f"continuing run {run_id} from step {steps[0]} with its recorded settings"
               + (f"; changed: {', '.join(changes)}" if changes else ""))
+    return steps
 
+
+def record_invocation(rd: RunDir, settings: st.Settings, changes: dict[str, Any], steps: list[str],
+                      profile: str | None, overrides: list[str]) -> None:
+    """Write ``params.yaml`` and note this invocation in ``run.json``; steps after the first one run are stale."""
     rd.write_settings(settings)
     with rd.update() as rec:
         if not rec.get("settings_history"):
@@ -222,12 +225,14 @@ def run(profile: str | None, overrides: list[str], corpus: str | None = None, ru
         rec.setdefault("overrides", [o for o in overrides if "=" in o])
         rec.setdefault("invocations", []).append({"at": rdir.now(), "profile": profile, "overrides": overrides,
                                                    "from": steps[0], "to": steps[-1]})
-        rec.update({"run_id": run_id, "root": str(ROOT), "versions": versions()})
+        rec.update({"run_id": rd.run_id, "root": str(ROOT), "versions": versions()})
         rec["started_at"] = rec.get("started_at") or rdir.now()
         for s in STEPS[STEPS.index(steps[0]) + 1:]:  # an earlier step runs again: later outputs are stale
             if rec["steps"].get(s, {}).get("status") == "ok":
                 rec["steps"][s]["status"] = "stale"
 
+
+def _prepare_environment(log_output: bool) -> None:
     if log_output:  # papermill echoes each cell's output through its logger
         import logging
 
@@ -235,6 +240,13 @@ def run(profile: str | None, overrides: list[str], corpus: str | None = None, ru
         logging.getLogger("papermill").setLevel(logging.INFO)
     os.environ["TUNEBOOK_HEADLESS"] = "1"  # inherited by the kernels: text progress bars
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def run_steps(rd: RunDir, steps: list[str], settings: st.Settings, log_output: bool) -> int:
+    """Run the steps in order, stopping at the first failure; servers the run started are stopped at the end,
+    also after a failure, Ctrl-C or SIGTERM."""
+    from . import serve
+
     old = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     code = 0
     try:
@@ -251,6 +263,22 @@ def run(profile: str | None, overrides: list[str], corpus: str | None = None, ru
         with rd.update() as rec:
             rec["finished_at"] = rdir.now()
         signal.signal(signal.SIGTERM, old)
+    return code
+
+
+def run(profile: str | None, overrides: list[str], corpus: str | None = None, run_id: str | None = None,
+        start: str | None = None, end: str | None = None, log_output: bool = True) -> int:
+    """Validate everything, then run the steps. Returns a process exit code."""
+    overrides = list(overrides) + ([f"corpus={corpus}"] if corpus else [])
+    run_id = run_id or new_run_id(profile)
+    rd = RunDir((OUTPUTS_DIR / run_id).resolve())
+    settings, changes = resolve_settings(rd, profile, overrides)  # fails fast, before anything heavy
+    steps = plan_steps(rd, start, end, changes)
+    if not steps:
+        return 0
+    record_invocation(rd, settings, changes, steps, profile, overrides)
+    _prepare_environment(log_output)
+    code = run_steps(rd, steps, settings, log_output)
     if code == 0:
         print(f"\nrun {run_id} finished: {rd.path}\nreports: {rd.path / 'reports'}")
     return code
