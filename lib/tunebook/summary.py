@@ -21,6 +21,41 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def duration(seconds: float | None) -> str:
+    """``42 s``, ``3 min 50 s``, ``1 h 05 min`` (under 10 s: one decimal)."""
+    if seconds is None:
+        return "–"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def rate(per_s: float | None) -> str:
+    """Tokens (or anything) per second with one decimal; ``–`` when not measured."""
+    return "–" if not per_s else f"{per_s:.1f}"
+
+
+def gib(mb: float | None) -> str:
+    """MiB (as ``train_metrics.json`` records them) → ``4.9 GiB``; ``–`` when not measured."""
+    return "–" if not mb else f"{mb / 1024:.1f} GiB"
+
+
+def _reasons(counts: dict[str, int] | None) -> str:
+    """``{"exact duplicate": 2, "empty": 1}`` → ``(exact duplicate 2, empty 1)``."""
+    return f"({', '.join(f'{k} {v}' for k, v in counts.items())})" if counts else ""
+
+
+def _agreement(g: dict[str, Any]) -> str:
+    """``15 of 16 answers agree exactly, mean character F1 0.99``."""
+    n, share = g.get("n"), g.get("exact_agreement")
+    same = f"{round(share * n)} of {n}" if isinstance(n, int) and share is not None else _fmt(share)
+    return f"{same} answers agree exactly, mean character F1 {_fmt(g.get('mean_char_f1'))}"
+
 def _metrics_lines(metrics: dict[str, Any]) -> list[str]:
     """05's table (:func:`evaluate.metric_rows`): per split and condition, judge and exact key values with 95 %
     intervals, invented / abstaining shares, retrieval hit rate."""
@@ -48,13 +83,14 @@ def build(run_dir: Path) -> str:
     lines = [f"# Run summary: {run_dir.name}", ""]
     lines += ["## Data", "",
               f"- pairs synthesized: {synth.get('pairs', data.get('rows_in', '–'))} from {synth.get('chunks_total', '–')} "
-              f"chunks ({synth.get('chunks_failed', 0)} chunks failed; {synth.get('completion_tokens_per_s') or 0:.1f} teacher tokens/s)",
-              f"- kept {data.get('kept', '–')}, dropped {data.get('dropped', '–')} {data.get('drop_reasons', {})}",
+              f"chunks ({synth.get('chunks_failed', 0)} chunks failed; {rate(synth.get('completion_tokens_per_s'))} "
+              "teacher tokens/s)",
+              f"- kept {data.get('kept', '–')}, dropped {data.get('dropped', '–')} {_reasons(data.get('drop_reasons'))}",
               f"- train {data.get('train', '–')} · eval recall {data.get('eval_recall', '–')} · eval unseen "
               f"{data.get('eval_unseen', '–')}", ""]
     lines += ["## Training", "",
-              f"- backend {train.get('backend', '–')}, {train.get('steps', '–')} steps, {_fmt(train.get('runtime_s'))} s, "
-              f"{train.get('tokens_per_s') or 0:.1f} tokens/s, peak memory {(train.get('peak_memory_mb') or 0) / 1024:.1f} GiB",
+              f"- backend {train.get('backend', '–')}, {train.get('steps', '–')} steps, {duration(train.get('runtime_s'))}, "
+              f"{rate(train.get('tokens_per_s'))} tokens/s, peak memory {gib(train.get('peak_memory_mb'))}",
               f"- loss {_fmt(train.get('first_loss'))} → {_fmt(train.get('final_loss'))}", ""]
     if metrics:
         lines += _metrics_lines(metrics)
@@ -66,13 +102,10 @@ def build(run_dir: Path) -> str:
                           f"{fmt(change)}{' — COLLAPSED' if general.get('collapsed') else ''}"]
         for q, g in (metrics.get("gguf_agreement") or {}).items():
             lines += ["", f"Exported GGUF {q} served by llama-server vs the notebook's fine-tuned model: "
-                          f"{_fmt(g.get('exact_agreement'))} exact agreement, {_fmt(g.get('mean_char_f1'))} mean "
-                          f"character F1 over {g.get('n')} questions"]
+                          f"{_agreement(g)}"]
         v = metrics.get("vllm_agreement")
         if isinstance(v, dict):
-            lines += ["", f"Merged 16-bit model served by vLLM vs the notebook's fine-tuned model: "
-                          f"{_fmt(v.get('exact_agreement'))} exact agreement, {_fmt(v.get('mean_char_f1'))} mean "
-                          f"character F1 over {v.get('n')} questions"]
+            lines += ["", f"Merged 16-bit model served by vLLM vs the notebook's fine-tuned model: {_agreement(v)}"]
         lines.append("")
     if exports:
         lines += ["## Exports and how to serve them", ""]
