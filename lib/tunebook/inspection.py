@@ -157,26 +157,34 @@ def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] |
             r["judge"] = judge_scores[r["id"]]
             if r["judge"] < cfg.min_judge:
                 reason = f"judge score {r['judge']} below {cfg.min_judge}"
+        dup = None  # the kept row a duplicate repeats (its id is also in the reason)
         if reason is None:
-            key = normalize(q)
-            if abstain and not names_something_new(q, corpus):
-                reason = "abstain question names nothing the docs lack (they may answer it)"
-            elif abstain and near_q.query(q) is not None:
-                reason = f"abstain question close to a documented one: {near_q.query(q)}"
-            elif key in exact:
-                reason = f"exact duplicate of {exact[key]}"
-            elif (dup := near_q.query(q)) is not None:
-                reason = f"near duplicate of {dup}"
-            elif (dup := near_qa.query(q + "\n" + a)) is not None:
-                reason = f"near duplicate (q+a) of {dup}"
+            reason, dup = _duplicate(q, a, abstain, corpus, exact, near_q, near_qa)
         if reason:
-            dropped.append({**r, "drop_reason": reason})
+            dropped.append({**r, "drop_reason": reason, **({"duplicate_of": dup} if dup else {})})
             continue
         exact[normalize(q)] = r["id"]
         near_q.add(r["id"], q)
         near_qa.add(r["id"], q + "\n" + a)
         kept.append(r)
     return kept, dropped
+
+
+def _duplicate(q: str, a: str, abstain: bool, corpus: str, exact: dict[str, str], near_q: NearDup,
+               near_qa: NearDup) -> tuple[str | None, str | None]:
+    """Why a row repeats one already kept (exact, then MinHash near duplicate of the question, then of question +
+    answer), and the kept row's id; ``(None, None)`` for a new one."""
+    if abstain and not names_something_new(q, corpus):
+        return "abstain question names nothing the docs lack (they may answer it)", None
+    if abstain and (dup := near_q.query(q)) is not None:
+        return f"abstain question close to a documented one: {dup}", dup
+    if (dup := exact.get(normalize(q))) is not None:
+        return f"exact duplicate of {dup}", dup
+    if (dup := near_q.query(q)) is not None:
+        return f"near duplicate of {dup}", dup
+    if (dup := near_qa.query(q + "\n" + a)) is not None:
+        return f"near duplicate (q+a) of {dup}", dup
+    return None, None
 
 
 def names_something_new(q: str, corpus: str) -> bool:
@@ -438,3 +446,4 @@ def browser(res: InspectResult, page: int = 10):
         c.observe(refresh, names="value")
     refresh()
     return w.VBox([w.HBox([src, flag, score]), out])
+
