@@ -99,6 +99,7 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
                                                        load_in_4bit=cfg.load_in_4bit, dtype=None, **extra)
         model = FastLanguageModel.get_peft_model(model, bias="none", use_gradient_checkpointing=checkpointing_policy(),
                                                  random_state=seed, **lora_kwargs)
+        align_end_of_turn(model, tok)
         return Student(model, tok, backend, source), None
 
     import torch
@@ -112,10 +113,51 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     if torch.cuda.is_available():
         model = model.to(f"cuda:{local_rank()}")
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    align_end_of_turn(model, tok)
     peft_config = LoraConfig(task_type="CAUSAL_LM", bias="none", **lora_kwargs)
     return Student(model, tok, backend, source), peft_config
+
+
+def chat_end_token(tok) -> str | None:
+    """The special token the chat template closes an assistant turn with (``<|im_end|>`` for Qwen and SmolLM2,
+    ``<|eot_id|>`` for Llama 3); None when the template has none."""
+    mark = "TUNEBOOK-END-MARK"
+    try:
+        text = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": mark}],
+                                       tokenize=False)
+    except Exception:
+        return None
+    if mark not in text:
+        return None
+    special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+    after = tok(text[text.rindex(mark) + len(mark):], add_special_tokens=False)["input_ids"]
+    return next((tok.convert_ids_to_tokens(i) for i in after if i in special), None)
+
+
+def align_end_of_turn(model, tok) -> dict[str, Any]:
+    """Tokenizer, model config and generation config agree on EOS (the chat template's end-of-turn token), PAD and
+    BOS before the trainer is built.
+
+    A GGUF-dequantized student often disagrees with itself: Qwen2.5's tokenizer says EOS = ``<|endoftext|>`` while
+    its config says ``<|im_end|>``, which ends every chat turn; SmolLM2's GGUF tokenizer even says ``<|im_start|>``.
+    The trainer would then "align" the model to the tokenizer (the warning "The tokenizer has new PAD/BOS/EOS
+    tokens …") and the saved adapter and the exports made from it would stop at a token the chat never produces.
+    Returns the ids now in force."""
+    end = chat_end_token(tok)
+    if end is not None and tok.eos_token != end:
+        tok.eos_token = end
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    ids = {"eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id}
+    configs = [model.config, getattr(model, "generation_config", None)]
+    text_config = getattr(model.config, "get_text_config", None)
+    if text_config is not None:
+        configs.append(text_config())
+    for conf in configs:
+        if conf is not None:
+            for k, v in ids.items():
+                setattr(conf, k, v)
+    return ids
 
 
 def unsloth_seq_length(source: str, cfg: TrainSettings) -> int:
