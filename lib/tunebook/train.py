@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import models
+from . import models, unsloth_varlen
 from .jsonio import read_jsonl, write_json, write_jsonl
 from .settings import TrainSettings
 
@@ -93,7 +93,7 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
     if backend == "unsloth":
         from unsloth import FastLanguageModel  # imported only once CUDA is known to exist
 
-        unsloth_varlen_attention()  # packed rows: one varlen flash call per layer (see there)
+        unsloth_varlen.enable()  # packed rows: one varlen flash call per layer (see there)
         extra = {"device_map": {"": local_rank()}} if world_size() > 1 else {}  # DDP: one whole copy per GPU
         model, tok = FastLanguageModel.from_pretrained(model_name=source, max_seq_length=unsloth_seq_length(source, cfg),
                                                        load_in_4bit=cfg.load_in_4bit, dtype=None, **extra)
@@ -173,82 +173,8 @@ def unsloth_seq_length(source: str, cfg: TrainSettings) -> int:
     return min(seq, limit) if limit else seq
 
 
-_UNSLOTH_ATTENTION_ORIGINAL: dict = {}  # what unsloth_varlen_attention replaced (the benchmark switches it back)
-
-
-def unsloth_varlen_attention() -> bool:
-    """Let Unsloth run packed (padding-free) attention as ONE varlen flash call per layer on torch 2.11 too.
-
-    Unsloth takes that path only where torch's ``varlen_attn`` has ``enable_gqa`` (torch >= 2.12) or flash-attn is
-    installed; otherwise it runs one SDPA call per run of equal row lengths, with padding, slicing and their
-    backward. Measured on an H200 with torch 2.11 (benchmarks/RESULTS.md, run 7): ~15k kernel launches per 8k-token
-    step, the GPU busy ~47 % of it; with this switch ~4.2k launches and 2.7x the tokens/s (31.4k vs 11.5k in one
-    call; 3B model, QA-length rows). This hands Unsloth's own lean varlen route (the aten flash-varlen kernels torch
-    2.12's varlen_attn calls; GQA native) to torch 2.11, after checking it against SDPA on a small GQA batch.
-    Changes nothing where Unsloth already has the path, on other Unsloth versions, or with
-    ``TUNEBOOK_UNSLOTH_VARLEN=0``. Returns whether it switched the path on."""
-    if os.environ.get("TUNEBOOK_UNSLOTH_VARLEN", "1").lower() in ("0", "false", "no", "off"):
-        return False
-    import torch
-
-    if not torch.cuda.is_available():  # before importing Unsloth, which patches transformers
-        return False
-    try:
-        from unsloth.utils import attention_dispatch as ad
-    except Exception:
-        return False
-    lean = getattr(ad, "_LeanFlashVarlen", None)
-    if (lean is None or not hasattr(ad, "_TORCH_VARLEN_ATTN") or ad._TORCH_VARLEN_ATTN is not None
-            or not hasattr(ad, "_LEAN_VARLEN") or not torch.backends.cuda.is_flash_attention_available()
-            or os.environ.get("UNSLOTH_TORCH_VARLEN", "1").lower() in ("0", "false", "no", "off")):
-        return False
-    if not _varlen_matches_sdpa(lean):
-        return False
-
-    def varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
-        w = tuple(window_size)
-        return lean.apply(q, k, v, cu_q, max_q, w == (-1, 0), scale, w[0], w[1])
-
-    _UNSLOTH_ATTENTION_ORIGINAL.update(_TORCH_VARLEN_ATTN=ad._TORCH_VARLEN_ATTN, _LEAN_VARLEN=ad._LEAN_VARLEN,
-                                       _varlen_can_use_cudnn=getattr(ad, "_varlen_can_use_cudnn", None))
-    ad._TORCH_VARLEN_ATTN, ad._LEAN_VARLEN = varlen, True
-    ad._varlen_can_use_cudnn = lambda *a, **k: False  # torch 2.11's varlen_attn knows no GQA on cuDNN
-    print("tunebook: packed attention through one varlen flash call per layer (Unsloth's lean path)", flush=True)
-    return True
-
-
-def _varlen_matches_sdpa(lean, device: str = "cuda") -> bool:
-    """Unsloth's lean varlen function against per-row causal SDPA on a small GQA batch (forward and gradients)."""
-    import torch
-    import torch.nn.functional as F
-
-    try:
-        g = torch.Generator(device=device).manual_seed(0)
-        lens, h, hkv, d = [5, 37, 22], 8, 2, 64
-        n = sum(lens)
-        q, k, v = (torch.randn(n, hh, d, device=device, dtype=torch.bfloat16, generator=g).requires_grad_()
-                   for hh in (h, hkv, hkv))
-        cu = torch.tensor([0, 5, 42, 64], device=device, dtype=torch.int32)
-        out = lean.apply(q, k, v, cu, max(lens), True, None, -1, 0)
-        grad = torch.randn(out.shape, device=device, dtype=torch.bfloat16, generator=g)
-        dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
-        q2, k2, v2 = (x.detach().float().requires_grad_() for x in (q, k, v))
-        outs, start = [], 0
-        for ln in lens:
-            sl = slice(start, start + ln)
-            qs, ks, vs = (x[sl].transpose(0, 1) for x in (q2, k2.repeat_interleave(h // hkv, 1),
-                                                          v2.repeat_interleave(h // hkv, 1)))
-            outs.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True).transpose(0, 1))
-            start += ln
-        ref = torch.cat(outs)
-        rq, rk, rv = torch.autograd.grad(ref, (q2, k2, v2), grad.float())
-
-        def rel(a, b):
-            return float((a.detach().float() - b.detach()).norm() / b.detach().norm())
-
-        return (rel(out, ref) < 2e-2 and rel(dq, rq) < 3e-2 and rel(dk, rk) < 3e-2 and rel(dv, rv) < 3e-2)
-    except Exception:
-        return False
+# what unsloth_varlen.enable() replaced (the same dict; benchmarks/train_throughput.py switches it back from here)
+_UNSLOTH_ATTENTION_ORIGINAL = unsloth_varlen.SAVED
 
 
 def world_size() -> int:
