@@ -1,9 +1,10 @@
 """Multi-GPU training for 04: one training process per GPU through ``accelerate launch`` (DDP; ``torchrun`` with gloo
 on CPU), run from the notebook.
 
-The notebook process starts ``accelerate launch --multi_gpu --num_processes N -m tunebook.launch <run_dir>``;
-every rank loads the student on its own GPU and trains on its shard of each batch, rank 0 writes the adapter,
-``train_metrics.json`` and a progress stream (``train/progress.jsonl``) that the notebook follows to draw the same
+The notebook process starts ``accelerate launch --multi_gpu --num_processes N -m tunebook.launch <run_dir>`` on GPUs
+(``torchrun --standalone --nproc_per_node N -m tunebook.launch <run_dir>`` on the CPU); every rank loads the
+student on its own GPU and trains on its shard of each batch, rank 0 writes the adapter, ``train_metrics.json``
+and a progress stream (``train/progress.jsonl``) that the notebook follows to draw the same
 live loss figure as a single-GPU run. The worker runs exactly the single-process code path of ``tunebook.train``.
 
 CPU: ``TUNEBOOK_DDP_CPU=1`` lets ``num_gpus`` processes train on the CPU (gloo) — for tests and for learning how DDP
@@ -76,7 +77,8 @@ def train_distributed(cfg: settings_mod.Settings, run_dir: Path, live=None, time
     if device == "cpu":
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or n) // n)))
     log_path = out / WORKER_LOG
-    print(f"training in {n} processes ({device}) through accelerate; worker log: {log_path}")
+    launcher = "torchrun" if device == "cpu" else "accelerate"
+    print(f"training in {n} processes ({device}) through {launcher}; worker log: {log_path}")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(command(run_dir, n, device), stdout=log, stderr=subprocess.STDOUT, env=env,
                                 cwd=str(ROOT), start_new_session=True)

@@ -227,6 +227,9 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
     cuda = torch.cuda.is_available()
     evaluating = bool(has_eval and cfg.eval_steps)
     packed = backend == "unsloth"
+    if packed:
+        print(f"note: train.batch_size ({cfg.batch_size}) sets only the eval batch on the Unsloth path; training rows "
+              f"are packed into micro-batches of up to {token_budget(cfg, train_tokens)} tokens (train.token_budget)")
     # packed: few, large steps; log every 10, but at least 4 points for a short run's loss plot
     log_every = min(10, max(1, cfg.max_steps // 4)) if cfg.max_steps > 0 else 10
     shape: dict = (dict(per_device_train_batch_size=1, max_length=token_budget(cfg, train_tokens), packing=True,
