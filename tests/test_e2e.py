@@ -57,6 +57,9 @@ def test_run_dir_has_every_artifact(ci_run):
     assert set(eval_metrics["gguf_agreement"]) == {"f16", "q8_0", "q4_k_m"}
     assert eval_metrics["gguf_agreement"]["f16"]["n"] > 0
     assert "base_judge" in eval_metrics["all"] and "base_judge" in eval_metrics["general"]
+    # on this CPU the student answered through llama-server (its GGUF + the LoRA converted to GGUF), stopped after
+    assert eval_metrics["engine"] == "llama.cpp" and (run_dir / "eval" / "student-server" / "adapter-lora.gguf").is_file()
+    assert not server_processes("student-server") and not server_processes("adapter-lora.gguf")
     assert "## Metrics" in (run_dir / "summary.md").read_text() and (run_dir / "summary.html").is_file()
     data = run_dir / "data"
     for f in ("train_alpaca.json", "train_sharegpt.json", "dataset_info.json", "inspect_report.json"):

@@ -89,11 +89,25 @@ def trained_record(adapter_dir: Path, student: str = "") -> dict[str, Any]:
 
     rec = json.loads((Path(adapter_dir) / "tunebook_train.json").read_text(encoding="utf-8"))
     out = {"student": rec["student"], "system_prompt": rec.get("settings", {}).get("system_prompt", ""),
-           "backend": rec.get("backend", "")}
+           "backend": rec.get("backend", ""), "loaded_from": rec.get("loaded_from", "")}
     if student and student != out["student"]:
         print(f"note: 04 trained {out['student']!r}; the setting student={student!r} is ignored here, the base "
               "model is the one the adapter was trained on")
     return out
+
+
+def start_student(ev, trained: dict[str, Any], adapter_dir: Path, eval_dir: Path):
+    """The llama-server answerer (:mod:`tunebook.student_server`), started, when ``ev.engine`` is ``llama.cpp``;
+    None means transformers answers. Stop it with ``.stop()`` when the answering is done."""
+    from . import models, student_server
+
+    if not student_server.wanted(ev.engine, trained["student"]):
+        return None
+    loaded = trained.get("loaded_from") or ""
+    base_dir = loaded if loaded and Path(loaded).is_dir() else models.hf_model(trained["student"])
+    return student_server.StudentServer(trained["student"], adapter_dir, Path(base_dir),
+                                        Path(eval_dir) / student_server.SERVER_DIR, parallel=ev.batch_size,
+                                        port=ev.engine_port).start()
 
 
 def save_metrics(metrics: dict[str, Any], eval_dir: Path) -> Path:
@@ -125,12 +139,16 @@ def _prompts(tok, questions: Iterable[str], system_prompt: str = "") -> list[str
 
 
 def generate(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, adapter: bool,
-             system_prompt: str = "", desc: str = "") -> list[str]:
+             system_prompt: str = "", desc: str = "", server=None) -> list[str]:
+    """Greedy answers, in order: through ``server`` (a :class:`~tunebook.student_server.StudentServer`) when one
+    is given, else with transformers in batches of ``batch_size``."""
     import contextlib
 
     import torch
 
     prompts = _prompts(tok, questions, system_prompt)
+    if server is not None:
+        return server.answer(prompts, adapter, max_new_tokens, desc or ("fine-tuned" if adapter else "base"))
     answers: list[str] = []
     ctx = contextlib.nullcontext() if adapter else model.disable_adapter()
     with ctx, torch.inference_mode(), bar(total=len(prompts), desc=desc or ("fine-tuned" if adapter else "base")) as pbar:
@@ -145,7 +163,7 @@ def generate(model, tok, questions: list[str], max_new_tokens: int, batch_size: 
 
 
 def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "",
-            rag_index=None, rag_k: int = 2) -> list[dict]:
+            rag_index=None, rag_k: int = 2, server=None) -> list[dict]:
     """Every eval question answered under each condition (:data:`CONDITIONS`; the RAG ones only with an index),
     greedily, with ROUGE-L and character F1 against the reference."""
     from .retrieval import hit_rate, rag_prompt
@@ -161,11 +179,12 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     for cond, (adapter, rag) in CONDITIONS.items():
         if rag in prompts:
             answers[cond] = generate(model, tok, prompts[rag], max_new_tokens, batch_size, adapter=adapter,
-                                     system_prompt=system_prompt, desc=CONDITION_LABELS[cond])
+                                     system_prompt=system_prompt, desc=CONDITION_LABELS[cond], server=server)
     rows = []
     for i, (r, q, ref) in enumerate(zip(eval_rows, questions, refs)):
         row = {"id": r["id"], "source": r.get("source", ""), "chunk_id": r.get("chunk_id", ""),
-               "split": r.get("split", "eval"), "question": q, "reference": ref}
+               "split": r.get("split", "eval"), "question": q, "reference": ref,
+               "engine": "llama.cpp" if server is not None else "transformers"}
         for cond, ans in answers.items():
             row[cond] = ans[i]
             row[f"{cond}_rouge_l"] = round(rouge_l(ans[i], ref), 4)
@@ -201,7 +220,8 @@ def score(rows: list[dict], teacher, eval_dir: Path) -> dict[str, Any]:
 
 def write_results(rows: list[dict], eval_dir: Path) -> dict[str, Any]:
     write_jsonl(rows, eval_dir / GENERATIONS_FILE)
-    metrics: dict[str, Any] = {"conditions": conditions_in(rows), "all": summarize(rows)}
+    metrics: dict[str, Any] = {"conditions": conditions_in(rows), "engine": rows[0].get("engine") if rows else None,
+                               "all": summarize(rows)}
     for split in sorted({r["split"] for r in rows}):
         metrics[split] = summarize([r for r in rows if r["split"] == split])
     write_json(metrics, eval_dir / METRICS_FILE)
@@ -325,7 +345,7 @@ def general_prompts(path: Path = PARAMS_DIR / "prompts" / "general.yaml") -> lis
 
 
 def forgetting_check(model, tok, teacher, eval_dir: Path, max_new_tokens: int, batch_size: int,
-                     system_prompt: str = "", limit: int = 0) -> dict[str, Any]:
+                     system_prompt: str = "", limit: int = 0, server=None) -> dict[str, Any]:
     """Both models answer general prompts (``params/prompts/general.yaml``, zh + en); the judge scores them without
     a reference (0–5), with intervals and the paired change."""
     from .stats import mean_ci, paired_delta_ci
@@ -333,9 +353,9 @@ def forgetting_check(model, tok, teacher, eval_dir: Path, max_new_tokens: int, b
     qs = general_prompts()
     qs = qs[:limit] if limit else qs
     base = generate(model, tok, qs, max_new_tokens, batch_size, adapter=False, system_prompt=system_prompt,
-                    desc="general: base")
+                    desc="general: base", server=server)
     tuned = generate(model, tok, qs, max_new_tokens, batch_size, adapter=True, system_prompt=system_prompt,
-                     desc="general: fine-tuned")
+                     desc="general: fine-tuned", server=server)
     rows = [{"question": q, "base": b, "tuned": t} for q, b, t in zip(qs, base, tuned)]
     out: dict[str, Any] = {"n": len(rows), "rows": rows}
     if teacher is not None:

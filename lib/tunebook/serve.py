@@ -305,7 +305,7 @@ def stop_all(run_dir: Path) -> list[Path]:
     """Stop the run's teacher and any check server 05 left behind (a crash mid-check leaves one running in its own
     session); returns the record dirs whose server was stopped."""
     run_dir = Path(run_dir)
-    dirs = [run_dir, *sorted(p.parent for p in run_dir.glob("export/*/" + TEACHER_FILE))]
+    dirs = [run_dir, *sorted(p.parent for sub in ("eval", "export") for p in run_dir.glob(f"{sub}/*/{TEACHER_FILE}"))]
     return [d for d in dirs if stop(d)]
 
 

@@ -143,7 +143,11 @@ class EvalSettings(_Section):
     rag_k: int = Field(2, ge=1, le=10)
     rag_tokenizer: Literal["jieba", "char2"] = "jieba"
     max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1)  # questions per generate() batch; with llama.cpp, the server's parallel slots
+    # who answers as the student: transformers, or llama.cpp (its GGUF + the LoRA as GGUF; faster on a CPU for short
+    # prompts, slower for RAG prompts: benchmarks/eval_engine.py)
+    engine: Literal["transformers", "llama.cpp"] = "transformers"
+    engine_port: int = Field(8095, ge=1, le=65535)
     judge: bool = True
     general_check: bool = True
     general_prompts: int = Field(30, ge=0)  # how many of params/prompts/general.yaml to ask (0: all)

@@ -1,0 +1,113 @@
+"""05's other answerer: the student through llama-server instead of transformers (``evaluate.engine=llama.cpp``).
+
+llama-server serves the very GGUF the student was trained from (04 trained on its dequantized copy, so the weights
+are the same numbers), with the LoRA adapter converted to GGUF by llama.cpp's own ``convert_lora_to_gguf.py`` and
+switched per request — scale 1 answers as the fine-tuned student, scale 0 as the base. Prompts are rendered with the
+trained tokenizer's chat template, exactly as on the transformers path, and sent as raw text; answers are greedy.
+
+Measured on the 2-core CPU (``benchmarks/eval_engine.py``, RESULTS.md): 2.5× faster than float32 transformers
+for closed-book questions (short prompts: decoding dominates), 0.7× for RAG prompts (≈ 700 tokens: prompt
+processing dominates, and llama.cpp's is no faster than PyTorch's here). So transformers stays the default;
+``llama.cpp`` pays for runs with ``rag=false`` and shows how the exported student behaves.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+ENGINES = ("transformers", "llama.cpp")
+SERVER_DIR = "student-server"  # under eval/: the server's record and log (stopped by serve.stop_all)
+
+
+def wanted(engine: str, student: str) -> bool:
+    """Whether 05 answers through llama-server (``evaluate.engine=llama.cpp``; the student must be a GGUF)."""
+    from . import models
+
+    if engine != "llama.cpp":
+        return False
+    kind = models.parse(student).kind
+    if kind not in ("bundled", "gguf"):
+        raise ValueError(f"evaluate.engine=llama.cpp needs a GGUF student; {student!r} is a {kind}")
+    return True
+
+
+def lora_to_gguf(adapter_dir: Path, base_hf_dir: Path, out: Path) -> Path:
+    """The PEFT adapter as a GGUF LoRA (f32), with llama.cpp's converter; kept next to the adapter's copy."""
+    from .export import _run, llama_tools_dir
+
+    script = llama_tools_dir() / "convert_lora_to_gguf.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} is missing: run `make install` (it unpacks llama.cpp's converters)")
+    if out.is_file() and out.stat().st_mtime >= (Path(adapter_dir) / "adapter_model.safetensors").stat().st_mtime:
+        return out
+    tmp = out.with_suffix(".tmp.gguf")
+    _run([sys.executable, str(script), "--base", str(base_hf_dir), "--outtype", "f32", "--outfile", str(tmp),
+          str(adapter_dir)], out.parent / "convert_lora.log")
+    tmp.replace(out)
+    return out
+
+
+class StudentServer:
+    """llama-server with the student's GGUF and its LoRA (loaded at scale 0); ``answer`` switches it per request.
+    ``start()``/``stop()``, or use it as a context manager (stopped on exit, also after an error); the runner's
+    end stops one a crash left behind (``serve.stop_all``)."""
+
+    def __init__(self, student: str, adapter_dir: Path, base_hf_dir: Path, work_dir: Path, parallel: int = 4,
+                 ctx_per_slot: int = 2048, port: int = 8095):
+        self.student, self.adapter_dir, self.base_hf_dir = student, Path(adapter_dir), Path(base_hf_dir)
+        self.work_dir, self.parallel, self.ctx, self.port = Path(work_dir), parallel, ctx_per_slot, port
+        self.teacher: Any = None
+
+    def __enter__(self) -> "StudentServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "StudentServer":
+        from . import models, serve
+        from .settings import ServeSettings
+
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        lora = lora_to_gguf(self.adapter_dir, self.base_hf_dir, self.work_dir / "adapter-lora.gguf")
+        cfg = ServeSettings(port=self.port, parallel=self.parallel, ctx_per_slot=self.ctx, ready_timeout=300,
+                            extra_args=["--lora", str(lora), "--lora-init-without-apply"])
+        serve.stop(self.work_dir)  # a server a crashed 05 left behind may hold another adapter: never reuse it
+        self.teacher = serve.start(cfg, str(models.gguf_path(self.student)), self.work_dir)
+        return self
+
+    def stop(self) -> None:
+        from . import serve
+
+        serve.stop(self.work_dir)
+
+    def answer(self, prompts: list[str], tuned: bool, max_new_tokens: int, desc: str = "") -> list[str]:
+        """Greedy completions of already templated ``prompts``, in order; the LoRA at scale 1 when ``tuned``."""
+        from .client import Client, run_sync
+        from .progress import bar
+
+        url = self.teacher.base_url.removesuffix("/v1") + "/completion"
+        scale = 1.0 if tuned else 0.0
+
+        # no prompt cache: a slot's cached prompt was computed with the other LoRA scale
+        def body(p: str) -> dict[str, Any]:
+            return {"prompt": p, "n_predict": max_new_tokens, "temperature": 0.0, "top_k": 1, "seed": 0,
+                    "cache_prompt": False, "lora": [{"id": 0, "scale": scale}]}
+
+        async def ask_all() -> list[str]:
+            import asyncio
+
+            sem = asyncio.Semaphore(self.parallel)
+            async with Client(self.teacher.base_url, timeout=600) as c:
+                async def one(p: str) -> str:
+                    async with sem:
+                        r = await c.request("POST", url, body(p))
+                    pbar.update(1)
+                    return str(r.get("content", "")).strip()
+
+                return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+        with bar(total=len(prompts), desc=desc or ("fine-tuned" if tuned else "base")) as pbar:
+            return run_sync(ask_all)
