@@ -22,10 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-CONFIGS = {
-    "plain": [],
-    "ngram": ["--spec-type", "ngram-simple"],
-    "draft": ["--spec-type", "draft-simple", "--model-draft", "{draft}"],
+CONFIGS = {  # serve.spec_type, extra llama-server arguments
+    "plain": ("none", []),
+    "ngram": ("ngram-simple", []),
+    "draft": ("draft-simple", ["--model-draft", "{draft}"]),
 }
 
 
@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     draft = str(models.gguf_path(a.draft))
     results, ref_out = [], None
     for name in a.configs.split(","):
-        extra = [x.format(draft=draft) for x in CONFIGS[name]]
+        spec, extra = CONFIGS[name][0], [x.format(draft=draft) for x in CONFIGS[name][1]]
         with tempfile.TemporaryDirectory() as tmp:
             t = serve.start(cfg.serve.model_copy(update={"extra_args": list(cfg.serve.extra_args) + extra,
-                                                         "port": 8097}), cfg.teacher, Path(tmp))
+                                                         "spec_type": spec, "port": 8097}), cfg.teacher, Path(tmp))
             try:
                 cache = Path(tmp) / "cache.jsonl"
                 t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         out = [json.dumps(f, ensure_ascii=False) for f in facts] + [str(s) for s in scores]
         ref_out = ref_out or out
         same = sum(x == y for x, y in zip(out, ref_out)) / len(out)
-        results.append({"config": name, "args": extra, "key_facts_s": round(t_facts, 1), "judge_s": round(t_judge, 1),
+        results.append({"config": name, "spec_type": spec, "args": extra, "key_facts_s": round(t_facts, 1), "judge_s": round(t_judge, 1),
                         "total_s": round(t_facts + t_judge, 1), "same_as_plain": round(same, 3)})
         print(json.dumps(results[-1]), flush=True)
     base = results[0]["total_s"]

@@ -182,7 +182,7 @@ def serve_and_ask(gguf: Path, questions: list[str], work_dir: Path, max_tokens: 
     import torch
 
     # on a GPU box (a CUDA build of llama-server) every layer on the GPU, recorded as such; a CPU build ignores it
-    cfg = ServeSettings(port=port, parallel=1, ctx_per_slot=2048, ready_timeout=300,
+    cfg = ServeSettings(port=port, parallel=1, ctx_per_slot=2048, ready_timeout=300, spec_type="none",
                         gpu_layers=-1 if torch.cuda.is_available() else 0)
     return ask_served(cfg, str(gguf), questions, work_dir, max_tokens, system_prompt, "gguf via llama-server",
                       timeout=300)

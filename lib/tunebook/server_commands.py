@@ -70,7 +70,8 @@ def llama_command(cfg: ServeSettings, gguf: Path, port: int) -> list[str]:
         "--cont-batching",
         "--jinja",
         "--no-webui",
-    ] + (["--n-gpu-layers", str(999 if cfg.gpu_layers < 0 else cfg.gpu_layers)] if cfg.gpu_layers else []) + list(cfg.extra_args)
+    ] + (["--n-gpu-layers", str(999 if cfg.gpu_layers < 0 else cfg.gpu_layers)] if cfg.gpu_layers else []) \
+      + (["--spec-type", cfg.spec_type] if cfg.spec_type and cfg.spec_type != "none" else []) + list(cfg.extra_args)
 
 
 def interpreter(python: str) -> str:

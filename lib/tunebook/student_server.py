@@ -72,7 +72,7 @@ class StudentServer:
 
         self.work_dir.mkdir(parents=True, exist_ok=True)
         lora = lora_to_gguf(self.adapter_dir, self.base_hf_dir, self.work_dir / "adapter-lora.gguf")
-        cfg = ServeSettings(port=self.port, parallel=self.parallel, ctx_per_slot=self.ctx, ready_timeout=300,
+        cfg = ServeSettings(port=self.port, parallel=self.parallel, ctx_per_slot=self.ctx, ready_timeout=300, spec_type="none",
                             extra_args=["--lora", str(lora), "--lora-init-without-apply"])
         serve.stop(self.work_dir)  # a server a crashed 05 left behind may hold another adapter: never reuse it
         self.teacher = serve.start(cfg, str(models.gguf_path(self.student)), self.work_dir)
