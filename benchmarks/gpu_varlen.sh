@@ -9,12 +9,16 @@
 #   OUT=/tmp/o bash benchmarks/gpu_varlen.sh --shape qwen3-4b --budget 12288 --steps 20
 # With the project's device tool: carry [".whl", ".benchdata"], command `OUT=$OUT bash benchmarks/gpu_varlen.sh`
 # (about 3-4 min on an H200: build ~30 s, Unsloth import and load ~60 s, the check and 2 x 2 x 13 micro-batches).
-# Writes $OUT/env.txt, $OUT/varlen_log.txt, $OUT/varlen.json and $OUT/varlen.md. Exit 0: close; 2: paths differ.
+# Writes $OUT/env.txt, $OUT/varlen_log.txt, $OUT/varlen.json and $OUT/varlen.md. Exit 0: both paths ran (each step's
+# attention dispatch and aten ops counted) and are close; 2: they ran and differ; 1: the switch did not engage, the
+# batches were not packed, or both paths ran the same kernels (nothing compared).
+# UNSLOTH_RETURN_LOGITS must not be set here: Unsloth then builds the trainer without packing (gpu_varlen.py says why).
 set -u
 OUT=${OUT:-/tmp/gpu_varlen}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
-       UNSLOTH_DISABLE_STATISTICS=1 TOKENIZERS_PARALLELISM=false UNSLOTH_RETURN_LOGITS=1
+       UNSLOTH_DISABLE_STATISTICS=1 TOKENIZERS_PARALLELISM=false
+unset UNSLOTH_RETURN_LOGITS
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
 PY=${PY:-python3}
 if ls .whl/*.whl >/dev/null 2>&1; then  # the offline box: the wheels its image lacks (see device_run.sh)

@@ -111,3 +111,39 @@ def test_no_switch_where_unsloth_has_the_path_or_the_self_test_fails():
     d, _ = _dispatch()
     assert uv.enable(d, version="2026.10.9", self_test=lambda lean: False) is False
     assert d._TORCH_VARLEN_ATTN is None and not uv.active()
+
+
+def test_gpu_varlen_probe_tells_the_paths_apart(monkeypatch):
+    """benchmarks/gpu_varlen.py's probe: counts Unsloth's dispatch calls (and puts the functions back), reads SDPA
+    out of a profile, and calls a step varlen / sdpa / none / mixed only when counters and aten ops agree."""
+    import os
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.setenv("UNSLOTH_RETURN_LOGITS", "1")
+    sys.modules.pop("gpu_varlen", None)
+    import gpu_varlen as gv
+
+    assert "UNSLOTH_RETURN_LOGITS" not in os.environ  # it would turn Unsloth's packing off
+    monkeypatch.setattr(gv, "_RETURN_LOGITS_AT_START", None)
+
+    def segments(q, k, v):
+        return d.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    d = types.SimpleNamespace(_sdpa_packed_segments=segments, _torch_varlen_packed=lambda *a: None,
+                              scaled_dot_product_attention=F.scaled_dot_product_attention)
+    own = d._sdpa_packed_segments
+    q = torch.randn(1, 2, 8, 16)
+    _, rep = gv.probe(d, lambda: d._sdpa_packed_segments(q, q, q))  # Unsloth looks its globals up per call
+    assert d._sdpa_packed_segments is own and not hasattr(d, "_run_attention")
+    assert rep["dispatch"] == {"_torch_varlen_packed": 0, "_sdpa_packed_segments": 1,
+                               "scaled_dot_product_attention": 1}
+    assert rep["aten"]["sdpa_fwd"] == 1 and rep["aten"]["varlen_flash_fwd"] == 0 and rep["path"] == "sdpa"
+    _, rep = gv.probe(d, lambda: q @ q.transpose(-1, -2))  # padded rows: no packed attention at all
+    assert rep["path"] == "none"
+    aten = {"varlen_flash_fwd": 28, "sdpa_fwd": 0}
+    assert gv.path_of({"dispatch": {"_torch_varlen_packed": 28}, "aten": aten}) == "varlen"
+    assert gv.path_of({"dispatch": {"_torch_varlen_packed": 28}, "aten": {**aten, "varlen_flash_fwd": 0}}) == "mixed"
+    assert gv.path_of({"dispatch": {"_torch_varlen_packed": 28, "_sdpa_packed_segments": 1},
+                       "aten": {**aten, "sdpa_fwd": 3}}) == "mixed"

@@ -11,7 +11,11 @@ QA-length rows). It hands Unsloth's own lean varlen route (``_LeanFlashVarlen``:
 :func:`enable` changes nothing without CUDA, where Unsloth already has the path, when the private names are missing,
 when the self-test fails, with ``TUNEBOOK_UNSLOTH_VARLEN=0`` — and, with a warning, on an Unsloth version outside
 :data:`CHECKED` (the names may mean something else there). :func:`disable` puts Unsloth's own values back.
-``benchmarks/gpu_varlen.sh`` compares both paths on a GPU (loss, logits, gradients, tokens/s).
+``benchmarks/gpu_varlen.sh`` compares both paths on a GPU (loss, logits, gradients, tokens/s) and counts which
+attention each step really ran (RESULTS.md, 2026-12-01): the switch needs no flash-attn package (the lean path calls
+torch's own bundled flash kernels, ``aten::_flash_attention_forward``/``_backward``), but it only matters for packed
+(padding-free) batches — with ``UNSLOTH_RETURN_LOGITS=1`` set when the trainer is built, Unsloth turns packing off
+and every row goes to plain SDPA whichever way the switch stands.
 """
 
 from __future__ import annotations
