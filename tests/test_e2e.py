@@ -181,7 +181,7 @@ def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
     # the cpu teacher (Qwen2.5-Coder-1.5B): SmolLM2 is English-only and its pairs on these Chinese docs are
     # (correctly) dropped by 03's filters as truncated or ungrounded
     r = tunebook_cli("run", "--profile", "ci", "--run-id", "cps", "--to", "03", "--corpus", str(cloudpss),
-                     "-p", "teacher=qwen2.5-coder-1.5b-instruct", "-p", "synth.max_chunks=5",
+                     "-p", "teacher=qwen2.5-coder-1.5b-instruct", "-p", "synth.max_chunks=8",
                      "-p", "synth.max_tokens=512", "-p", "inspect.judge=false", "-p", "serve.port=18700",
                      "-p", "inspect.eval_fraction=0.3", "-p", "inspect.recall_fraction=1.0",
                      "-p", "synth.paraphrases=2", "-p", "inspect.train_rewordings=1", env=env)

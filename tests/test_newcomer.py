@@ -136,7 +136,9 @@ def test_newcomer_path_01_to_05_in_jupyterlab_with_the_notebooks_defaults(tmp_pa
         q = json.loads(x)["messages"][0]["content"]
         assert index.query(q) is None and inspection.normalize(q) not in {inspection.normalize(t) for t in train_q}, q
     train_metrics = json.loads((run_dir / "train" / "train_metrics.json").read_text())
-    assert train_metrics["final_loss"] < train_metrics["first_loss"], train_metrics
+    assert train_metrics["final_loss"] is not None and train_metrics["steps"] > 0, train_metrics
+    if PROFILE == "cpu":  # 40 steps learn; the ci profile's 4 steps on SmolLM2 are noise either way
+        assert train_metrics["final_loss"] < train_metrics["first_loss"], train_metrics
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     if PROFILE == "cpu":
         recall = metrics["recall"]
