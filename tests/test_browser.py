@@ -309,3 +309,6 @@ def test_notebook_03_in_jupyterlab_and_its_html_report(tmp_path):
     finally:
         close_browser(pw, browser, page if not shot_taken else None, "browser_03_inspect_failure.png")
         stop_lab(lab, base, token)
+        # 03's judge (ci profile) restarts the run's teacher from the notebook when the runner has stopped it:
+        # stop it as a person would, or it outlives the test (seen: SmolLM2 on this port, parent gone)
+        tunebook_cli("stop", "--run-id", RUN, env=env)
