@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ENGINES = ("transformers", "llama.cpp")
 SERVER_DIR = "student-server"  # under eval/: the server's record and log (stopped by serve.stop_all)
 
 
