@@ -35,6 +35,10 @@ ROWS: dict[str, list[str]] = {
                    "train.epochs=2"],
     "rewordings+abstain": ["inspect.train_rewordings=3", "inspect.abstain_train=true", "train.replay_fraction=0",
                            "train.epochs=2"],
+    "rewordings+replay": ["inspect.train_rewordings=3", "inspect.abstain_train=false", "train.replay_fraction=0.1",
+                          "train.epochs=2"],
+    "rewordings+replay-4ep": ["inspect.train_rewordings=3", "inspect.abstain_train=false",
+                              "train.replay_fraction=0.1", "train.epochs=4"],
     "all": ["inspect.train_rewordings=3", "inspect.abstain_train=true", "train.replay_fraction=0.1",
             "train.epochs=2"],
 }
@@ -93,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                     "-p", f"synth.paraphrases={a.paraphrases}", "-p", f"synth.abstain_questions={a.abstain}",
                     *sum((["-p", x] for x in a.extra), [])], env)
         print(f"synthesis: {secs:.0f} s → {base}", flush=True)
+    results_path = out / f"{a.prefix}-results.json"  # rows of earlier calls are kept; a row run again replaces its own
+    done = json.loads(results_path.read_text()) if results_path.is_file() else []
     results = []
     for name in a.rows.split(","):
         d = out / f"{a.prefix}-{name}"
@@ -119,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print("| " + " | ".join("–" if r.get(k) is None else (f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]))
                                 for k in keys) + " |")
-    (out / f"{a.prefix}-results.json").write_text(json.dumps(results, indent=2))
+    names = {r["row"] for r in results}
+    results_path.write_text(json.dumps([r for r in done if r["row"] not in names] + results, indent=2))
     return 0
 
 

@@ -51,3 +51,22 @@ def test_load_qa_ignores_torn_lines_and_unfinished_chunks(tmp_path):
                                                  json.dumps({"chunk_id": "c2", "status": "failed"}) + "\n")
     assert [r["id"] for r in qa_store.load_qa(tmp_path)] == ["a"]
     assert qa_store.done_chunks(tmp_path) == {"c1"}
+
+
+def test_abstain_questions_keep_only_names_the_excerpt_lacks():
+    from tunebook import qa_requests
+
+    chunk = "Set `--horizon` (default 366) to plan a year. The solver stops after max_iterations (60)."
+    names = qa_requests.excerpt_names(chunk)
+    assert "`--horizon`" in names and "`max_iterations`" in names and "366" not in names
+    answer = {"questions": [
+        {"name": "--horizon", "question": "What is the default `--horizon` of bwatt?"},  # the excerpt's own name
+        {"name": "`cache_ttl`", "question": "What is the default `cache_ttl` of Brindlewatt?"},
+        {"name": "warm_start", "question": "Does Brindlewatt keep its results?"},  # the name is not in the question
+        {"name": "噪声阈值", "question": "Brindlewatt 的 `噪声阈值` 默认是多少？"}]}
+    assert qa_requests.invented_questions(answer, chunk, 4) == ["What is the default `cache_ttl` of Brindlewatt?",
+                                                                 "Brindlewatt 的 `噪声阈值` 默认是多少？"]
+    assert qa_requests.invented_questions(answer, chunk, 1) == ["What is the default `cache_ttl` of Brindlewatt?"]
+    # a teacher that ignores the schema and sends plain strings: they go on to 03's corpus-wide check
+    assert qa_requests.invented_questions({"questions": ["What does `--frobnicate` do?"]}, chunk, 2) == [
+        "What does `--frobnicate` do?"]

@@ -114,13 +114,17 @@ def save_metrics(metrics: dict[str, Any], eval_dir: Path) -> Path:
     return write_json(metrics, Path(eval_dir) / METRICS_FILE)
 
 
-def load_tuned(adapter_dir: Path, base_source: str):
+def load_tuned(adapter_dir: Path, base_source: str, precision: str = "auto"):
+    """The base model with the adapter on top (switched off per call for the base answers), in ``precision``
+    (:mod:`tunebook.precision`: bf16 on a GPU or a CPU with AMX, else float32)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from . import precision as _precision
+
     cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    dtype = _precision.dtype(precision)
     tok = AutoTokenizer.from_pretrained(str(adapter_dir))
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -130,6 +134,7 @@ def load_tuned(adapter_dir: Path, base_source: str):
         base = base.to("cuda")
     model = PeftModel.from_pretrained(base, str(adapter_dir))
     model.eval()
+    _precision.contiguous_head_input(base)
     return model, tok
 
 

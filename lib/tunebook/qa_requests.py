@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from .answers import AnswerError, QAPair, inspect_answer, string_list
+from .answers import AnswerError, QAPair, inspect_answer, load_answer, string_list
 from .client import Client, Rejected, message
 from .corpus import Chunk
 from .paths import PARAMS_DIR
@@ -77,14 +77,42 @@ async def paraphrases(client: Client, teacher: Teacher, question: str, lang: str
 
 async def unanswered(client: Client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, seed: int | None = None,
                      prompts_dir: Path = PARAMS_DIR / "prompts") -> list[str]:
-    """Questions on the chunk's topic that it does not answer (a separate request, like the paraphrases)."""
+    """Questions on the chunk's topic that it does not answer (a separate request, like the paraphrases): the
+    teacher invents a name the excerpt does not use (it is shown the names it does use) and asks about it. A
+    question whose name is in the excerpt, or not in the question, is left out here; 03 checks the whole corpus."""
     prompt = render_prompt(prompt_template(chunk.lang, prompts_dir, name="abstain"), chunk, 0)
-    prompt = render_fields(prompt, {"k": cfg.abstain_questions})
+    prompt = render_fields(prompt, {"k": cfg.abstain_questions, "names": excerpt_names(chunk.text)})
     body = {"model": teacher.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0.7,
-            "max_tokens": 64 * cfg.abstain_questions + 32, "seed": seed, **request_extra(teacher, cfg),
+            "max_tokens": 96 * cfg.abstain_questions + 32, "seed": seed, **request_extra(teacher, cfg),
             "response_format": _schema_format("questions", abstain_schema(cfg.abstain_questions, cfg))}
     content, _, _ = message(await client.chat(body))
-    return string_list(content, "questions", cfg.abstain_questions, min_chars=4)
+    return invented_questions(load_answer(content)[0], chunk.text, cfg.abstain_questions)
+
+
+def excerpt_names(text: str, limit: int = 30) -> str:
+    """The `code` spans and identifiers an excerpt uses, as the abstain prompt lists them (numbers left out)."""
+    from .outcomes import values
+
+    names = [v.strip("`") for v in values(text) if not any(c.isdigit() for c in v[:1])]
+    return ", ".join(f"`{n}`" for n in list(dict.fromkeys(n for n in names if len(n) >= 2))[:limit]) or "(none)"
+
+
+def invented_questions(data: Any, chunk_text: str, limit: int) -> list[str]:
+    """Questions from ``{"questions": [{"name", "question"}]}`` whose invented name is really new to the excerpt
+    and named in the question (plain strings, from a teacher that ignored the schema, pass through to 03)."""
+    items = data.get("questions", []) if isinstance(data, dict) else []
+    text, out = chunk_text.lower(), []
+    for it in items:
+        if isinstance(it, str):
+            q, name = it.strip(), ""
+        elif isinstance(it, dict) and isinstance(it.get("question"), str):
+            q, name = it["question"].strip(), str(it.get("name") or "").strip().strip("`'\" ")
+        else:
+            continue
+        if len(q) < 4 or (isinstance(it, dict) and (not name or name.lower() in text or name.lower() not in q.lower())):
+            continue
+        out.append(q)
+    return out[:limit]
 
 
 def abstain_pairs(questions: list[str], lang: str) -> list[QAPair]:

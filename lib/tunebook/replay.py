@@ -15,6 +15,7 @@ from typing import Any
 
 from .jsonio import read_jsonl, write_jsonl
 from .paths import PARAMS_DIR
+from .precision import contiguous_head_input
 
 REPLAY_FILE = "replay.jsonl"
 
@@ -66,6 +67,7 @@ def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: s
 
         FastLanguageModel.for_inference(model)
     model.eval()
+    contiguous_head_input(model)  # bf16 on a CPU: see tunebook.precision
     with torch.inference_mode(), bar(total=len(qs), desc="replay: base answers") as pbar:
         for i in range(0, len(texts), batch_size):
             enc = tok(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)

@@ -54,7 +54,8 @@ def generate(adapter_dir: Path, rows: list[dict[str, str]], max_new_tokens: int 
     if not rows:
         return []
     source, system_prompt = adapter_base(adapter_dir)
-    model, tok = load_tuned(Path(adapter_dir), source)
+    rec = json.loads((Path(adapter_dir) / "tunebook_train.json").read_text(encoding="utf-8"))
+    model, tok = load_tuned(Path(adapter_dir), source, rec.get("settings", {}).get("precision", "auto"))
     answers = answer(model, tok, [r["question"] for r in rows], max_new_tokens, batch_size=len(rows), adapter=True,
                      system_prompt=system_prompt, desc="sample answers")
     del model

@@ -136,6 +136,7 @@ class TrainSettings(_Section):
     token_budget: int = Field(8192, ge=256)
     replay_fraction: float = Field(0.0, ge=0, lt=0.5)  # share of the train set: general prompts answered by the base
     load_in_4bit: bool = False
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where fast (GPU; CPU with AMX / AVX-512 BF16)
     threads: int = Field(0, ge=0)
     num_gpus: int = Field(1, ge=1)
 
@@ -150,6 +151,7 @@ class EvalSettings(_Section):
     # who answers as the student: transformers, or llama.cpp (its GGUF + the LoRA as GGUF; faster on a CPU for short
     # prompts, slower for RAG prompts: benchmarks/eval_engine.py)
     engine: Literal["transformers", "llama.cpp"] = "transformers"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # the transformers answerer's float type (see train.precision)
     engine_port: int = Field(8095, ge=1, le=65535)
     judge: bool = True
     general_check: bool = True

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import models, unsloth_varlen
+from . import models, precision, unsloth_varlen
 from .jsonio import read_jsonl, write_json, write_jsonl
 from .settings import TrainSettings
 
@@ -108,7 +108,7 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
 
     if not torch.cuda.is_available():
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world_size()))
-    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    dtype = precision.dtype(cfg.precision)  # the frozen base in bf16 where that is fast (GPU, or a CPU with AMX)
     tok = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     if torch.cuda.is_available():
@@ -218,7 +218,7 @@ def count_tokens(dataset, tokenizer) -> int:
 
 def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, backend: str,
                train_tokens: int | None = None):
-    """Training arguments. CPU: padded batches of ``batch_size``, no bf16, no checkpointing. Unsloth on GPU: rows
+    """Training arguments. CPU: padded batches of ``batch_size``, bf16 where the CPU has it fast, no checkpointing. Unsloth on GPU: rows
     packed best-fit-decreasing into a token budget per micro-batch (padding-free), the same optimizer as on CPU
     (Unsloth would otherwise switch to 8-bit AdamW with weight decay)."""
     import torch
@@ -263,7 +263,7 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
         metric_for_best_model="eval_loss" if evaluating else None,
         greater_is_better=False if evaluating else None,
         completion_only_loss=True,
-        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
+        bf16=precision.resolve(cfg.precision) == "bf16",  # autocast; the LoRA weights stay float32
         fp16=False,
         gradient_checkpointing=False if not cuda else backend == "hf",  # Unsloth sets its own in load_student
         # non-reentrant checkpointing and no unused-parameter search: what DDP over a LoRA model needs
