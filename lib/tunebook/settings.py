@@ -162,6 +162,7 @@ class EvalSettings(_Section):
     export_modelfile: bool = True
     verify_gguf: list[str] = ["f16", "q8_0", "q4_k_m"]
     modelfile_gguf: str = "q8_0"
+    verify_questions: int = Field(8, ge=0)  # eval questions each served export is asked (0: all): a fidelity check
     verify_port: int = Field(8090, ge=1, le=65535)
     verify_vllm: bool | Literal["auto"] = "auto"  # YAML reads on/off as booleans: True / False / "auto"
     vllm_python: str = ".venv-vllm/bin/python"
