@@ -5,10 +5,11 @@ are the same numbers), with the LoRA adapter converted to GGUF by llama.cpp's ow
 switched per request — scale 1 answers as the fine-tuned student, scale 0 as the base. Prompts are rendered with the
 trained tokenizer's chat template, exactly as on the transformers path, and sent as raw text; answers are greedy.
 
-Measured on the 2-core CPU (``benchmarks/eval_engine.py``, RESULTS.md): 2.5× faster than float32 transformers
+Measured on the 2-core CPU (``benchmarks/eval_engine.py``, RESULTS.md) against float32 transformers: 2.5× faster
 for closed-book questions (short prompts: decoding dominates), 0.7× for RAG prompts (≈ 700 tokens: prompt
-processing dominates, and llama.cpp's is no faster than PyTorch's here). So transformers stays the default;
-``llama.cpp`` pays for runs with ``rag=false`` and shows how the exported student behaves.
+processing dominates). Since then transformers answers in bf16 on CPUs with AMX (``evaluate.precision``,
+``benchmarks/cpu_bf16.py``: 1.6–1.8× over float32), so transformers stays the default; ``llama.cpp`` shows how the
+exported student behaves.
 """
 
 from __future__ import annotations
