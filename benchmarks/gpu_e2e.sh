@@ -68,7 +68,7 @@ import importlib.metadata as md, platform, torch
 print("python", platform.python_version(), "| torch", torch.__version__, "cuda", torch.version.cuda,
       "|", torch.cuda.get_device_name(0), "cc", torch.cuda.get_device_capability(0), "| GPUs", torch.cuda.device_count())
 for p in ("transformers", "trl", "peft", "accelerate", "datasets", "triton", "unsloth", "unsloth_zoo",
-          "bitsandbytes", "papermill", "nbconvert", "ipykernel", "openai", "bm25s", "gguf", "pydantic"):
+          "bitsandbytes", "papermill", "nbconvert", "ipykernel", "aiohttp", "tenacity", "bm25s", "gguf", "pydantic"):
     try:
         print(f"{p}=={md.version(p)}")
     except md.PackageNotFoundError:
@@ -138,7 +138,7 @@ setup)
   [ -n "${JAXCHECK:-}" ] && jaxcheck
   build_llama || { cp "$W/build_log.txt" "$OUT/" 2>/dev/null; exit 1; }
   cp "$W/build_log.txt" "$W/env.txt" "$OUT/"
-  "$PY" -c "import papermill, nbconvert, ipykernel, openai, bm25s, datasketch, gguf, trl, datasets, pydantic, tunebook.runner; print('imports ok')" 2>&1 | tail -3
+  "$PY" -c "import papermill, nbconvert, ipykernel, aiohttp, tenacity, bm25s, datasketch, gguf, trl, datasets, pydantic, tunebook.runner; print('imports ok')" 2>&1 | tail -3
   "$W/llama/build/bin/llama-server" --version 2>&1 | tail -3
   if [ $((TOTAL_S - SECONDS)) -ge "${BENCH_MIN_S:-300}" ] && [ -z "${NO_BENCH:-}" ]; then bench; fi
   ;;

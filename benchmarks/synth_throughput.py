@@ -2,7 +2,7 @@
 
 Part 1 — the client alone: ``synthesize.generate`` against an instant local OpenAI-compatible server (a separate
 process that answers every chat completion at once with a valid pair), many small chunks: requests/s the client
-handles (openai client, retries armed, schema parsing, pydantic validation, the crash-safe writer, progress bar).
+handles (tunebook.client, retries armed, schema parsing, pydantic validation, the crash-safe writer, progress bar).
 Target: >= 2,000 requests/s, so the client is never the bottleneck.
 
 Part 2 — a real llama-server (the profile's teacher) on the sample corpus, fresh cache each point:
