@@ -247,16 +247,17 @@ def complete(base_url: str, api_key: str, body: dict[str, Any], timeout: float =
 
 def complete_all(base_url: str, api_key: str, bodies: list[dict[str, Any]], concurrency: int,
                  timeout: float = 600.0, max_retries: int = 3,
-                 on_done: Callable[[int, Any], None] | None = None) -> list[Any]:
-    """Every chat completion, ``concurrency`` at a time; in order, each the parsed answer or the exception its
-    request ended with. ``on_done(i, result)`` is called as each one finishes."""
+                 on_done: Callable[[int, Any], None] | None = None, url: str = "") -> list[Any]:
+    """Every chat completion (or, with ``url``, every POST to that endpoint, e.g. llama-server's ``/completion``),
+    ``concurrency`` at a time; in order, each the parsed answer or the exception its request ended with.
+    ``on_done(i, result)`` is called as each one finishes."""
     async def all_of(c: Client) -> list[Any]:
         sem = asyncio.Semaphore(max(1, concurrency))
 
         async def one(i: int, body: dict[str, Any]) -> Any:
             async with sem:
                 try:
-                    result: Any = await c.chat(body)
+                    result: Any = await (c.request("POST", url, body) if url else c.chat(body))
                 except Exception as e:
                     result = e
             if on_done is not None:

@@ -85,29 +85,18 @@ class StudentServer:
 
     def answer(self, prompts: list[str], tuned: bool, max_new_tokens: int, desc: str = "") -> list[str]:
         """Greedy completions of already templated ``prompts``, in order; the LoRA at scale 1 when ``tuned``."""
-        from .client import Client, run_sync
+        from .client import complete_all
         from .progress import bar
 
         url = self.teacher.base_url.removesuffix("/v1") + "/completion"
         scale = 1.0 if tuned else 0.0
-
         # no prompt cache: a slot's cached prompt was computed with the other LoRA scale
-        def body(p: str) -> dict[str, Any]:
-            return {"prompt": p, "n_predict": max_new_tokens, "temperature": 0.0, "top_k": 1, "seed": 0,
-                    "cache_prompt": False, "lora": [{"id": 0, "scale": scale}]}
-
-        async def ask_all() -> list[str]:
-            import asyncio
-
-            sem = asyncio.Semaphore(self.parallel)
-            async with Client(self.teacher.base_url, timeout=600) as c:
-                async def one(p: str) -> str:
-                    async with sem:
-                        r = await c.request("POST", url, body(p))
-                    pbar.update(1)
-                    return str(r.get("content", "")).strip()
-
-                return list(await asyncio.gather(*(one(p) for p in prompts)))
-
+        bodies = [{"prompt": p, "n_predict": max_new_tokens, "temperature": 0.0, "top_k": 1, "seed": 0,
+                   "cache_prompt": False, "lora": [{"id": 0, "scale": scale}]} for p in prompts]
         with bar(total=len(prompts), desc=desc or ("fine-tuned" if tuned else "base")) as pbar:
-            return run_sync(ask_all)
+            results = complete_all(self.teacher.base_url, "", bodies, self.parallel, url=url,
+                                   on_done=lambda _i, _r: pbar.update(1))
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            raise RuntimeError(f"the student's llama-server failed {len(errors)} of {len(prompts)} answers: {errors[0]}")
+        return [str(r.get("content", "")).strip() for r in results]
