@@ -63,11 +63,13 @@ async def ask_pairs(client: Client, teacher: Teacher, chunk: Chunk, cfg: SynthSe
     raise AnswerError("http_4xx", f"teacher rejected every response format: {last_exc}")
 
 
-async def paraphrases(client: Client, teacher: Teacher, question: str, lang: str, cfg: SynthSettings,
+async def paraphrases(client: Client, teacher: Teacher, question: str, chunk: Chunk, cfg: SynthSettings,
                       seed: int | None = None, prompts_dir: Path = PARAMS_DIR / "prompts") -> list[str]:
-    """A separate, focused request per question: small teachers mix up paraphrases and answers otherwise."""
-    prompt = render_fields(prompt_template(lang, prompts_dir, name="paraphrase"),
-                           {"k": cfg.paraphrases, "question": question})
+    """A separate, focused request per question: small teachers mix up paraphrases and answers otherwise. The
+    template also gets the page's title and breadcrumb, so a rewording can name what the question is about."""
+    prompt = render_fields(prompt_template(chunk.lang, prompts_dir, name="paraphrase"),
+                           {"k": cfg.paraphrases, "question": question, "title": chunk.title,
+                            "breadcrumb": " > ".join(chunk.breadcrumb)})
     body = {"model": teacher.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0.7,
             "max_tokens": 256, "seed": seed, **request_extra(teacher, cfg),
             "response_format": _schema_format("paraphrases", paraphrase_schema(cfg.paraphrases, cfg))}

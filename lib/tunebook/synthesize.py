@@ -131,7 +131,7 @@ class Synthesis:
         cfg = self.cfg
         for p in pairs if cfg.paraphrases else []:
             try:
-                p.paraphrases = await qa_requests.paraphrases(client, self.teacher, p.question, chunk.lang, cfg,
+                p.paraphrases = await qa_requests.paraphrases(client, self.teacher, p.question, chunk, cfg,
                                                               qa_requests.seed_for(_sha(key + p.question)),
                                                               self.prompts_dir)
             except Exception as e:  # a pair without paraphrases is still a good training pair
