@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         row = {"row": name, "settings": ROWS[name], "seconds": round(secs), **row_numbers(d)}
         results.append(row)
         print(json.dumps(row), flush=True)
+        names = {r["row"] for r in results}  # written after every row: a stopped call keeps the rows it finished
+        results_path.write_text(json.dumps([r for r in done if r["row"] not in names] + results, indent=2))
     keys = ["row", "recall_n", "recall_judge", "recall_exact_values", "recall_rag_judge", "unseen_n", "unseen_judge",
             "unseen_base_judge", "unseen_invents", "unseen_base_invents", "outofdocs_n", "outofdocs_invents",
             "outofdocs_abstains", "general_base", "general_tuned", "train_rows", "train_s"]
@@ -125,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print("| " + " | ".join("–" if r.get(k) is None else (f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]))
                                 for k in keys) + " |")
-    names = {r["row"] for r in results}
-    results_path.write_text(json.dumps([r for r in done if r["row"] not in names] + results, indent=2))
     return 0
 
 
