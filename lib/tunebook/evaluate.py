@@ -89,7 +89,8 @@ def trained_record(adapter_dir: Path, student: str = "") -> dict[str, Any]:
 
     rec = json.loads((Path(adapter_dir) / "tunebook_train.json").read_text(encoding="utf-8"))
     out = {"student": rec["student"], "system_prompt": rec.get("settings", {}).get("system_prompt", ""),
-           "backend": rec.get("backend", ""), "loaded_from": rec.get("loaded_from", "")}
+           "backend": rec.get("backend", ""), "loaded_from": rec.get("loaded_from", ""),
+           "precision": rec.get("settings", {}).get("precision", "auto")}
     if student and student != out["student"]:
         print(f"note: 04 trained {out['student']!r}; the setting student={student!r} is ignored here, the base "
               "model is the one the adapter was trained on")

@@ -8,7 +8,6 @@ it was saved, on CPU or GPU as trained, with the same chat template and system p
 from __future__ import annotations
 
 import html
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -36,26 +35,27 @@ def pick(train_rows: list[dict], eval_rows: list[dict], n_train: int = 3, n_eval
     return [row(r, "train") for r in trained] + [row(r, r.get("split", "eval")) for r in held]
 
 
-def adapter_base(adapter_dir: Path) -> tuple[str, str]:
+def adapter_base(adapter_dir: Path, rec: dict[str, Any] | None = None) -> tuple[str, str]:
     """The base model the adapter was trained on (what 04 loaded) and the system prompt it was trained with."""
-    rec = json.loads((Path(adapter_dir) / "tunebook_train.json").read_text(encoding="utf-8"))
-    source = rec.get("loaded_from")
-    if not source:
+    from .evaluate import trained_record
+
+    rec = rec or trained_record(Path(adapter_dir))
+    if not rec["loaded_from"]:
         from .models import hf_model
 
-        source = hf_model(rec["student"])
-    return source, rec.get("settings", {}).get("system_prompt", "")
+        return hf_model(rec["student"]), rec["system_prompt"]
+    return rec["loaded_from"], rec["system_prompt"]
 
 
 def generate(adapter_dir: Path, rows: list[dict[str, str]], max_new_tokens: int = MAX_NEW_TOKENS) -> list[dict[str, str]]:
-    """``rows`` (from :func:`pick`) with the fine-tuned student's greedy ``answer``."""
-    from .evaluate import generate as answer, load_tuned
+    """``rows`` (from :func:`pick`) with the fine-tuned student's greedy ``answer``, in the precision 04 trained in."""
+    from .evaluate import generate as answer, load_tuned, trained_record
 
     if not rows:
         return []
-    source, system_prompt = adapter_base(adapter_dir)
-    rec = json.loads((Path(adapter_dir) / "tunebook_train.json").read_text(encoding="utf-8"))
-    model, tok = load_tuned(Path(adapter_dir), source, rec.get("settings", {}).get("precision", "auto"))
+    rec = trained_record(Path(adapter_dir))
+    source, system_prompt = adapter_base(adapter_dir, rec)
+    model, tok = load_tuned(Path(adapter_dir), source, rec["precision"])
     answers = answer(model, tok, [r["question"] for r in rows], max_new_tokens, batch_size=len(rows), adapter=True,
                      system_prompt=system_prompt, desc="sample answers")
     del model
