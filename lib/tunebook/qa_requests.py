@@ -95,7 +95,7 @@ def excerpt_names(text: str, limit: int = 30) -> str:
     """The `code` spans and identifiers an excerpt uses, as the abstain prompt lists them (numbers left out)."""
     from .outcomes import values
 
-    names = [v.strip("`") for v in values(text) if not any(c.isdigit() for c in v[:1])]
+    names = [v.strip("`") for v in values(text) if not v[:1].isdigit()]
     return ", ".join(f"`{n}`" for n in list(dict.fromkeys(n for n in names if len(n) >= 2))[:limit]) or "(none)"
 
 
@@ -106,14 +106,15 @@ def invented_questions(data: Any, chunk_text: str, limit: int) -> list[str]:
     text, out = chunk_text.lower(), []
     for it in items:
         if isinstance(it, str):
-            q, name = it.strip(), ""
+            q = it.strip()
         elif isinstance(it, dict) and isinstance(it.get("question"), str):
-            q, name = it["question"].strip(), str(it.get("name") or "").strip().strip("`'\" ")
+            q, name = it["question"].strip(), str(it.get("name") or "").strip().strip("`'\" ").lower()
+            if not name or name in text or name not in q.lower():
+                continue
         else:
             continue
-        if len(q) < 4 or (isinstance(it, dict) and (not name or name.lower() in text or name.lower() not in q.lower())):
-            continue
-        out.append(q)
+        if len(q) >= 4:
+            out.append(q)
     return out[:limit]
 
 
