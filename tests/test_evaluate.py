@@ -90,3 +90,29 @@ def test_a_lone_name_is_a_hard_token():
     assert judge.hard_tokens("Brindlewatt", "Brindlewatt", "What is the name of the product?") == ["Brindlewatt"]
     assert judge.check_verdicts(["stated"], ["Brindlewatt"], 'It is called "Brindle".', "Brindlewatt",
                                    "What is the name of the product?") == ["missing"]
+
+
+def test_a_single_clause_reference_is_its_own_fact_without_asking_the_teacher(tmp_path):
+    for ref in ["60", "24 hours", "The Professional edition allows up to 4,000 generators per model.",
+                "Linux: `~/.config/brindlewatt/brindle.toml`", "Brindlewatt 的版本是 4.2.1（2025-03-14 发布）。"]:
+        assert judge.one_fact(ref), ref
+    for ref in ["负载率超过 100% 的线路显示为红色，介于 80% 到 100% 之间的显示为橙色",
+                "The Professional edition cannot be raised. Customers can write to support.", "端口；超时"]:
+        assert not judge.one_fact(ref), ref
+
+    class NoTeacher:  # every reference below is one clause: a request would fail
+        model, base_url, capacity = "none", "http://127.0.0.1:9", 1
+
+        def api_key(self):
+            raise AssertionError("the teacher was asked")
+
+    facts = judge.key_facts(NoTeacher(), [{"question": "Cache size?", "reference": "Capped at **2048 MB**."},
+                                          {"question": "Seed?", "reference": "17"}], tmp_path / "cache.jsonl")
+    assert facts == [["Capped at 2048 MB."], ["17"]]
+
+
+def test_a_quantity_in_code_is_stated_by_value_and_unit():
+    ref = "The default value for the simulation time horizon is `24h`."
+    q = "What is the default simulation time horizon?"
+    assert judge.check_verdicts(["stated"], [ref], "It is 24 hours by default.", ref, q) == ["stated"]
+    assert judge.check_verdicts(["stated"], [ref], "It is 24 minutes by default.", ref, q) == ["missing"]

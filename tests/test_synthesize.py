@@ -70,3 +70,11 @@ def test_abstain_questions_keep_only_names_the_excerpt_lacks():
     # a teacher that ignores the schema and sends plain strings: they go on to 03's corpus-wide check
     assert qa_requests.invented_questions({"questions": ["What does `--frobnicate` do?"]}, chunk, 2) == [
         "What does `--frobnicate` do?"]
+
+
+def test_a_windows_path_written_with_single_backslashes_keeps_them():
+    # JSON reads "\b" as a backspace: the teacher meant the path's backslash
+    raw = r'{"pairs": [{"question": "Where is the config on Windows?", "answer": "%APPDATA%\brindlewatt\brindle.toml"}]}'
+    assert answers.parse_pairs(raw)[0].answer == "%APPDATA%\\brindlewatt\\brindle.toml"
+    assert answers.string_list(r'{"questions": ["Is \brindle.toml read twice?"]}', "questions", 3) == [
+        "Is \\brindle.toml read twice?"]

@@ -12,6 +12,15 @@ import json_repair
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 
+# JSON's \b and \f escapes: a teacher writing a Windows path ("%APPDATA%\brindlewatt") as JSON without doubling the
+# backslash gets a backspace; docs text never holds these control characters, so they are read back as written
+_CONTROL_ESCAPES = str.maketrans({"\b": "\\b", "\f": "\\f"})
+
+
+def _unescape_controls(v: str) -> str:
+    return v.translate(_CONTROL_ESCAPES)
+
+
 class QAPair(BaseModel):
     question: str = Field(min_length=4)
     answer: str = Field(min_length=1)
@@ -21,12 +30,12 @@ class QAPair(BaseModel):
     @field_validator("question", "answer")
     @classmethod
     def _strip(cls, v: str) -> str:
-        return v.strip()
+        return _unescape_controls(v).strip()
 
     @field_validator("paraphrases")
     @classmethod
     def _clean(cls, v: list[str]) -> list[str]:
-        return [p.strip() for p in v if isinstance(p, str) and len(p.strip()) >= 4]
+        return [_unescape_controls(p).strip() for p in v if isinstance(p, str) and len(p.strip()) >= 4]
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.S)
@@ -70,7 +79,7 @@ def string_list(content: str, field: str, limit: int, min_chars: int = 1) -> lis
     ``limit``."""
     data = load_answer(content)[0]
     items = data.get(field, []) if isinstance(data, dict) else []
-    return [s.strip() for s in items if isinstance(s, str) and len(s.strip()) >= min_chars][:limit]
+    return [_unescape_controls(s).strip() for s in items if isinstance(s, str) and len(s.strip()) >= min_chars][:limit]
 
 
 class AnswerError(Exception):
