@@ -49,6 +49,8 @@ def test_filters_record_a_reason_for_each_drop():
     chunks = {c["id"]: c["text"] for c in _chunks(_rows())}
     long_q = {**rows[5], "id": "long", "instruction": "Why " + "very " * 50 + "long?"}
     rows.append(long_q)
+    rows.append({**rows[6], "id": "statement", "instruction": "缓存目录可以放到空间更大的磁盘上。"})
+    rows.append({**rows[6], "id": "breadcrumb", "instruction": "FuncStudio 执行器的安装和配置 > 执行器配置 > 编辑配置文件"})
     kept, dropped = inspection.filter_rows(rows, InspectSettings(max_tokens=40), chunks,
                                            count_tokens=lambda q, a: len((q + a).split()))
     reasons = {d["id"]: d["drop_reason"] for d in dropped}
@@ -56,7 +58,7 @@ def test_filters_record_a_reason_for_each_drop():
         "dup": "exact duplicate of 0-0", "near": "near duplicate of 1-0",
         "meta": "meta-phrasing in question", "meta-zh": "meta-phrasing in question", "empty": "empty field",
         "refuse": "refusal", "trunc": "truncated", "ungrounded": "not grounded in its chunk",
-        "long": "over max_tokens"}
+        "long": "over max_tokens", "statement": "not a question", "breadcrumb": "not a question"}
     assert len(kept) == 18 and all(r["grounding"] >= 0.3 for r in kept)
 
 

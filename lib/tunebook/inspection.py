@@ -87,7 +87,8 @@ class NearDup:
 
 
 _QUESTION = re.compile(r"([?？]\s*$)|^(what|which|how|why|when|where|who|whom|whose|is|are|was|were|does|do|did|can|"
-                       r"could|should|will|would|may|tell me|name|list|explain)\b|(吗|什么|如何|多少|哪|怎么|怎样|几|是否|为何|为什么)",
+                       r"could|should|will|would|may|tell me|name|list|explain|describe)\b|(吗|什么|如何|多少|哪|怎么|怎样|几|是否|为何|为什么|^请|"
+                       r"^(说明|列出|介绍|描述|解释))",
                        re.I)
 
 
@@ -142,6 +143,8 @@ def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] |
             reason = "truncated"
         elif _META.search(q):
             reason = "meta-phrasing in question"
+        elif cfg.questions_only and not _QUESTION.search(q):  # a statement or a heading breadcrumb ("安装 > 执行器配置 > 编辑配置文件")
+            reason = "not a question"
         elif _REFUSAL.search(a):
             reason = "refusal"
         if reason is None and count_tokens is not None:

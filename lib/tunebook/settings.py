@@ -106,6 +106,7 @@ class InspectSettings(_Section):
     recall_fraction: float = Field(1.0, ge=0, le=1)
     min_eval: int = Field(2, ge=1)
     min_answer_chars: int = Field(2, ge=1)
+    questions_only: bool = True  # drop rows whose "question" is a statement or a heading breadcrumb
     max_tokens: int = Field(384, ge=16)
     near_dup_threshold: float = Field(0.8, gt=0, le=1)
     min_grounding: float = Field(0.3, ge=0, le=1)
