@@ -218,3 +218,27 @@ def test_abstain_items_are_trained_and_asked_out_of_docs():
     assert not {r["id"] for r in ood} & {r["id"] for r in train}
     no_train = inspection.split(kept, cfg.model_copy(update={"abstain_train": False}), seed=1)[0]
     assert not any(r.get("kind") == "abstain" for r in no_train)
+
+
+def test_two_recall_wordings_per_pair_stay_apart_from_training_and_are_one_fact_for_the_intervals():
+    from tunebook import evaluate, stats
+
+    rows = _reworded_rows()
+    cfg = InspectSettings(eval_fraction=0.34, recall_fraction=1.0, train_rewordings=2, recall_wordings=2)
+    train, evals, _ = inspection.split(rows, cfg, seed=3)
+    recall = [r for r in evals if r["split"] == "recall"]
+    per = {}
+    for r in recall:
+        per.setdefault(r["paraphrase_of"], []).append(r["instruction"])
+    assert per and all(len(v) <= 2 and len(set(v)) == len(v) for v in per.values())
+    assert sum(len(v) == 2 for v in per.values()) >= len(per) // 2  # some wordings are too close to a train one
+    assert {evaluate.fact_group(r) for r in recall} == set(per)
+    index = inspection.NearDup(cfg.near_dup_threshold)
+    for r in train:
+        index.add(r["id"], inspection.question(r))
+    assert all(index.query(r["instruction"]) is None for r in recall)
+    # two wordings of one fact are not two independent questions: the interval resamples facts
+    vals, groups = [0, 0, 5, 5, 0, 0, 5, 5], ["a", "a", "b", "b", "c", "c", "d", "d"]
+    per_row, per_fact = stats.mean_ci(vals), stats.mean_ci(vals, groups=groups)
+    assert per_fact["mean"] == per_row["mean"] == 2.5
+    assert per_fact["hi"] - per_fact["lo"] > per_row["hi"] - per_row["lo"]

@@ -31,6 +31,14 @@ CONDITION_LABELS = {"base": "base", "rag": "base + RAG", "tuned": "fine-tuned", 
 MEASURES = ("rouge_l", "char_f1", "judge", "exact_values")
 
 
+def fact_group(row: dict) -> str:
+    """The trained pair a recall question rewords (its id without the ``-p``/``-p2`` suffix 03 gives), else the
+    row's own id: rewordings of one pair are one fact for the intervals."""
+    import re
+
+    return re.sub(r"-p\d*$", "", str(row.get("id", "")))
+
+
 def conditions_in(rows: list[dict]) -> list[str]:
     return [c for c in CONDITIONS if rows and c in rows[0]]
 
@@ -43,12 +51,15 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
     from .stats import mean_ci, paired_delta_ci
 
     out: dict[str, Any] = {"n": len(rows)}
+    groups = [fact_group(r) for r in rows]
+    if len(set(groups)) < len(groups):
+        out["facts"] = len(set(groups))  # several rewordings of one fact: intervals resample whole facts
     conds = conditions_in(rows)
     for c in conds:
         for m in MEASURES:
             vals = [r.get(f"{c}_{m}") for r in rows]
             if any(v is not None for v in vals):
-                ci = mean_ci(vals)
+                ci = mean_ci(vals, groups=groups)
                 out[f"{c}_{m}"], out[f"{c}_{m}_ci"] = ci["mean"], [ci["lo"], ci["hi"]]
                 if m == "exact_values":
                     out[f"{c}_{m}_n"] = ci["n"]
@@ -57,7 +68,8 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
             out[f"{c}_invents"] = out[f"{c}_outcomes"]["invents"]
     for m in ("judge", "rouge_l"):
         if f"base_{m}" in out and f"tuned_{m}" in out:
-            d = paired_delta_ci([r.get(f"tuned_{m}") for r in rows], [r.get(f"base_{m}") for r in rows])
+            d = paired_delta_ci([r.get(f"tuned_{m}") for r in rows], [r.get(f"base_{m}") for r in rows],
+                                groups=groups)
             out[f"{m}_gain"] = d
     hits = [r["rag_hit"] for r in rows if r.get("rag_hit") is not None]
     if hits:

@@ -268,11 +268,15 @@ def _recall(train: list[dict], cfg: InspectSettings, rng: random.Random, leaks, 
         if not usable:
             leak["recall_paraphrases_unusable"] += 1
             continue
-        para = next((p for p in usable if not leaks(p)), None)
-        if para is None:
+        paras: list[str] = []
+        for p in usable:
+            if len(paras) < cfg.recall_wordings and not leaks(p) and normalize(p) not in map(normalize, paras):
+                paras.append(p)
+        if not paras:
             leak["recall_paraphrases_too_close"] += 1
             continue
-        recall.append({**r, "id": r["id"] + "-p", "instruction": para, "paraphrase_of": r["id"], "split": "recall"})
+        recall += [{**r, "id": r["id"] + ("-p" if i == 0 else f"-p{i + 1}"), "instruction": p, "paraphrase_of": r["id"],
+                    "split": "recall"} for i, p in enumerate(paras)]
     return recall
 
 

@@ -104,6 +104,7 @@ class SynthSettings(_Section):
 class InspectSettings(_Section):
     eval_fraction: float = Field(0.2, gt=0, lt=1)
     recall_fraction: float = Field(1.0, ge=0, le=1)
+    recall_wordings: int = Field(1, ge=1, le=4)  # reworded questions asked per recalled pair (needs synth.paraphrases)
     min_eval: int = Field(2, ge=1)
     min_answer_chars: int = Field(2, ge=1)
     questions_only: bool = True  # drop rows whose "question" is a statement or a heading breadcrumb
