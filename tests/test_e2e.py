@@ -57,6 +57,9 @@ def test_run_dir_has_every_artifact(ci_run):
     assert set(eval_metrics["gguf_agreement"]) == {"f16", "q8_0", "q4_k_m"}
     assert eval_metrics["gguf_agreement"]["f16"]["n"] > 0
     assert "base_judge" in eval_metrics["all"] and "base_judge" in eval_metrics["general"]
+    assert eval_metrics["general"]["base_judge"] is not None  # the teacher's bare-digit grades were read
+    general = [json.loads(x) for x in (run_dir / "eval" / "general.jsonl").read_text().splitlines()]
+    assert len(general) == eval_metrics["general"]["n"] and all("tuned_judge" in g for g in general)
     # on this CPU the student answered through llama-server (its GGUF + the LoRA converted to GGUF), stopped after
     assert eval_metrics["engine"] == "llama.cpp" and (run_dir / "eval" / "student-server" / "adapter-lora.gguf").is_file()
     assert not server_processes("student-server") and not server_processes("adapter-lora.gguf")

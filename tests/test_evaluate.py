@@ -116,3 +116,19 @@ def test_a_quantity_in_code_is_stated_by_value_and_unit():
     q = "What is the default simulation time horizon?"
     assert judge.check_verdicts(["stated"], [ref], "It is 24 hours by default.", ref, q) == ["stated"]
     assert judge.check_verdicts(["stated"], [ref], "It is 24 minutes by default.", ref, q) == ["missing"]
+
+
+def test_batches_are_equal_and_few():
+    assert [evaluate.balanced_batch(n, 16) for n in (1, 16, 17, 22, 30, 33)] == [1, 16, 9, 11, 15, 11]
+    assert evaluate.balanced_batch(0, 16) == 1 and evaluate.balanced_batch(22, 8) == 8
+
+
+def test_a_served_teacher_writes_the_grade_as_a_digit():
+    class T:
+        backend = "llama.cpp"
+    assert judge.score_format(T()) == "digit"
+    T.backend = "external"
+    assert judge.score_format(T()) == "json"
+    for kind in ("general", "qa"):
+        text = (judge.PARAMS_DIR / "prompts" / judge.JUDGE_PROMPTS[kind]).read_text()
+        assert "{{score_format}}" in text

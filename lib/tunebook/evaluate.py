@@ -21,6 +21,7 @@ from .text import char_f1, rouge_l
 
 GENERATIONS_FILE = "generations.jsonl"
 METRICS_FILE = "metrics.json"
+GENERAL_FILE = "general.jsonl"  # the forgetting check's prompts, both answers and their grades
 
 
 # ---- metrics --------------------------------------------------------------------------------------------------
@@ -51,7 +52,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
     from .stats import mean_ci, paired_delta_ci
 
     out: dict[str, Any] = {"n": len(rows)}
-    groups = [fact_group(r) for r in rows]
+    groups = [fact_group(r) or f"#{i}" for i, r in enumerate(rows)]  # a row without an id is its own fact
     if len(set(groups)) < len(groups):
         out["facts"] = len(set(groups))  # several rewordings of one fact: intervals resample whole facts
     conds = conditions_in(rows)
@@ -168,6 +169,14 @@ def merged_weights(model):
     return _MERGED[model]
 
 
+def balanced_batch(n: int, most: int) -> int:
+    """Equal batches of at most ``most``: 22 questions in 2 batches of 11, not 16 + 6 — every batch decodes up to
+    ``max_new_tokens`` steps, so the number of batches is what costs."""
+    import math
+
+    return max(1, math.ceil(n / max(1, math.ceil(n / max(1, most))))) if n else 1
+
+
 def _prompts(tok, questions: Iterable[str], system_prompt: str = "") -> list[str]:
     return [tok.apply_chat_template(chat_messages(q, system_prompt), tokenize=False, add_generation_prompt=True)
             for q in questions]
@@ -189,6 +198,7 @@ def generate(model, tok, questions: list[str], max_new_tokens: int, batch_size: 
     ctx = contextlib.nullcontext() if adapter else model.disable_adapter()
     if adapter and merged:
         model = merged_weights(model)
+    batch_size = balanced_batch(len(prompts), batch_size)
     with ctx, torch.inference_mode(), bar(total=len(prompts), desc=desc or ("fine-tuned" if adapter else "base")) as pbar:
         for i in range(0, len(prompts), batch_size):
             batch = prompts[i:i + batch_size]
@@ -408,4 +418,5 @@ def forgetting_check(model, tok, teacher, eval_dir: Path, max_new_tokens: int, b
             # the paired change (fine-tuned minus base) with its interval; a drop is a negative change
             out["judge_change"] = paired_delta_ci([r["tuned_judge"] for r in rows], [r["base_judge"] for r in rows])
             out["collapsed"] = out["tuned_judge"] < out["base_judge"] - 1.5
+    write_jsonl(rows, Path(eval_dir) / GENERAL_FILE)
     return out

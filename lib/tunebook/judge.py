@@ -22,6 +22,17 @@ JUDGE_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "m
                 "required": ["score"], "additionalProperties": False}
 
 
+# the grade as a bare digit: one token to decode instead of a JSON object's 7–14, for teachers tunebook serves
+# (llama.cpp, vLLM: a JSON schema may be a bare integer there; OpenAI-style APIs want an object)
+DIGIT_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 5}
+SCORE_FORMATS = {"json": 'Answer with JSON: {"score": <0-5>}', "digit": "Answer with the score alone: one digit, 0-5."}
+
+
+def score_format(teacher) -> str:
+    """``digit`` for a teacher served by llama.cpp or vLLM, else ``json``."""
+    return "digit" if getattr(teacher, "backend", "") in ("llama.cpp", "vllm") else "json"
+
+
 FACTS_SCHEMA = {"type": "object", "properties": {"facts": {
     "type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "string", "minLength": 2, "maxLength": 160}}},
     "required": ["facts"], "additionalProperties": False}
@@ -171,10 +182,11 @@ def _template(kind: str) -> str:
 
 
 def ask_json_cached(teacher, prompts: list[str], schemas: list[dict], cache_path: Path, max_tokens: int,
-                    desc: str, version: str = "v2") -> list[dict | None]:
+                    desc: str, version: str = "v2", scalar_key: str = "") -> list[dict | None]:
     """Ask the teacher each prompt (greedy, schema-constrained JSON), ``teacher.capacity`` at a time, through a
     JSONL cache keyed by a hash of the prompt and the teacher model: a rerun asks only what is new. An item that
-    fails stays None (and is asked again next time)."""
+    fails stays None (and is asked again next time). With ``scalar_key`` a bare JSON value is kept as
+    ``{scalar_key: value}``."""
     from .answers import load_answer
     from .client import complete_all, message
 
@@ -196,6 +208,8 @@ def ask_json_cached(teacher, prompts: list[str], schemas: list[dict], cache_path
                 if isinstance(result, BaseException):
                     raise result
                 value = load_answer(message(result)[0])[0]
+                if scalar_key and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                    value = {scalar_key: value}
                 if not isinstance(value, dict):
                     raise ValueError(f"not a JSON object: {str(value)[:80]}")
             except Exception as e:  # left None: asked again next time
@@ -211,16 +225,20 @@ def ask_json_cached(teacher, prompts: list[str], schemas: list[dict], cache_path
     return [cache.get(k) for k in keys]
 
 
-def judge(teacher, items: list[dict[str, str]], cache_path: Path, kind: str = "general") -> list[int | None]:
+def judge(teacher, items: list[dict[str, str]], cache_path: Path, kind: str = "general", fmt: str = ""
+          ) -> list[int | None]:
     """Score items 0–5 with the teacher, using a holistic rubric in ``params/prompts/``: ``general`` (an answer
     without reference, for the forgetting check) or ``qa`` (a training pair against its source chunk, for 03).
-    Answers with a reference are scored by key facts instead: :func:`judge_against_reference`."""
+    Answers with a reference are scored by key facts instead: :func:`judge_against_reference`. ``fmt`` (``json`` or
+    ``digit``, default :func:`score_format`) is how the teacher writes the grade."""
     from .prompts import render_fields
 
+    fmt = fmt or score_format(teacher)
     template = _template(kind)
-    prompts = [render_fields(template, it) for it in items]
-    got = ask_json_cached(teacher, prompts, [JUDGE_SCHEMA] * len(prompts), cache_path, max_tokens=48,
-                          desc="judge")
+    prompts = [render_fields(template, {**it, "score_format": SCORE_FORMATS[fmt]}) for it in items]
+    schema = DIGIT_SCHEMA if fmt == "digit" else JUDGE_SCHEMA
+    got = ask_json_cached(teacher, prompts, [schema] * len(prompts), cache_path, max_tokens=48 if fmt == "json" else 4,
+                          desc="judge", scalar_key="score")
     out: list[int | None] = []
     for rec in got:
         try:
