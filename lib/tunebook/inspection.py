@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 from .jsonio import write_json, write_jsonl
 from .settings import InspectSettings
-from .text import grounding, normalize, shingles  # noqa: F401 (03's notebook and tests use them from here)
+# 03's notebook and tests use grounding, normalize, shingles and usable_paraphrase from here
+from .text import grounding, is_question, normalize, shingles, usable_paraphrase  # noqa: F401
 
 TRAIN_FILE = "train.jsonl"
 EVAL_FILE = "eval.jsonl"
@@ -86,26 +87,6 @@ class NearDup:
         self.lsh.insert(key, m)
 
 
-_QUESTION = re.compile(r"([?？]\s*$)|^(what|which|how|why|when|where|who|whom|whose|is|are|was|were|does|do|did|can|"
-                       r"could|should|will|would|may|tell me|name|list|explain|describe)\b|(吗|什么|如何|多少|哪|怎么|怎样|几|是否|为何|为什么|^请|"
-                       r"^(说明|列出|介绍|描述|解释))",
-                       re.I)
-
-
-def usable_paraphrase(p: str, q: str, a: str) -> bool:
-    """A paraphrase must read as a question and must not be the answer in disguise."""
-    from .text import char_f1
-
-    p = p.strip()
-    if not _QUESTION.search(p):
-        return False
-    if re.search(r"[.!?。！？]", p.rstrip(".!?。！？")):  # one sentence only
-        return False
-    if grounding(a, p) >= 0.6:  # the answer's content is spelled out in the "question"
-        return False
-    return normalize(p) != normalize(a) and char_f1(p, a) < 0.8
-
-
 # ---- filters --------------------------------------------------------------------------------------------
 
 
@@ -143,7 +124,7 @@ def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] |
             reason = "truncated"
         elif _META.search(q):
             reason = "meta-phrasing in question"
-        elif cfg.questions_only and not _QUESTION.search(q):  # a statement or a heading breadcrumb ("安装 > 执行器配置 > 编辑配置文件")
+        elif cfg.questions_only and not is_question(q):  # a statement, a heading breadcrumb ("安装 > 执行器配置")
             reason = "not a question"
         elif _REFUSAL.search(a):
             reason = "refusal"

@@ -90,3 +90,26 @@ def arabic_numerals(text: str) -> str:
     """Chinese numerals written out ("两千", "三十五", "一万") as digits, so numbers compare by value; single
     characters stay (一 is also "one of", 十 "ten" only in context)."""
     return _CJK_NUMBER.sub(lambda m: str(_cjk_value(m.group(0))) if len(m.group(0)) > 1 else m.group(0), text)
+
+
+_QUESTION = re.compile(r"([?？]\s*$)|^(what|which|how|why|when|where|who|whom|whose|is|are|was|were|does|do|did|can|"
+                       r"could|should|will|would|may|tell me|name|list|explain|describe)\b|(吗|什么|如何|多少|哪|怎么|怎样|几|是否|为何|为什么|^请|"
+                       r"^(说明|列出|介绍|描述|解释))",
+                       re.I)
+
+
+def is_question(text: str) -> bool:
+    """It reads as a question or a request (ends with ?, starts with what / 请 / 说明…, holds 吗 / 什么 / 如何…)."""
+    return bool(_QUESTION.search(text.strip()))
+
+
+def usable_paraphrase(p: str, q: str, a: str) -> bool:
+    """A paraphrase must read as a question and must not be the answer in disguise."""
+    p = p.strip()
+    if not is_question(p):
+        return False
+    if re.search(r"[.!?。！？]", p.rstrip(".!?。！？")):  # one sentence only
+        return False
+    if grounding(a, p) >= 0.6:  # the answer's content is spelled out in the "question"
+        return False
+    return normalize(p) != normalize(a) and char_f1(p, a) < 0.8
