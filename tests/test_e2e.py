@@ -275,3 +275,27 @@ def test_05_serves_the_merged_model_with_vllm_and_reports_agreement(ci_run, tmp_
     assert "--generation-config vllm" in cmd and str(run / "export" / "merged") in cmd
     assert not server_processes("--port 18460"), "05 must stop the vLLM server it started"
     print("vLLM agreement:", v)
+
+
+def test_resume_from_02_starts_the_stopped_teacher_again(ci_run, tmp_path):
+    """A run resumed at 02 after its teacher stopped (a crash, a reboot, the runner's own stop at the end): 02 starts
+    the teacher again from the run's params.yaml, finds every chunk in its answer cache, and gives the same
+    dataset; the runner stops the server it restarted."""
+    import shutil
+
+    run_dir, _, _ = ci_run
+    copy = tmp_path / "resumed"
+    shutil.copytree(run_dir / "data", copy / "data")
+    for f in ("params.yaml", "teacher.json"):
+        shutil.copy(run_dir / f, copy / f)
+    rec = json.loads((run_dir / "run.json").read_text())
+    rec["run_id"], rec["steps"] = "resumed", {"01_serve": rec["steps"]["01_serve"]}
+    (copy / "run.json").write_text(json.dumps(rec))
+    before = (copy / "data" / "dataset.jsonl").read_text()
+    r = tunebook_cli("run", "--run-id", "resumed", "--from", "02", "--to", "02", env={"TUNEBOOK_OUTPUTS": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "starting it again" in (copy / "notebooks" / "02_synthesize.ipynb").read_text()
+    assert (copy / "data" / "dataset.jsonl").read_text() == before
+    assert json.loads((copy / "data" / "synth_report.json").read_text())["synth"]["chunks_skipped_done"] > 0
+    pid = json.loads((copy / "teacher.json").read_text())["pid"]
+    assert pid and not Path(f"/proc/{pid}").exists()  # the runner stopped the teacher 02 started
