@@ -297,5 +297,5 @@ def test_resume_from_02_starts_the_stopped_teacher_again(ci_run, tmp_path):
     assert "starting it again" in (copy / "notebooks" / "02_synthesize.ipynb").read_text()
     assert (copy / "data" / "dataset.jsonl").read_text() == before
     assert json.loads((copy / "data" / "synth_report.json").read_text())["synth"]["chunks_skipped_done"] > 0
-    pid = json.loads((copy / "teacher.json").read_text())["pid"]
-    assert pid and not Path(f"/proc/{pid}").exists()  # the runner stopped the teacher 02 started
+    cmd = json.loads((copy / "teacher.json").read_text())["command"]
+    assert not server_processes(f"--port {cmd[cmd.index('--port') + 1]}")  # the runner stopped the teacher 02 started

@@ -174,7 +174,9 @@ def balanced_batch(n: int, most: int) -> int:
     ``max_new_tokens`` steps, so the number of batches is what costs."""
     import math
 
-    return max(1, math.ceil(n / max(1, math.ceil(n / max(1, most))))) if n else 1
+    if n <= 0:
+        return 1
+    return math.ceil(n / math.ceil(n / max(1, most)))
 
 
 def _prompts(tok, questions: Iterable[str], system_prompt: str = "") -> list[str]:
