@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tunebook import inspection
+from tunebook import inspection, splitting, text
 from tunebook.settings import InspectSettings
 
 FACTS = ["port", "cache size", "trial length", "bus limit", "release date", "config file", "licence variable",
@@ -81,7 +81,7 @@ def test_split_recall_and_unseen_are_leak_free(tmp_path):
     for r in res.eval:
         assert inspection.normalize(r["instruction"]) not in train_norm
         assert index.query(r["instruction"]) is None
-    again = inspection.split(res.kept, InspectSettings(eval_fraction=0.34, recall_fraction=0.5), seed=3)
+    again = splitting.split(res.kept, InspectSettings(eval_fraction=0.34, recall_fraction=0.5), seed=3)
     assert [r["id"] for r in again[1]] == [r["id"] for r in res.eval]
     first = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])
     assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
@@ -97,7 +97,7 @@ def test_paraphrase_too_close_to_its_original_is_not_a_recall_question():
     for r in rows:
         r["paraphrases"] = [r["instruction"].replace("?", " ?")]  # the same wording
         r["output"] = f"Value {r['id'].replace('-', '')}77."  # not spelled out in the paraphrase
-    train, evals, leak = inspection.split(rows, InspectSettings(eval_fraction=0.34, recall_fraction=1.0), seed=1)
+    train, evals, leak = splitting.split(rows, InspectSettings(eval_fraction=0.34, recall_fraction=1.0), seed=1)
     assert not [r for r in evals if r["split"] == "recall"]
     assert leak["recall_paraphrases_too_close"] >= 1
     assert (leak["recall_paraphrases_too_close"] + leak["recall_paraphrases_unusable"]
@@ -118,7 +118,7 @@ def test_exports_for_other_tools(tmp_path):
 
 def test_split_needs_two_chunks():
     with pytest.raises(ValueError, match="at least 2 chunks"):
-        inspection.split([r for r in _rows() if r["chunk_id"] == "c0"], InspectSettings(), 0)
+        splitting.split([r for r in _rows() if r["chunk_id"] == "c0"], InspectSettings(), 0)
 
 
 def test_grounding_score():
@@ -143,13 +143,37 @@ def test_browser_builds_widgets():
 
 def test_paraphrase_must_be_a_question_not_the_answer():
     q, a = "What is the default export format?", "The default format is csv."
-    assert inspection.usable_paraphrase("Which format does bwatt export by default?", q, a)
-    assert inspection.usable_paraphrase("bwatt 默认导出什么格式", q, a)
-    assert not inspection.usable_paraphrase("The default format is CSV.", q, a)
-    assert not inspection.usable_paraphrase("The default format is csv?", q, a)
+    assert text.usable_paraphrase("Which format does bwatt export by default?", q, a)
+    assert not text.usable_paraphrase("bwatt 默认导出什么格式？", q, a)  # another language than the question
+    assert text.usable_paraphrase("bwatt 默认导出什么格式？", "bwatt 的默认导出格式是什么？", "csv")
+    assert not text.usable_paraphrase("The default format is CSV.", q, a)
+    assert not text.usable_paraphrase("The default format is csv?", q, a)
     leaky = "How many buses fit? The Professional edition has a limit of 25,000 buses. What is the maximum?"
-    assert not inspection.usable_paraphrase(leaky, "How many buses fit in a model?", "Up to 25,000 buses.")
-    assert not inspection.usable_paraphrase("Which export format is the default, csv?", q, "csv")
+    assert not text.usable_paraphrase(leaky, "How many buses fit in a model?", "Up to 25,000 buses.")
+    assert not text.usable_paraphrase("Which export format is the default, csv?", q, "csv")
+
+
+def test_a_how_many_question_needs_a_number_in_its_answer():
+    rows = [{"id": str(i), "chunk_id": "c", "instruction": q, "output": a} for i, (q, a) in enumerate([
+        ("What is the maximum number of buses in the Professional edition?",
+         "Limits in the Professional edition cannot be raised with a configuration key."),
+        ("How many buses does the Professional edition allow?", "Up to 25,000 buses per model."),
+        ("许可证密钥共有多少个字符？", "共二十五个字符。"),
+        ("许可证密钥有多长？", "密钥以 `OTB-` 开头。"),
+        ("What is the default export format?", "The default format is csv.")])]
+    kept, dropped = inspection.filter_rows(rows, InspectSettings())
+    assert [d["id"] for d in dropped] == ["0", "3"]
+    assert {d["drop_reason"] for d in dropped} == {"no number for a how-many question"}
+
+
+def test_a_rewording_keeps_the_values_its_question_names():
+    r = {"instruction": "配置文件中 `max_iterations` 的默认值是多少？", "output": "60"}
+    assert splitting.rewording("`max_iterations` 在配置文件里默认设为多少？", r)
+    assert not splitting.rewording("默认值是多少？", r)  # which default? the docs answer that ambiguously
+    assert not splitting.rewording("What is the default of `max_iterations`?", r)  # not the page's language
+    code = {"instruction": "What does error BW-204 mean?", "output": "The solver did not converge."}
+    assert splitting.rewording("What is the meaning of the BW-204 error?", code)
+    assert not splitting.rewording("What does this error code mean?", code)
 
 
 def test_judge_scores_drop_low_pairs_with_a_reason():
@@ -177,7 +201,7 @@ def _reworded_rows():
 def test_rewordings_become_training_items_and_never_reach_the_recall_split(tmp_path):
     rows = _reworded_rows()
     cfg = InspectSettings(eval_fraction=0.34, recall_fraction=1.0, train_rewordings=3)
-    train, evals, leak = inspection.split(rows, cfg, seed=3)
+    train, evals, leak = splitting.split(rows, cfg, seed=3)
     reworded = [r for r in train if r.get("reworded_from")]
     assert reworded and all(r["output"] == next(x["output"] for x in rows if x["id"] == r["reworded_from"])
                             for r in reworded)
@@ -212,11 +236,11 @@ def test_abstain_items_are_trained_and_asked_out_of_docs():
     kept, dropped = inspection.filter_rows(rows, cfg, {c["id"]: c["text"] for c in _chunks(_rows())})
     assert sum(r.get("kind") == "abstain" for r in kept) == 12  # not dropped as ungrounded
     assert {d["id"]: d["drop_reason"] for d in dropped}["answered"].startswith("abstain question names nothing")
-    train, evals, _ = inspection.split(kept, cfg, seed=1)
+    train, evals, _ = splitting.split(kept, cfg, seed=1)
     ood = [r for r in evals if r["split"] == "outofdocs"]
     assert len(ood) == 6 and sum(r.get("kind") == "abstain" for r in train) == 6
     assert not {r["id"] for r in ood} & {r["id"] for r in train}
-    no_train = inspection.split(kept, cfg.model_copy(update={"abstain_train": False}), seed=1)[0]
+    no_train = splitting.split(kept, cfg.model_copy(update={"abstain_train": False}), seed=1)[0]
     assert not any(r.get("kind") == "abstain" for r in no_train)
 
 
@@ -225,7 +249,7 @@ def test_two_recall_wordings_per_pair_stay_apart_from_training_and_are_one_fact_
 
     rows = _reworded_rows()
     cfg = InspectSettings(eval_fraction=0.34, recall_fraction=1.0, train_rewordings=2, recall_wordings=2)
-    train, evals, _ = inspection.split(rows, cfg, seed=3)
+    train, evals, _ = splitting.split(rows, cfg, seed=3)
     recall = [r for r in evals if r["split"] == "recall"]
     per = {}
     for r in recall:

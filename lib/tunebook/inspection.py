@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .jsonio import write_json, write_jsonl
+from .pairs import NearDup, answer, question  # noqa: F401  (03's notebook reads rows through these)
 from .settings import InspectSettings
-# 03's notebook and tests use grounding, normalize, shingles and usable_paraphrase from here
-from .text import grounding, is_question, normalize, shingles, usable_paraphrase  # noqa: F401
+from .splitting import split
+# 03's notebook and tests use grounding and normalize from here
+from .text import grounding, is_question, normalize  # noqa: F401
 
 TRAIN_FILE = "train.jsonl"
 EVAL_FILE = "eval.jsonl"
@@ -34,57 +36,12 @@ _META = re.compile(r"(根据(文本|文档|上文|本文|片段|材料)|文中|�
                    r"according to the (text|passage|document|excerpt)|the (text|passage|excerpt) (says|states|mentions)|"
                    r"in (this|the) (text|passage|excerpt))", re.I)
 _REFUSAL = re.compile(r"(I('m| am) sorry|I cannot|I can't|as an AI|无法回答|抱歉|我不知道)", re.I)
+# a question that asks for a count or a size, and an answer that states one (digits, 两千, "three", 三)
+_ASKS_NUMBER = re.compile(r"\bhow (many|much|long|large|big|often)\b|\b(maximum|minimum|max|min) (number|size|length|count)\b|"
+                          r"\bnumber of\b|多少|几(个|种|项|天|位|次|小时|分钟|秒)|多大|多长|多久", re.I)
+_STATES_NUMBER = re.compile(r"\d|[零〇一二两三四五六七八九十百千万亿]|\b(one|two|three|four|five|six|seven|eight|nine|ten|"
+                            r"eleven|twelve|twenty|hundred|thousand|million|once|twice|single|no)\b", re.I)
 _TERMINAL = re.compile(r"[.!?。！？)）\]】\"”'`]$")
-
-
-def question(r: dict) -> str:
-    return r.get("instruction", r.get("question", "")).strip()
-
-
-def answer(r: dict) -> str:
-    return r.get("output", r.get("answer", "")).strip()
-
-
-# ---- similarity -----------------------------------------------------------------------------------------
-
-
-def _minhash(text: str, num_perm: int = 128):
-    from datasketch import MinHash
-
-    m = MinHash(num_perm=num_perm, seed=1)
-    for s in shingles(text):
-        m.update(s.encode("utf-8"))
-    return m
-
-
-class NearDup:
-    """MinHash LSH index over character 3-shingles (works for Chinese and English alike)."""
-
-    def __init__(self, threshold: float, num_perm: int = 128):
-        from datasketch import MinHashLSH
-
-        self.threshold = threshold
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self.sigs: dict[str, Any] = {}
-        self.texts: dict[str, str] = {}
-
-    def query(self, text: str) -> str | None:
-        """Key of an indexed text whose estimated Jaccard similarity is ≥ threshold (verified exactly)."""
-        m = _minhash(text)
-        sh = shingles(text)
-        for key in self.lsh.query(m):
-            other = shingles(self.texts[key])
-            if sh and other and len(sh & other) / len(sh | other) >= self.threshold:
-                return key
-        return None
-
-    def add(self, key: str, text: str) -> None:
-        if key in self.sigs:
-            return
-        m = _minhash(text)
-        self.sigs[key] = m
-        self.texts[key] = text
-        self.lsh.insert(key, m)
 
 
 # ---- filters --------------------------------------------------------------------------------------------
@@ -128,6 +85,8 @@ def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] |
             reason = "not a question"
         elif _REFUSAL.search(a):
             reason = "refusal"
+        elif _ASKS_NUMBER.search(q) and not _STATES_NUMBER.search(a):  # "maximum number of buses?" → "Limits …"
+            reason = "no number for a how-many question"
         if reason is None and count_tokens is not None:
             r["tokens"] = count_tokens(q, a)
             if r["tokens"] > cfg.max_tokens:
@@ -193,109 +152,6 @@ def judge_rows(rows: list[dict], chunks: list[dict], teacher, cache_path: Path) 
     text = {c["id"]: c["text"] for c in chunks}
     items = [{"chunk": text.get(r["chunk_id"], ""), "question": question(r), "answer": answer(r)} for r in rows]
     return dict(zip((r["id"] for r in rows), judge(teacher, items, cache_path, kind="qa")))
-
-
-# ---- split ----------------------------------------------------------------------------------------------
-
-
-def split(rows: list[dict], cfg: InspectSettings, seed: int) -> tuple[list[dict], list[dict], dict[str, int]]:
-    """Unseen: whole held-out chunks. Recall: a paraphrase of some train pairs, asked again. Out-of-docs: some of
-    the "docs don't say" items. With ``train_rewordings``, each train pair's other paraphrases become training
-    items too (same answer) — never one close to a recall question, so no training wording reaches the eval.
-
-    Returns ``(train, eval, leak_counts)``; eval rows carry ``split`` = ``recall``, ``unseen`` or ``outofdocs``.
-    """
-    rng = random.Random(seed)
-    facts = [r for r in rows if r.get("kind") != "abstain"]
-    train, unseen = _hold_out_chunks(facts, cfg, rng)
-    index, train_exact = NearDup(cfg.near_dup_threshold), {normalize(question(r)) for r in train}
-    for r in train:
-        index.add(r["id"], question(r))
-
-    def leaks(q: str) -> bool:
-        return normalize(q) in train_exact or index.query(q) is not None
-
-    leak = {"unseen_dropped_as_duplicates": 0, "recall_paraphrases_too_close": 0, "recall_paraphrases_unusable": 0,
-            "rewordings_too_close_to_recall": 0}
-    clean_unseen = [r for r in unseen if not leaks(question(r))]
-    leak["unseen_dropped_as_duplicates"] = len(unseen) - len(clean_unseen)
-    recall = _recall(train, cfg, rng, leaks, leak)
-    train = train + _rewordings(train, recall, cfg, leak)
-    abstain_train, outofdocs = _abstain_items([r for r in rows if r.get("kind") == "abstain"], cfg, rng)
-    return train + abstain_train, recall + clean_unseen + outofdocs, leak
-
-
-def _hold_out_chunks(rows: list[dict], cfg: InspectSettings, rng: random.Random) -> tuple[list[dict], list[dict]]:
-    chunks = sorted({r["chunk_id"] for r in rows})
-    if len(chunks) < 2:
-        raise ValueError(f"need pairs from at least 2 chunks to split train/eval, got {len(chunks)}: add docs or "
-                         "lower synth.chunk_tokens")
-    rng.shuffle(chunks)
-    n_unseen = min(max(1, round(len(chunks) * cfg.eval_fraction)), len(chunks) - 1)
-    held = set(chunks[:n_unseen])
-    i = n_unseen
-    while sum(r["chunk_id"] in held for r in rows) < cfg.min_eval and i < len(chunks) - 1:
-        held.add(chunks[i])
-        i += 1
-    return [r for r in rows if r["chunk_id"] not in held], [{**r, "split": "unseen"} for r in rows if r["chunk_id"] in held]
-
-
-def _recall(train: list[dict], cfg: InspectSettings, rng: random.Random, leaks, leak: dict[str, int]) -> list[dict]:
-    recall = []
-    candidates = [r for r in train if r.get("paraphrases")]
-    rng.shuffle(candidates)
-    for r in candidates[: round(len(candidates) * cfg.recall_fraction)]:
-        usable = [p for p in r["paraphrases"] if usable_paraphrase(p, question(r), answer(r))]
-        if not usable:
-            leak["recall_paraphrases_unusable"] += 1
-            continue
-        paras: list[str] = []
-        for p in usable:
-            if len(paras) < cfg.recall_wordings and not leaks(p) and normalize(p) not in map(normalize, paras):
-                paras.append(p)
-        if not paras:
-            leak["recall_paraphrases_too_close"] += 1
-            continue
-        recall += [{**r, "id": r["id"] + ("-p" if i == 0 else f"-p{i + 1}"), "instruction": p, "paraphrase_of": r["id"],
-                    "split": "recall"} for i, p in enumerate(paras)]
-    return recall
-
-
-def _rewordings(train: list[dict], recall: list[dict], cfg: InspectSettings, leak: dict[str, int]) -> list[dict]:
-    """Up to ``train_rewordings`` other paraphrases per train pair, as training items with the same answer."""
-    if not cfg.train_rewordings:
-        return []
-    asked, asked_exact = NearDup(cfg.near_dup_threshold), {normalize(question(r)) for r in recall}
-    for r in recall:
-        asked.add(r["id"], question(r))
-    out = []
-    for r in train:
-        seen = {normalize(question(r))}
-        for p in r.get("paraphrases") or []:
-            if len(seen) > cfg.train_rewordings:
-                break
-            if normalize(p) in seen or not usable_paraphrase(p, question(r), answer(r)):
-                continue
-            if normalize(p) in asked_exact or asked.query(p) is not None:
-                leak["rewordings_too_close_to_recall"] += 1
-                continue
-            seen.add(normalize(p))
-            out.append({**r, "id": f"{r['id']}-r{len(seen) - 1}", "instruction": p, "reworded_from": r["id"]})
-    return out
-
-
-def _abstain_items(rows: list[dict], cfg: InspectSettings, rng: random.Random) -> tuple[list[dict], list[dict]]:
-    """"The docs don't say" items: ``abstain_eval_fraction`` of them asked in the ``outofdocs`` split (none close to
-    a trained one), the rest trained on when ``abstain_train``."""
-    rows = list(rows)
-    rng.shuffle(rows)
-    n_eval = round(len(rows) * cfg.abstain_eval_fraction)
-    train = rows[n_eval:] if cfg.abstain_train else []
-    index = NearDup(cfg.near_dup_threshold)
-    for r in train:
-        index.add(r["id"], question(r))
-    evals = [{**r, "split": "outofdocs"} for r in rows[:n_eval] if index.query(question(r)) is None]
-    return train, evals
 
 
 # ---- files ----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import html
 import re
 from typing import Any
 
-from .inspection import answer, question
+from .pairs import answer, question
 from .text import shingles
 
 _NEAR_REASON = re.compile(r"^(near duplicate( \(q\+a\))? of |abstain question close to a documented one: )(?P<id>.+)$")

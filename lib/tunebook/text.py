@@ -103,10 +103,18 @@ def is_question(text: str) -> bool:
     return bool(_QUESTION.search(text.strip()))
 
 
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def is_chinese(text: str) -> bool:
+    """Written in Chinese: four or more CJK characters (a question of two words has more)."""
+    return len(_CJK.findall(text)) >= 4
+
+
 def usable_paraphrase(p: str, q: str, a: str) -> bool:
-    """A paraphrase must read as a question and must not be the answer in disguise."""
+    """A paraphrase must read as a question in the question's language and must not be the answer in disguise."""
     p = p.strip()
-    if not is_question(p):
+    if not is_question(p) or is_chinese(p) != is_chinese(q):
         return False
     if re.search(r"[.!?。！？]", p.rstrip(".!?。！？")):  # one sentence only
         return False

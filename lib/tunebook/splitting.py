@@ -1,0 +1,125 @@
+"""03's train/eval split, leak-free: whole chunks held out (**unseen**), trained pairs asked in other words
+(**recall**), "the docs don't say" items asked (**outofdocs**) or trained on, and optional training rewordings that
+never come near a recall question."""
+
+from __future__ import annotations
+
+import random
+
+from .pairs import NearDup, answer, question
+from .settings import InspectSettings
+from .text import normalize, usable_paraphrase
+
+
+def split(rows: list[dict], cfg: InspectSettings, seed: int) -> tuple[list[dict], list[dict], dict[str, int]]:
+    """Unseen: whole held-out chunks. Recall: a paraphrase of some train pairs, asked again. Out-of-docs: some of
+    the "docs don't say" items. With ``train_rewordings``, each train pair's other paraphrases become training
+    items too (same answer) — never one close to a recall question, so no training wording reaches the eval.
+
+    Returns ``(train, eval, leak_counts)``; eval rows carry ``split`` = ``recall``, ``unseen`` or ``outofdocs``.
+    """
+    rng = random.Random(seed)
+    facts = [r for r in rows if r.get("kind") != "abstain"]
+    train, unseen = _hold_out_chunks(facts, cfg, rng)
+    index, train_exact = NearDup(cfg.near_dup_threshold), {normalize(question(r)) for r in train}
+    for r in train:
+        index.add(r["id"], question(r))
+
+    def leaks(q: str) -> bool:
+        return normalize(q) in train_exact or index.query(q) is not None
+
+    leak = {"unseen_dropped_as_duplicates": 0, "recall_paraphrases_too_close": 0, "recall_paraphrases_unusable": 0,
+            "rewordings_too_close_to_recall": 0}
+    clean_unseen = [r for r in unseen if not leaks(question(r))]
+    leak["unseen_dropped_as_duplicates"] = len(unseen) - len(clean_unseen)
+    recall = _recall(train, cfg, rng, leaks, leak)
+    train = train + _rewordings(train, recall, cfg, leak)
+    abstain_train, outofdocs = _abstain_items([r for r in rows if r.get("kind") == "abstain"], cfg, rng)
+    return train + abstain_train, recall + clean_unseen + outofdocs, leak
+
+
+def _hold_out_chunks(rows: list[dict], cfg: InspectSettings, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    chunks = sorted({r["chunk_id"] for r in rows})
+    if len(chunks) < 2:
+        raise ValueError(f"need pairs from at least 2 chunks to split train/eval, got {len(chunks)}: add docs or "
+                         "lower synth.chunk_tokens")
+    rng.shuffle(chunks)
+    n_unseen = min(max(1, round(len(chunks) * cfg.eval_fraction)), len(chunks) - 1)
+    held = set(chunks[:n_unseen])
+    i = n_unseen
+    while sum(r["chunk_id"] in held for r in rows) < cfg.min_eval and i < len(chunks) - 1:
+        held.add(chunks[i])
+        i += 1
+    return [r for r in rows if r["chunk_id"] not in held], [{**r, "split": "unseen"} for r in rows if r["chunk_id"] in held]
+
+
+def _recall(train: list[dict], cfg: InspectSettings, rng: random.Random, leaks, leak: dict[str, int]) -> list[dict]:
+    recall = []
+    candidates = [r for r in train if r.get("paraphrases")]
+    rng.shuffle(candidates)
+    for r in candidates[: round(len(candidates) * cfg.recall_fraction)]:
+        usable = [p for p in r["paraphrases"] if rewording(p, r)]
+        if not usable:
+            leak["recall_paraphrases_unusable"] += 1
+            continue
+        paras: list[str] = []
+        for p in usable:
+            if len(paras) < cfg.recall_wordings and not leaks(p) and normalize(p) not in map(normalize, paras):
+                paras.append(p)
+        if not paras:
+            leak["recall_paraphrases_too_close"] += 1
+            continue
+        recall += [{**r, "id": r["id"] + ("-p" if i == 0 else f"-p{i + 1}"), "instruction": p, "paraphrase_of": r["id"],
+                    "split": "recall"} for i, p in enumerate(paras)]
+    return recall
+
+
+def rewording(p: str, r: dict) -> bool:
+    """Can ``p`` stand for the question of pair ``r`` (asked in recall, or trained on)? It must be a usable
+    paraphrase (:func:`~tunebook.text.usable_paraphrase`: a question, same language, not the answer) that still
+    names every specific value the question names — a `setting`, code, number, file: "默认值是多少？" for
+    "配置文件中 `max_iterations` 的默认值是多少？" asks something the docs answer ambiguously."""
+    from .outcomes import values
+
+    q = question(r)
+    if not usable_paraphrase(p, q, answer(r)):
+        return False
+    said = normalize(p)
+    return all(normalize(v) in said for v in values(q) if normalize(v))
+
+
+def _rewordings(train: list[dict], recall: list[dict], cfg: InspectSettings, leak: dict[str, int]) -> list[dict]:
+    """Up to ``train_rewordings`` other paraphrases per train pair, as training items with the same answer."""
+    if not cfg.train_rewordings:
+        return []
+    asked, asked_exact = NearDup(cfg.near_dup_threshold), {normalize(question(r)) for r in recall}
+    for r in recall:
+        asked.add(r["id"], question(r))
+    out = []
+    for r in train:
+        seen = {normalize(question(r))}
+        for p in r.get("paraphrases") or []:
+            if len(seen) > cfg.train_rewordings:
+                break
+            if normalize(p) in seen or not rewording(p, r):
+                continue
+            if normalize(p) in asked_exact or asked.query(p) is not None:
+                leak["rewordings_too_close_to_recall"] += 1
+                continue
+            seen.add(normalize(p))
+            out.append({**r, "id": f"{r['id']}-r{len(seen) - 1}", "instruction": p, "reworded_from": r["id"]})
+    return out
+
+
+def _abstain_items(rows: list[dict], cfg: InspectSettings, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """"The docs don't say" items: ``abstain_eval_fraction`` of them asked in the ``outofdocs`` split (none close to
+    a trained one), the rest trained on when ``abstain_train``."""
+    rows = list(rows)
+    rng.shuffle(rows)
+    n_eval = round(len(rows) * cfg.abstain_eval_fraction)
+    train = rows[n_eval:] if cfg.abstain_train else []
+    index = NearDup(cfg.near_dup_threshold)
+    for r in train:
+        index.add(r["id"], question(r))
+    evals = [{**r, "split": "outofdocs"} for r in rows[:n_eval] if index.query(question(r)) is None]
+    return train, evals
