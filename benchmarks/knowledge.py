@@ -30,17 +30,19 @@ TUNEBOOK = str(Path(sys.executable).parent / "tunebook")
 
 # the row name -> its settings over the base recipe (03/04 settings only: the synthesis is shared)
 ROWS: dict[str, list[str]] = {
-    "today": ["inspect.train_rewordings=0", "inspect.abstain_train=false", "train.replay_fraction=0"],
-    "rewordings": ["inspect.train_rewordings=3", "inspect.abstain_train=false", "train.replay_fraction=0",
-                   "train.epochs=2"],
-    "rewordings+abstain": ["inspect.train_rewordings=3", "inspect.abstain_train=true", "train.replay_fraction=0",
-                           "train.epochs=2"],
-    "rewordings+replay": ["inspect.train_rewordings=3", "inspect.abstain_train=false", "train.replay_fraction=0.1",
-                          "train.epochs=2"],
-    "rewordings+replay-4ep": ["inspect.train_rewordings=3", "inspect.abstain_train=false",
-                              "train.replay_fraction=0.1", "train.epochs=4"],
-    "all": ["inspect.train_rewordings=3", "inspect.abstain_train=true", "train.replay_fraction=0.1",
-            "train.epochs=2"],
+    # session 7's recipe: lr 3e-4 (the trained answers themselves came back right for only 65-72 %)
+    "s7": ["train.learning_rate=0.0003", "inspect.train_rewordings=0", "inspect.abstain_train=false",
+           "inspect.abstain_swaps=0", "train.replay_fraction=0"],
+    "today": ["inspect.train_rewordings=0", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
+              "train.replay_fraction=0"],
+    "rewordings": ["inspect.train_rewordings=3", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
+                   "train.replay_fraction=0"],
+    "rewordings+abstain": ["inspect.train_rewordings=3", "inspect.abstain_train=true", "inspect.abstain_swaps=1",
+                           "train.replay_fraction=0"],
+    "rewordings+replay": ["inspect.train_rewordings=3", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
+                          "train.replay_fraction=0.1"],
+    "all": ["inspect.train_rewordings=3", "inspect.abstain_train=true", "inspect.abstain_swaps=1",
+            "train.replay_fraction=0.1"],
 }
 QUIET_05 = ["evaluate.export_adapter=false", "evaluate.export_merged=false", "evaluate.gguf_types=[]",
             "evaluate.verify_gguf=[]", "evaluate.verify_vllm=false"]

@@ -168,6 +168,7 @@ def to_messages(r: dict, split_name: str) -> dict:
         "lang": r.get("lang", ""),
         **({"paraphrase_of": r["paraphrase_of"]} if r.get("paraphrase_of") else {}),
         **({"reworded_from": r["reworded_from"]} if r.get("reworded_from") else {}),
+        **({"swapped_from": r["swapped_from"]} if r.get("swapped_from") else {}),
         **({"kind": r["kind"]} if r.get("kind") else {}),
         "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer(r)}],
     }
@@ -198,7 +199,7 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
     data_dir = Path(data_dir)
     chunk_text = {c["id"]: c["text"] for c in chunks}
     kept, dropped = filter_rows(rows, cfg, chunk_text, count_tokens, judge_scores)
-    train, evals, leak = split(kept, cfg, seed)
+    train, evals, leak = split(kept, cfg, seed, corpus="\n".join(chunk_text.values()))
     write_jsonl((to_messages(r, "train") for r in train), data_dir / TRAIN_FILE)
     write_jsonl((to_messages(r, r["split"]) for r in evals), data_dir / EVAL_FILE)
     write_jsonl(dropped, data_dir / DROPPED_FILE)
@@ -215,7 +216,8 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
         "eval_unseen": sum(r["split"] == "unseen" for r in evals),
         "eval_outofdocs": sum(r["split"] == "outofdocs" for r in evals),
         "train_rewordings": sum(bool(r.get("reworded_from")) for r in train),
-        "train_abstain": sum(r.get("kind") == "abstain" for r in train),
+        "train_abstain": sum(r.get("kind") == "abstain" and not r.get("swapped_from") for r in train),
+        "train_abstain_swaps": sum(bool(r.get("swapped_from")) for r in train),
         **leak,
         "train_chunks": len({r["chunk_id"] for r in train}),
         "eval_unseen_chunks": len({r["chunk_id"] for r in evals if r["split"] == "unseen"}),

@@ -11,7 +11,8 @@ from .settings import InspectSettings
 from .text import normalize, usable_paraphrase
 
 
-def split(rows: list[dict], cfg: InspectSettings, seed: int) -> tuple[list[dict], list[dict], dict[str, int]]:
+def split(rows: list[dict], cfg: InspectSettings, seed: int, corpus: str = ""
+          ) -> tuple[list[dict], list[dict], dict[str, int]]:
     """Unseen: whole held-out chunks. Recall: a paraphrase of some train pairs, asked again. Out-of-docs: some of
     the "docs don't say" items. With ``train_rewordings``, each train pair's other paraphrases become training
     items too (same answer) — never one close to a recall question, so no training wording reaches the eval.
@@ -29,13 +30,30 @@ def split(rows: list[dict], cfg: InspectSettings, seed: int) -> tuple[list[dict]
         return normalize(q) in train_exact or index.query(q) is not None
 
     leak = {"unseen_dropped_as_duplicates": 0, "recall_paraphrases_too_close": 0, "recall_paraphrases_unusable": 0,
-            "rewordings_too_close_to_recall": 0}
+            "rewordings_too_close_to_recall": 0, "swaps_too_close_to_eval": 0}
     clean_unseen = [r for r in unseen if not leaks(question(r))]
     leak["unseen_dropped_as_duplicates"] = len(unseen) - len(clean_unseen)
     recall = _recall(train, cfg, rng, leaks, leak)
     train = train + _rewordings(train, recall, cfg, leak)
     abstain_train, outofdocs = _abstain_items([r for r in rows if r.get("kind") == "abstain"], cfg, rng)
-    return train + abstain_train, recall + clean_unseen + outofdocs, leak
+    swapped = _swaps(train, recall + clean_unseen + outofdocs, corpus, cfg, rng, leak)
+    return train + abstain_train + swapped, recall + clean_unseen + outofdocs, leak
+
+
+def _swaps(train: list[dict], evals: list[dict], corpus: str, cfg: InspectSettings, rng: random.Random,
+           leak: dict[str, int]) -> list[dict]:
+    """``abstain_swaps``: twins of trained questions about names the corpus lacks (:mod:`tunebook.swaps`), none
+    close to an eval question."""
+    from .qa_requests import ABSTAIN_ANSWER
+    from .swaps import swapped_items
+
+    items = swapped_items(train, corpus, cfg.abstain_swaps, rng, ABSTAIN_ANSWER)
+    asked = NearDup(cfg.near_dup_threshold)
+    for r in evals:
+        asked.add(r["id"], question(r))
+    keep = [r for r in items if asked.query(question(r)) is None]
+    leak["swaps_too_close_to_eval"] = len(items) - len(keep)
+    return keep
 
 
 def _hold_out_chunks(rows: list[dict], cfg: InspectSettings, rng: random.Random) -> tuple[list[dict], list[dict]]:
