@@ -218,7 +218,7 @@ def count_tokens(dataset, tokenizer) -> int:
 
 def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, backend: str,
                train_tokens: int | None = None):
-    """Training arguments. CPU: padded batches of ``batch_size``, bf16 where the CPU has it fast, no checkpointing. Unsloth on GPU: rows
+    """Training arguments. CPU: padded batches of ``batch_size`` grouped by length, bf16 where the CPU has it fast, no checkpointing. Unsloth on GPU: rows
     packed best-fit-decreasing into a token budget per micro-batch (padding-free), the same optimizer as on CPU
     (Unsloth would otherwise switch to 8-bit AdamW with weight decay)."""
     import torch
@@ -237,9 +237,10 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
                    if packed else
                    dict(per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, packing=False,
                         logging_steps=1 if not cuda else 5,
-                        # padded GPU batches: rows of similar length together (less padding, and DDP ranks get
-                        # batches of similar length, so neither waits for the other)
-                        train_sampling_strategy="group_by_length" if cuda else "random"))
+                        # padded batches: rows of similar length together, drawn from a new random mega-batch of
+                        # a few batches each time (less padding; DDP ranks get batches of similar length, so
+                        # neither waits for the other)
+                        train_sampling_strategy="group_by_length"))
     return SFTConfig(
         output_dir=str(out_dir / CHECKPOINT_DIR),
         num_train_epochs=cfg.epochs,
