@@ -9,6 +9,7 @@ are held out whether or not the rest is trained on. Exports are switched off (th
     .venv/bin/python benchmarks/knowledge.py                       # samples/docs, cpu profile, every row
     .venv/bin/python benchmarks/knowledge.py --corpus ../shared/corpora/cloudpss-sample --rows today,all
     .venv/bin/python benchmarks/knowledge.py --reuse                # rows only, over an existing synthesis
+    .venv/bin/python benchmarks/knowledge.py --synth outputs/knowledge-20261201-synth --prefix knowledge-s8
 
 Prints one table (recall judge and exact key values, unseen and out-of-docs invented-value rates, general judge,
 train seconds) and writes it as JSON next to the runs.
@@ -29,20 +30,19 @@ ROOT = Path(__file__).resolve().parents[1]
 TUNEBOOK = str(Path(sys.executable).parent / "tunebook")
 
 # the row name -> its settings over the base recipe (03/04 settings only: the synthesis is shared)
+# every row names its learning rate: a reused synthesis keeps the settings it was made with (params.yaml)
+_NONE = ["inspect.abstain_train=false", "inspect.abstain_swaps=0", "train.replay_fraction=0"]
+_LR = "train.learning_rate=0.001"
 ROWS: dict[str, list[str]] = {
-    # session 7's recipe: lr 3e-4 (the trained answers themselves came back right for only 65-72 %)
-    "s7": ["train.learning_rate=0.0003", "inspect.train_rewordings=0", "inspect.abstain_train=false",
-           "inspect.abstain_swaps=0", "train.replay_fraction=0"],
-    "today": ["inspect.train_rewordings=0", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
-              "train.replay_fraction=0"],
-    "rewordings": ["inspect.train_rewordings=3", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
-                   "train.replay_fraction=0"],
-    "rewordings+abstain": ["inspect.train_rewordings=3", "inspect.abstain_train=true", "inspect.abstain_swaps=1",
-                           "train.replay_fraction=0"],
-    "rewordings+replay": ["inspect.train_rewordings=3", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
-                          "train.replay_fraction=0.1"],
-    "all": ["inspect.train_rewordings=3", "inspect.abstain_train=true", "inspect.abstain_swaps=1",
-            "train.replay_fraction=0.1"],
+    # session 7's recipe: lr 3e-4, no rewordings (the student got 65-72 % of its own train answers right verbatim)
+    "s7": ["train.learning_rate=0.0003", "inspect.train_rewordings=0", *_NONE],
+    "lr1e-3": [_LR, "inspect.train_rewordings=0", *_NONE],
+    "today": [_LR, "inspect.train_rewordings=1", *_NONE],  # the defaults (the demo has no "docs don't say" items)
+    "rewordings3": [_LR, "inspect.train_rewordings=3", *_NONE],
+    "today+abstain": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=true", "inspect.abstain_swaps=1",
+                      "train.replay_fraction=0"],
+    "today+replay": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
+                     "train.replay_fraction=0.1"],
 }
 QUIET_05 = ["evaluate.export_adapter=false", "evaluate.export_merged=false", "evaluate.gguf_types=[]",
             "evaluate.verify_gguf=[]", "evaluate.verify_vllm=false"]
@@ -89,12 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--abstain", type=int, default=1)
     ap.add_argument("--prefix", default=f"knowledge-{date.today():%Y%m%d}")
     ap.add_argument("--reuse", action="store_true", help="keep an existing synthesis run dir")
+    ap.add_argument("--synth", default="", help="the synthesis run dir to reuse (default: <prefix>-synth)")
     ap.add_argument("-p", dest="extra", action="append", default=[], help="more settings for every row")
     a = ap.parse_args(argv)
     env = dict(os.environ)
     out = Path(env.get("TUNEBOOK_OUTPUTS", ROOT / "outputs"))
-    base = out / f"{a.prefix}-synth"
-    if not (a.reuse and (base / "data" / "dataset.jsonl").is_file()):
+    base = Path(a.synth) if a.synth else out / f"{a.prefix}-synth"
+    if a.synth and not (base / "data" / "dataset.jsonl").is_file():
+        sys.exit(f"--synth {base}: no data/dataset.jsonl there")
+    if not ((a.reuse or a.synth) and (base / "data" / "dataset.jsonl").is_file()):
         secs = run(["--profile", a.profile, "--corpus", a.corpus, "--run-id", base.name, "--to", "02",
                     "-p", f"synth.paraphrases={a.paraphrases}", "-p", f"synth.abstain_questions={a.abstain}",
                     *sum((["-p", x] for x in a.extra), [])], env)

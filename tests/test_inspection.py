@@ -151,6 +151,11 @@ def test_paraphrase_must_be_a_question_not_the_answer():
     leaky = "How many buses fit? The Professional edition has a limit of 25,000 buses. What is the maximum?"
     assert not text.usable_paraphrase(leaky, "How many buses fit in a model?", "Up to 25,000 buses.")
     assert not text.usable_paraphrase("Which export format is the default, csv?", q, "csv")
+    # an answer that restates its question does not make every rewording of it "the answer in disguise"
+    full = "The default value for the `--step` flag is `900` seconds."
+    assert text.usable_paraphrase("What does the `--step` flag default to?", "What is the default value for the `--step` flag?", full)
+    assert not text.usable_paraphrase("Is the `--step` flag's default value 900 seconds?", "What is the default value for the `--step` flag?", full)
+    assert text.usable_paraphrase("When did Brindlewatt 4.2.1 first appear?", "When was Brindlewatt 4.2.1 released?", "2025-03-14")
 
 
 def test_a_how_many_question_needs_a_number_in_its_answer():

@@ -111,13 +111,24 @@ def is_chinese(text: str) -> bool:
     return len(_CJK.findall(text)) >= 4
 
 
+_SENTENCE_END = re.compile(r"[.!?](\s|$)|[。！？]")  # "4.2.1" and "cache.max_size_mb" end nothing
+
+
+def _bigrams(text: str) -> set[str]:
+    t = normalize(text)
+    return {t[i:i + 2] for i in range(len(t) - 1)}
+
+
 def usable_paraphrase(p: str, q: str, a: str) -> bool:
-    """A paraphrase must read as a question in the question's language and must not be the answer in disguise."""
+    """A paraphrase must read as one question in the question's language and must not be the answer in disguise:
+    it may repeat what the answer repeats of the question ("The default value for the `--step` flag is …"), but
+    not what the answer adds (most of the answer's character bigrams that the question lacks)."""
     p = p.strip()
     if not is_question(p) or is_chinese(p) != is_chinese(q):
         return False
-    if re.search(r"[.!?。！？]", p.rstrip(".!?。！？")):  # one sentence only
+    if _SENTENCE_END.search(p.rstrip(".!?。！？ ")):  # one sentence only
         return False
-    if grounding(a, p) >= 0.6:  # the answer's content is spelled out in the "question"
+    added = _bigrams(a) - _bigrams(q)
+    if added and len(added & _bigrams(p)) / len(added) >= 0.6:
         return False
-    return normalize(p) != normalize(a) and char_f1(p, a) < 0.8
+    return normalize(p) != normalize(a)
