@@ -127,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     keys = ["row", "recall_n", "recall_judge", "recall_exact_values", "recall_rag_judge", "unseen_n", "unseen_judge",
             "unseen_base_judge", "unseen_invents", "unseen_base_invents", "outofdocs_n", "outofdocs_invents",
             "outofdocs_abstains", "general_base", "general_tuned", "train_rows", "train_s"]
-    print(f"\ncorpus {a.corpus}, profile {a.profile}, {date.today()}")
+    import yaml
+
+    corpus = (yaml.safe_load((base / "params.yaml").read_text()) or {}).get("corpus", a.corpus)
+    print(f"\ncorpus {corpus} (synthesis {base.name}), profile {a.profile}, {date.today()}")
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in results:
         print("| " + " | ".join("–" if r.get(k) is None else (f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]))
