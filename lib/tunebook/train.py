@@ -237,9 +237,8 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
                    if packed else
                    dict(per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length, packing=False,
                         logging_steps=1 if not cuda else 5,
-                        # padded batches: rows of similar length together, drawn from a new random mega-batch of
-                        # a few batches each time (less padding; DDP ranks get batches of similar length, so
-                        # neither waits for the other)
+                        # rows of similar length together, from a new random mega-batch of a few batches each
+                        # time: less padding, and DDP ranks get batches of similar length
                         train_sampling_strategy="group_by_length"))
     return SFTConfig(
         output_dir=str(out_dir / CHECKPOINT_DIR),
