@@ -140,7 +140,9 @@ def degenerate(answer: str, question: str) -> str:
     na, nq = norm(a), norm(question)
     if na and nq and (na == nq or (len(na) < 1.3 * len(nq) and nq in na) or not na.replace(nq, "")):
         return "echoes the question"
-    q_zh = len(_CJK.findall(question)) >= 4
+    from .text import is_chinese
+
+    q_zh = is_chinese(question)
     a_cjk = len(_CJK.findall(a))
     if q_zh and a_cjk == 0 and len(a) > 30:
         return "wrong language"

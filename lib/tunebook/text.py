@@ -17,11 +17,16 @@ def shingles(text: str, k: int = 3) -> set[str]:
     return {t[i:i + k] for i in range(max(1, len(t) - k + 1))} if t else set()
 
 
+def _bigrams(text: str) -> set[str]:
+    t = normalize(text)
+    return {t[i:i + 2] for i in range(len(t) - 1)}
+
+
 def grounding(ans: str, chunk_text: str) -> float:
     """Share of the answer's character bigrams that occur in its chunk (1.0 = every bigram is in the source)."""
     a = normalize(ans)
     c = normalize(chunk_text)
-    grams = {a[i:i + 2] for i in range(len(a) - 1)}
+    grams = _bigrams(ans)
     if not grams:
         return 1.0 if a and a in c else 0.0
     return sum(g in c for g in grams) / len(grams)
@@ -112,11 +117,6 @@ def is_chinese(text: str) -> bool:
 
 
 _SENTENCE_END = re.compile(r"[.!?](\s|$)|[。！？]")  # "4.2.1" and "cache.max_size_mb" end nothing
-
-
-def _bigrams(text: str) -> set[str]:
-    t = normalize(text)
-    return {t[i:i + 2] for i in range(len(t) - 1)}
 
 
 def usable_paraphrase(p: str, q: str, a: str) -> bool:
