@@ -69,6 +69,10 @@ def test_run_dir_has_every_artifact(ci_run):
         assert (data / f).is_file(), f
     gens = [json.loads(x) for x in (run_dir / "eval" / "generations.jsonl").read_text().splitlines()]
     assert gens and all({"question", "reference", "base", "tuned"} <= set(g) for g in gens)
+    # llama-server's token log-probabilities gave every answer its confidence; the gate (on by default) kept what
+    # the fine-tuned student said, and the exports were compared with that
+    assert all(0.0 < g[f"{c}_confidence"] <= 1.0 for g in gens for c in ("base", "tuned"))
+    assert all(g["tuned"] == g["tuned_ungated"] or g["tuned_confidence"] < 0.4 for g in gens)
     assert "finished" in r.stdout and "stopped the teacher server" in r.stdout
 
 

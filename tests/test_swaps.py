@@ -3,7 +3,7 @@
 import random
 
 from tunebook import splitting, swaps
-from tunebook.qa_requests import ABSTAIN_ANSWER
+from tunebook.outcomes import ABSTAIN_ANSWER
 from tunebook.settings import InspectSettings
 
 CORPUS = ("配置文件中 `max_iterations` 默认为 60，`step_seconds` 默认为 900。错误码 BW-204 表示求解器没有收敛。"

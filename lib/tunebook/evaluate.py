@@ -1,22 +1,20 @@
 """05 — does the student know the docs now? Base vs fine-tuned answers, character-level scores, and exports.
 
-Both models answer with the same chat template and greedy decoding. The base answers come from the base weights
-with the adapter switched off; the fine-tuned answers from a merged copy (:func:`merged_weights`), the model 05
-exports.
+Both models answer with the same chat template and greedy decoding (:mod:`tunebook.answering`). The base answers
+come from the base weights with the adapter switched off; the fine-tuned answers from a merged copy
+(:func:`~tunebook.answering.merged_weights`), the model 05 exports.
 """
 
 from __future__ import annotations
 
 import html
-import weakref
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from .chat import chat_messages
+from .answering import balanced_batch, gate, generate, generate_scored, load_tuned, merged_weights  # noqa: F401
 from .judge import judge
 from .jsonio import write_json, write_jsonl
 from .paths import PARAMS_DIR
-from .progress import bar
 from .text import char_f1, rouge_l
 
 GENERATIONS_FILE = "generations.jsonl"
@@ -67,6 +65,8 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
         if any(r.get(f"{c}_outcome") for r in rows):
             out[f"{c}_outcomes"] = shares([r[f"{c}_outcome"] for r in rows if r.get(f"{c}_outcome")])
             out[f"{c}_invents"] = out[f"{c}_outcomes"]["invents"]
+        if any(r.get(f"{c}_ungated") is not None for r in rows):  # the confidence gate was on
+            out[f"{c}_gated"] = round(sum(r.get(f"{c}_ungated") not in (None, r[c]) for r in rows) / len(rows), 4)
     for m in ("judge", "rouge_l"):
         if f"base_{m}" in out and f"tuned_{m}" in out:
             d = paired_delta_ci([r.get(f"tuned_{m}") for r in rows], [r.get(f"base_{m}") for r in rows],
@@ -130,92 +130,12 @@ def save_metrics(metrics: dict[str, Any], eval_dir: Path) -> Path:
     return write_json(metrics, Path(eval_dir) / METRICS_FILE)
 
 
-def load_tuned(adapter_dir: Path, base_source: str, precision: str = "auto"):
-    """The base model with the adapter on top (switched off per call for the base answers), in ``precision``
-    (:mod:`tunebook.precision`: bf16 on a GPU or a CPU with AMX, else float32)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from . import precision as _precision
-
-    cuda = torch.cuda.is_available()
-    dtype = _precision.dtype(precision)
-    tok = AutoTokenizer.from_pretrained(str(adapter_dir))
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    base = AutoModelForCausalLM.from_pretrained(base_source, dtype=dtype)
-    if cuda:
-        base = base.to("cuda")
-    model = PeftModel.from_pretrained(base, str(adapter_dir))
-    model.eval()
-    _precision.contiguous_head_input(base)
-    return model, tok
-
-
-_MERGED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def merged_weights(model):
-    """The fine-tuned answerer: a copy of ``model`` (base + adapter) with the LoRA weights merged into the base
-    weights, made once per model — the 16-bit model 05 exports, and as fast as the base (the LoRA side path in
-    float32 made fine-tuned + RAG 1.8× slower than base + RAG on the demo). ``model`` itself keeps its adapter
-    unmerged, so its base answers stay exact."""
-    import copy
-
-    if model not in _MERGED:
-        _MERGED[model] = copy.deepcopy(model).merge_and_unload().eval()
-    return _MERGED[model]
-
-
-def balanced_batch(n: int, most: int) -> int:
-    """Equal batches of at most ``most``: 22 questions in 2 batches of 11, not 16 + 6 — every batch decodes up to
-    ``max_new_tokens`` steps, so the number of batches is what costs."""
-    import math
-
-    if n <= 0:
-        return 1
-    return math.ceil(n / math.ceil(n / max(1, most)))
-
-
-def _prompts(tok, questions: Iterable[str], system_prompt: str = "") -> list[str]:
-    return [tok.apply_chat_template(chat_messages(q, system_prompt), tokenize=False, add_generation_prompt=True)
-            for q in questions]
-
-
-def generate(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, adapter: bool,
-             system_prompt: str = "", desc: str = "", server=None, merged: bool = True) -> list[str]:
-    """Greedy answers, in order: through ``server`` (a :class:`~tunebook.student_server.StudentServer`) when one
-    is given, else with transformers in batches of ``batch_size`` — the fine-tuned ones by the merged copy
-    (:func:`merged_weights`) unless ``merged`` is False (the adapter on top of the base, as trained)."""
-    import contextlib
-
-    import torch
-
-    prompts = _prompts(tok, questions, system_prompt)
-    if server is not None:
-        return server.answer(prompts, adapter, max_new_tokens, desc or ("fine-tuned" if adapter else "base"))
-    answers: list[str] = []
-    ctx = contextlib.nullcontext() if adapter else model.disable_adapter()
-    if adapter and merged:
-        model = merged_weights(model)
-    batch_size = balanced_batch(len(prompts), batch_size)
-    with ctx, torch.inference_mode(), bar(total=len(prompts), desc=desc or ("fine-tuned" if adapter else "base")) as pbar:
-        for i in range(0, len(prompts), batch_size):
-            batch = prompts[i:i + batch_size]
-            enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-            for row in out[:, enc["input_ids"].shape[1]:]:
-                answers.append(tok.decode(row, skip_special_tokens=True).strip())
-            pbar.update(len(batch))
-    return answers
-
-
 def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "",
-            rag_index=None, rag_k: int = 2, server=None) -> list[dict]:
+            rag_index=None, rag_k: int = 2, server=None, abstain_below: float = 0.0) -> list[dict]:
     """Every eval question answered under each condition (:data:`CONDITIONS`; the RAG ones only with an index),
-    greedily, with ROUGE-L and character F1 against the reference."""
+    greedily, with ROUGE-L and character F1 against the reference. Each answer's confidence is kept
+    (``<condition>_confidence``); with ``abstain_below`` > 0 the fine-tuned student's answers below it are replaced
+    by "the docs don't cover this" (:func:`gate`), the answer it gave kept as ``<condition>_ungated``."""
     from .retrieval import hit_rate, rag_prompt
 
     questions = [r["messages"][0]["content"] for r in eval_rows]
@@ -225,20 +145,26 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     if rag_index is not None:
         found = rag_index.search(questions, rag_k)
         prompts[True] = [rag_prompt(q, rag_index.context(idx)) for q, idx in zip(questions, found)]
-    answers = {}
+    answers, confidence = {}, {}
     for cond, (adapter, rag) in CONDITIONS.items():
         if rag in prompts:
-            answers[cond] = generate(model, tok, prompts[rag], max_new_tokens, batch_size, adapter=adapter,
-                                     system_prompt=system_prompt, desc=CONDITION_LABELS[cond], server=server)
+            answers[cond], confidence[cond] = generate_scored(
+                model, tok, prompts[rag], max_new_tokens, batch_size, adapter=adapter, system_prompt=system_prompt,
+                desc=CONDITION_LABELS[cond], server=server)
     rows = []
     for i, (r, q, ref) in enumerate(zip(eval_rows, questions, refs)):
         row = {"id": r["id"], "source": r.get("source", ""), "chunk_id": r.get("chunk_id", ""),
                "split": r.get("split", "eval"), "question": q, "reference": ref,
                "engine": "llama.cpp" if server is not None else "transformers"}
         for cond, ans in answers.items():
-            row[cond] = ans[i]
-            row[f"{cond}_rouge_l"] = round(rouge_l(ans[i], ref), 4)
-            row[f"{cond}_char_f1"] = round(char_f1(ans[i], ref), 4)
+            a, conf = ans[i], confidence[cond][i]
+            if CONDITIONS[cond][0] and abstain_below > 0:  # the gate is part of the fine-tuned student's answering
+                row[f"{cond}_ungated"] = a
+                a = gate(a, conf, abstain_below, q)
+            row[cond] = a
+            row[f"{cond}_confidence"] = conf
+            row[f"{cond}_rouge_l"] = round(rouge_l(a, ref), 4)
+            row[f"{cond}_char_f1"] = round(char_f1(a, ref), 4)
         if found:
             row["rag_chunks"] = [rag_index.chunk_ids[j] for j in found[i]]
             row["rag_hit"] = hit_rate([found[i]], rag_index, [row["chunk_id"]])
@@ -361,6 +287,11 @@ def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
             notes.append(f"judge {r[c + '_judge']:.1f}")
         if r.get(f"{c}_outcome"):
             notes.append(r[f"{c}_outcome"])
+        if r.get(f"{c}_confidence") is not None:
+            notes.append(f"confidence {r[c + '_confidence']:.2f}")
+        gated = r.get(f"{c}_ungated") not in (None, r[c])
+        if gated:
+            notes.append(f"gated; said: {r[c + '_ungated']}")
         return (f"<td style='text-align:left;vertical-align:top'>{html.escape(r[c])}"
                 f"<br><small><i>{html.escape(' · '.join(notes))}</i></small></td>")
 

@@ -16,6 +16,8 @@ import re
 import zlib
 
 OUTCOMES = ("correct", "partial", "abstains", "invents", "degenerate")
+# the answer a "docs don't say" training item teaches, and the one 05's confidence gate gives, per page language
+ABSTAIN_ANSWER = {"en": "The documentation does not cover this.", "zh": "文档中没有涉及这一点。"}
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])[-+]?\d+(?:[.,]\d+)*(?:[eE][+-]?\d+)?(?![A-Za-z0-9_])")  # CJK may touch it

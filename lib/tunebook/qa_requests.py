@@ -10,6 +10,7 @@ from typing import Any, Callable
 from .answers import AnswerError, QAPair, inspect_answer, load_answer, string_list
 from .client import Client, Rejected, message
 from .corpus import Chunk
+from .outcomes import ABSTAIN_ANSWER
 from .paths import PARAMS_DIR
 from .prompts import (abstain_schema, paraphrase_schema, prompt_template, qa_schema, questions_for, render_fields,
                       render_prompt)
@@ -17,7 +18,6 @@ from .serve import Teacher
 from .settings import SynthSettings
 
 # the trained answer to a question the docs do not cover ("the docs don't say" items), per language
-ABSTAIN_ANSWER = {"en": "The documentation does not cover this.", "zh": "文档中没有涉及这一点。"}
 
 
 def request_extra(teacher: Teacher, cfg: SynthSettings) -> dict[str, Any]:

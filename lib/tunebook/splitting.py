@@ -44,7 +44,7 @@ def _swaps(train: list[dict], evals: list[dict], corpus: str, cfg: InspectSettin
            leak: dict[str, int]) -> list[dict]:
     """``abstain_swaps``: twins of trained questions about names the corpus lacks (:mod:`tunebook.swaps`), none
     close to an eval question."""
-    from .qa_requests import ABSTAIN_ANSWER
+    from .outcomes import ABSTAIN_ANSWER
     from .swaps import swapped_items
 
     items = swapped_items(train, corpus, cfg.abstain_swaps, rng, ABSTAIN_ANSWER)

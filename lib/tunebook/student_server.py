@@ -85,13 +85,19 @@ class StudentServer:
 
     def answer(self, prompts: list[str], tuned: bool, max_new_tokens: int, desc: str = "") -> list[str]:
         """Greedy completions of already templated ``prompts``, in order; the LoRA at scale 1 when ``tuned``."""
+        return self.answer_scored(prompts, tuned, max_new_tokens, desc)[0]
+
+    def answer_scored(self, prompts: list[str], tuned: bool, max_new_tokens: int,
+                      desc: str = "") -> tuple[list[str], list[float | None]]:
+        """:meth:`answer`, and each answer's confidence as on the transformers path (the lowest probability of a
+        chosen token, from llama-server's ``n_probs``)."""
         from .client import complete_all
         from .progress import bar
 
         url = self.teacher.base_url.removesuffix("/v1") + "/completion"
         scale = 1.0 if tuned else 0.0
         # no prompt cache: a slot's cached prompt was computed with the other LoRA scale
-        bodies = [{"prompt": p, "n_predict": max_new_tokens, "temperature": 0.0, "top_k": 1, "seed": 0,
+        bodies = [{"prompt": p, "n_predict": max_new_tokens, "temperature": 0.0, "top_k": 1, "seed": 0, "n_probs": 1,
                    "cache_prompt": False, "lora": [{"id": 0, "scale": scale}]} for p in prompts]
         with bar(total=len(prompts), desc=desc or ("fine-tuned" if tuned else "base")) as pbar:
             results = complete_all(self.teacher.base_url, "", bodies, self.parallel, url=url,
@@ -99,4 +105,14 @@ class StudentServer:
         errors = [r for r in results if isinstance(r, Exception)]
         if errors:
             raise RuntimeError(f"the student's llama-server failed {len(errors)} of {len(prompts)} answers: {errors[0]}")
-        return [str(r.get("content", "")).strip() for r in results]
+        return [str(r.get("content", "")).strip() for r in results], [chosen_confidence(r) for r in results]
+
+
+def chosen_confidence(result: dict) -> float | None:
+    """The lowest probability of a chosen token in a llama-server ``/completion`` result made with ``n_probs``
+    (``completion_probabilities``: each token's ``logprob`` before sampling); None without them."""
+    import math
+
+    probs = result.get("completion_probabilities") or []
+    logprobs = [p["logprob"] for p in probs if isinstance(p, dict) and p.get("logprob") is not None]
+    return round(math.exp(min(logprobs)), 4) if logprobs else None

@@ -1,0 +1,147 @@
+"""05's answerer: the student loaded with its adapter, greedy answers in equal batches (transformers, or the
+llama-server of :mod:`tunebook.student_server`), each with its **confidence**, and the gate that turns an unsure
+fine-tuned answer into "the docs don't cover this"."""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Iterable
+
+from .chat import chat_messages
+from .progress import bar
+
+
+def load_tuned(adapter_dir: Path, base_source: str, precision: str = "auto"):
+    """The base model with the adapter on top (switched off per call for the base answers), in ``precision``
+    (:mod:`tunebook.precision`: bf16 on a GPU or a CPU with AMX, else float32)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from . import precision as _precision
+
+    cuda = torch.cuda.is_available()
+    dtype = _precision.dtype(precision)
+    tok = AutoTokenizer.from_pretrained(str(adapter_dir))
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    base = AutoModelForCausalLM.from_pretrained(base_source, dtype=dtype)
+    if cuda:
+        base = base.to("cuda")
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    model.eval()
+    _precision.contiguous_head_input(base)
+    return model, tok
+
+
+_MERGED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def merged_weights(model):
+    """The fine-tuned answerer: a copy of ``model`` (base + adapter) with the LoRA weights merged into the base
+    weights, made once per model — the 16-bit model 05 exports, and as fast as the base (the LoRA side path in
+    float32 made fine-tuned + RAG 1.8× slower than base + RAG on the demo). ``model`` itself keeps its adapter
+    unmerged, so its base answers stay exact."""
+    import copy
+
+    if model not in _MERGED:
+        _MERGED[model] = copy.deepcopy(model).merge_and_unload().eval()
+    return _MERGED[model]
+
+
+def balanced_batch(n: int, most: int) -> int:
+    """Equal batches of at most ``most``: 22 questions in 2 batches of 11, not 16 + 6 — every batch decodes up to
+    ``max_new_tokens`` steps, so the number of batches is what costs."""
+    import math
+
+    if n <= 0:
+        return 1
+    return math.ceil(n / math.ceil(n / max(1, most)))
+
+
+def _prompts(tok, questions: Iterable[str], system_prompt: str = "") -> list[str]:
+    return [tok.apply_chat_template(chat_messages(q, system_prompt), tokenize=False, add_generation_prompt=True)
+            for q in questions]
+
+
+def generate(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, adapter: bool,
+             system_prompt: str = "", desc: str = "", server=None, merged: bool = True) -> list[str]:
+    """Greedy answers, in order: through ``server`` (a :class:`~tunebook.student_server.StudentServer`) when one
+    is given, else with transformers in batches of ``batch_size`` — the fine-tuned ones by the merged copy
+    (:func:`merged_weights`) unless ``merged`` is False (the adapter on top of the base, as trained)."""
+    return generate_scored(model, tok, questions, max_new_tokens, batch_size, adapter, system_prompt, desc, server,
+                           merged)[0]
+
+
+def generate_scored(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, adapter: bool,
+                    system_prompt: str = "", desc: str = "", server=None,
+                    merged: bool = True) -> tuple[list[str], list[float | None]]:
+    """:func:`generate`, and each answer's **confidence**: the lowest probability the model gave a token it chose
+    (greedy), over the answer's tokens before the end-of-turn. A fact the student learnt comes out with every token
+    near 1; an invented value usually has one token the model was unsure of (``benchmarks/abstain_gate.py``)."""
+    import contextlib
+
+    import torch
+    from transformers import LogitsProcessorList
+
+    prompts = _prompts(tok, questions, system_prompt)
+    if server is not None:
+        return server.answer_scored(prompts, adapter, max_new_tokens, desc or ("fine-tuned" if adapter else "base"))
+    answers: list[str] = []
+    confidence: list[float | None] = []
+    ctx = contextlib.nullcontext() if adapter else model.disable_adapter()
+    if adapter and merged:
+        model = merged_weights(model)
+    batch_size = balanced_batch(len(prompts), batch_size)
+    stops = _stop_ids(model, tok)
+    with ctx, torch.inference_mode(), bar(total=len(prompts), desc=desc or ("fine-tuned" if adapter else "base")) as pbar:
+        for i in range(0, len(prompts), batch_size):
+            batch = prompts[i:i + batch_size]
+            enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            chosen = _chosen_logprob()
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                                 logits_processor=LogitsProcessorList([chosen]))
+            steps = torch.stack(chosen.steps, 1) if chosen.steps else None  # [batch, generated steps]
+            for b, row in enumerate(out[:, enc["input_ids"].shape[1]:]):
+                answers.append(tok.decode(row, skip_special_tokens=True).strip())
+                ids = row.tolist()
+                n = next((k for k, t in enumerate(ids) if t in stops), len(ids))  # the answer's own tokens
+                confidence.append(round(float(steps[b, :n].min().exp()), 4) if steps is not None and n else None)
+            pbar.update(len(batch))
+    return answers, confidence
+
+
+def _stop_ids(model, tok) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return ids | {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
+
+
+def _chosen_logprob():
+    """A transformers logits processor that runs last among generate's: it records, per step and row, the
+    log-probability of the token greedy decoding is about to pick (the largest) and leaves the scores alone."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class ChosenLogprob(LogitsProcessor):
+        def __init__(self):
+            self.steps: list = []
+
+        def __call__(self, input_ids, scores):
+            self.steps.append(torch.log_softmax(scores.float(), -1).max(-1).values)
+            return scores
+
+    return ChosenLogprob()
+
+
+def gate(answer: str, confidence: float | None, threshold: float, question: str) -> str:
+    """The answer, or "the docs don't cover this" (in the question's language) when its confidence is below
+    ``threshold`` (0 switches the gate off; an answer without a confidence is kept)."""
+    from .outcomes import ABSTAIN_ANSWER
+    from .text import is_chinese
+
+    if threshold <= 0 or confidence is None or confidence >= threshold:
+        return answer
+    return ABSTAIN_ANSWER["zh" if is_chinese(question) else "en"]

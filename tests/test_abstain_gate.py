@@ -1,0 +1,86 @@
+"""05's confidence gate: each answer's confidence (the lowest probability of a token greedy decoding chose), and the
+fine-tuned student's answer replaced by "the docs don't cover this" below a threshold."""
+
+import math
+
+import pytest
+
+from tunebook import answering, evaluate, student_server
+from tunebook.outcomes import ABSTAIN_ANSWER, abstains, classify
+
+
+def test_the_gate_abstains_in_the_questions_language_below_the_threshold():
+    assert evaluate.gate("The port is 8080.", 0.31, 0.4, "Which port?") == ABSTAIN_ANSWER["en"]
+    assert evaluate.gate("端口是 8080。", 0.31, 0.4, "默认端口是多少？") == ABSTAIN_ANSWER["zh"]
+    assert evaluate.gate("The port is 8080.", 0.41, 0.4, "Which port?") == "The port is 8080."
+    assert evaluate.gate("The port is 8080.", 0.01, 0.0, "Which port?") == "The port is 8080."  # 0: off
+    assert evaluate.gate("The port is 8080.", None, 0.4, "Which port?") == "The port is 8080."  # no confidence
+    # what the gate says is read as an abstention that names no value
+    for lang in ("en", "zh"):
+        assert abstains(ABSTAIN_ANSWER[lang])
+        assert classify(ABSTAIN_ANSWER[lang], "The port is 8080.", "Which port?") == "abstains"
+
+
+def test_compare_gates_only_the_fine_tuned_answers_and_keeps_what_they_said(monkeypatch):
+    said = {False: ["base answer 1", "base answer 2"], True: ["tuned 8080", "tuned 9090"]}
+    conf = {False: [0.1, 0.9], True: [0.2, 0.95]}
+
+    def fake(model, tok, prompts, max_new_tokens, batch_size, adapter, **kw):
+        return said[adapter], conf[adapter]
+
+    monkeypatch.setattr(evaluate, "generate_scored", fake)
+    eval_rows = [{"id": f"q{i}", "split": "unseen", "messages": [{"role": "user", "content": f"Which port {i}?"},
+                                                                 {"role": "assistant", "content": "8080"}]}
+                 for i in range(2)]
+    rows = evaluate.compare(None, None, eval_rows, 8, 2, abstain_below=0.5)
+    assert [r["base"] for r in rows] == said[False]  # the base is never gated (confidence 0.1 kept as it said)
+    assert rows[0]["tuned"] == ABSTAIN_ANSWER["en"] and rows[0]["tuned_ungated"] == "tuned 8080"
+    assert rows[1]["tuned"] == rows[1]["tuned_ungated"] == "tuned 9090"
+    assert [r["tuned_confidence"] for r in rows] == [0.2, 0.95] and "base_ungated" not in rows[0]
+    evaluate.add_outcomes(rows)
+    s = evaluate.summarize(rows)
+    assert s["tuned_gated"] == 0.5 and s["tuned_outcomes"]["abstains"] == 0.5 and "base_gated" not in s
+    off = evaluate.compare(None, None, eval_rows, 8, 2)
+    assert [r["tuned"] for r in off] == said[True] and "tuned_ungated" not in off[0]
+
+
+def test_llama_servers_token_logprobs_give_the_same_confidence():
+    result = {"content": "8080", "completion_probabilities": [
+        {"id": 1, "token": "80", "logprob": -0.01, "top_logprobs": []},
+        {"id": 2, "token": "80", "logprob": math.log(0.42), "top_logprobs": []}]}
+    assert student_server.chosen_confidence(result) == 0.42
+    assert student_server.chosen_confidence({"content": "x"}) is None
+
+
+def test_confidence_is_the_lowest_probability_of_a_chosen_token(smollm2_gguf):
+    """On the real (dequantized) SmolLM2 with a LoRA: the confidence of each greedy answer equals the lowest
+    probability the model gives the answer's own tokens when it reads them back (teacher forcing), batch or not."""
+    torch = pytest.importorskip("torch")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunebook import models
+
+    d = models.hf_model("smollm2-135m-instruct")
+    tok = AutoTokenizer.from_pretrained(d)
+    tok.padding_side = "left"
+    tok.pad_token = tok.pad_token or tok.eos_token  # as evaluate.load_tuned does
+    base = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+    base.generation_config.repetition_penalty = 1.0  # the scores are then the model's own probabilities
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).eval()
+    questions = ["What is the capital of France?", "Name three colours of the rainbow, please."]
+    answers, confidence = evaluate.generate_scored(model, tok, questions, 12, 2, adapter=False)
+    assert answers == evaluate.generate(model, tok, questions, 12, 1, adapter=False)
+    prompts = answering._prompts(tok, questions)
+    for p, a, c in zip(prompts, answers, confidence):
+        assert 0.0 < c <= 1.0
+        ids_p = tok(p, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode(), model.disable_adapter():
+            enc = tok(p, add_special_tokens=False, return_tensors="pt")
+            gen = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)[0]
+            own = [t for t in gen[len(ids_p):].tolist()]
+            stops = answering._stop_ids(model, tok)
+            own = own[:next((k for k, t in enumerate(own) if t in stops), len(own))]
+            logits = model(torch.tensor([ids_p + own])).logits[0, len(ids_p) - 1:-1]
+            lp = torch.log_softmax(logits.float(), -1)[torch.arange(len(own)), torch.tensor(own)]
+        assert abs(math.exp(float(lp.min())) - c) < 2e-3, (a, c)
