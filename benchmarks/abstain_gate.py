@@ -64,15 +64,33 @@ def gated(rows: list[dict], threshold: float) -> list[dict]:
     return out
 
 
+def surer(rows: list[dict]) -> None:
+    """Adds the condition ``surer``: of the fine-tuned student's two answers (closed-book, with the retrieved chunk)
+    the one it was more confident of — what a product that has both could answer with."""
+    for r in rows:
+        if "tuned_rag" not in r:
+            continue
+        c = max(GATED, key=lambda k: r.get(f"{k}_confidence") or 0.0)
+        for m in ("judge", "exact_values", "outcome"):
+            r[f"surer_{m}"] = r.get(f"{c}_{m}")
+        r["surer"] = r[c]
+
+
 def table(rows: list[dict], thresholds: list[float]) -> list[dict]:
     res = []
     for t in thresholds:
         g = gated(rows, t)
+        surer(g)
         line: dict = {"threshold": t}
         for split in ("recall", "unseen", "outofdocs"):
-            s = evaluate.summarize([r for r in g if r["split"] == split])
+            in_split = [r for r in g if r["split"] == split]
+            s = evaluate.summarize(in_split)
+            if in_split and "surer" in in_split[0]:  # summarized as if it were the fine-tuned answer
+                alt = evaluate.summarize([{"id": r["id"], "tuned": r["surer"], **{f"tuned_{m}": r[f"surer_{m}"] for m in (
+                    "judge", "exact_values", "outcome")}} for r in in_split])
+                s.update({k.replace("tuned", "surer", 1): v for k, v in alt.items() if k.startswith("tuned")})
             line[f"{split}_n"] = s["n"]
-            for c in ("base", *GATED):
+            for c in ("base", *GATED, "surer"):
                 if f"{c}_outcomes" not in s:
                     continue
                 line[f"{split}_{c}_judge"] = s.get(f"{c}_judge")
@@ -93,8 +111,9 @@ def show(run: str, info: dict, res: list[dict]) -> None:
     print(f"base: recall judge {f(res[0].get('recall_base_judge'))}, unseen judge {f(res[0].get('unseen_base_judge'))}"
           f", unseen invents {f(res[0].get('unseen_base_invents'))}, out-of-docs invents "
           f"{f(res[0].get('outofdocs_base_invents'))}")
-    for c in GATED:
-        print(f"\n{evaluate.CONDITION_LABELS[c]}:\n| gate below | recall judge | recall exact | unseen judge | unseen invents"
+    for c in (*GATED, "surer"):
+        label = evaluate.CONDITION_LABELS.get(c, "fine-tuned, the surer of its closed-book and RAG answers")
+        print(f"\n{label}:\n| gate below | recall judge | recall exact | unseen judge | unseen invents"
               " | unseen abstains | out-of-docs invents | out-of-docs abstains |\n|---|---|---|---|---|---|---|---|")
         for line in res:
             print(f"| {line['threshold']:.2f} | " + " | ".join(f(line.get(k)) for k in (
@@ -114,9 +133,9 @@ def main() -> None:
         res = table(judged, thresholds)
         show(run, info, res)
         report["runs"][run] = {**info, "table": res,
-                               "confidence": [{k: r.get(k) for k in ("id", "split", "tuned_confidence",
-                                                                     "tuned_outcome", "tuned_judge")}
-                                              for r in judged]}
+                               "confidence": [{k: r.get(k) for k in ("id", "split", *(
+                                   f"{c}_{m}" for c in evaluate.conditions_in(judged)
+                                   for m in ("confidence", "outcome", "judge")))} for r in judged]}
     out = ROOT / "benchmarks" / "results" / f"abstain_gate-{report['date']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
