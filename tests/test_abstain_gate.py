@@ -49,6 +49,11 @@ def test_llama_servers_token_logprobs_give_the_same_confidence():
         {"id": 1, "token": "80", "logprob": -0.01, "top_logprobs": []},
         {"id": 2, "token": "80", "logprob": math.log(0.42), "top_logprobs": []}]}
     assert student_server.chosen_confidence(result) == 0.42
+    # as llama-server 11434 lists a turn that ended: the end-of-turn token last, as "" (not part of the answer)
+    ended = {"content": "The answer is 4.", "stop_type": "eos", "completion_probabilities": [
+        {"token": "4", "logprob": math.log(0.9)}, {"token": ".", "logprob": math.log(0.8)},
+        {"token": "", "logprob": math.log(0.3)}]}
+    assert student_server.chosen_confidence(ended) == 0.8
     assert student_server.chosen_confidence({"content": "x"}) is None
 
 

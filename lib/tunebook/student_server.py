@@ -110,9 +110,12 @@ class StudentServer:
 
 def chosen_confidence(result: dict) -> float | None:
     """The lowest probability of a chosen token in a llama-server ``/completion`` result made with ``n_probs``
-    (``completion_probabilities``: each token's ``logprob`` before sampling); None without them."""
+    (``completion_probabilities``: each token's ``logprob`` before sampling), the end-of-turn token left out as on
+    the transformers path; None without them."""
     import math
 
     probs = result.get("completion_probabilities") or []
+    if result.get("stop_type") == "eos":  # the end-of-turn token is listed last (as ""): not part of the answer
+        probs = probs[:-1]
     logprobs = [p["logprob"] for p in probs if isinstance(p, dict) and p.get("logprob") is not None]
     return round(math.exp(min(logprobs)), 4) if logprobs else None
