@@ -65,6 +65,7 @@ def row_numbers(run_dir: Path) -> dict:
         "recall_n": get("recall", "n"), "recall_judge": get("recall", "tuned_judge"),
         "recall_judge_ci": get("recall", "tuned_judge_ci"), "recall_exact_values": get("recall", "tuned_exact_values"),
         "recall_rag_judge": get("recall", "rag_judge"), "recall_tuned_rag_judge": get("recall", "tuned_rag_judge"),
+        "recall_surer_judge": get("recall", "surer_judge"),
         "unseen_n": get("unseen", "n"), "unseen_judge": get("unseen", "tuned_judge"),
         "unseen_base_judge": get("unseen", "base_judge"),
         "unseen_invents": get("unseen", "tuned_invents"), "unseen_base_invents": get("unseen", "base_invents"),

@@ -42,6 +42,13 @@ def test_compare_gates_only_the_fine_tuned_answers_and_keeps_what_they_said(monk
     assert s["tuned_gated"] == 0.5 and s["tuned_outcomes"]["abstains"] == 0.5 and "base_gated" not in s
     off = evaluate.compare(None, None, eval_rows, 8, 2)
     assert [r["tuned"] for r in off] == said[True] and "tuned_ungated" not in off[0]
+    assert "surer" not in off[0]  # without retrieval there is no second fine-tuned answer to pick from
+
+
+def test_surer_picks_the_fine_tuned_answer_the_student_was_more_confident_of():
+    answers = {"tuned": ["closed 1", "closed 2", "closed 3"], "tuned_rag": ["rag 1", "rag 2", "rag 3"]}
+    confidence = {"tuned": [0.9, 0.2, None], "tuned_rag": [0.5, 0.6, 0.3]}
+    assert evaluate.surer(answers, confidence) == (["closed 1", "rag 2", "rag 3"], [0.9, 0.6, 0.3])
 
 
 def test_llama_servers_token_logprobs_give_the_same_confidence():

@@ -24,9 +24,13 @@ GENERAL_FILE = "general.jsonl"  # the forgetting check's prompts, both answers a
 
 # ---- metrics --------------------------------------------------------------------------------------------------
 
-# who answers: the base student or the fine-tuned one, closed-book or with retrieved chunks in the prompt
-CONDITIONS = {"base": (False, False), "rag": (False, True), "tuned": (True, False), "tuned_rag": (True, True)}
-CONDITION_LABELS = {"base": "base", "rag": "base + RAG", "tuned": "fine-tuned", "tuned_rag": "fine-tuned + RAG"}
+# who answers: the base student or the fine-tuned one, closed-book or with retrieved chunks in the prompt; and
+# "surer": of the fine-tuned student's two answers (closed-book, with the chunks) the one it was more confident of
+# (rag None: not generated, picked from the other two)
+CONDITIONS = {"base": (False, False), "rag": (False, True), "tuned": (True, False), "tuned_rag": (True, True),
+              "surer": (True, None)}
+CONDITION_LABELS = {"base": "base", "rag": "base + RAG", "tuned": "fine-tuned", "tuned_rag": "fine-tuned + RAG",
+                    "surer": "fine-tuned, surer of ± RAG"}
 MEASURES = ("rouge_l", "char_f1", "judge", "exact_values")
 
 
@@ -151,6 +155,8 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
             answers[cond], confidence[cond] = generate_scored(
                 model, tok, prompts[rag], max_new_tokens, batch_size, adapter=adapter, system_prompt=system_prompt,
                 desc=CONDITION_LABELS[cond], server=server)
+    if "tuned_rag" in answers:
+        answers["surer"], confidence["surer"] = surer(answers, confidence)
     rows = []
     for i, (r, q, ref) in enumerate(zip(eval_rows, questions, refs)):
         row = {"id": r["id"], "source": r.get("source", ""), "chunk_id": r.get("chunk_id", ""),
@@ -170,6 +176,13 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
             row["rag_hit"] = hit_rate([found[i]], rag_index, [row["chunk_id"]])
         rows.append(row)
     return rows
+
+
+def surer(answers: dict[str, list[str]], confidence: dict[str, list]) -> tuple[list[str], list]:
+    """Per question, the fine-tuned answer (closed-book or with the retrieved chunks) whose confidence is higher:
+    with the wrong chunk the student is usually less sure than without it, and with the right one surer."""
+    picked = [max(("tuned", "tuned_rag"), key=lambda c: confidence[c][i] or 0.0) for i in range(len(answers["tuned"]))]
+    return ([answers[c][i] for i, c in enumerate(picked)], [confidence[c][i] for i, c in enumerate(picked)])
 
 
 def add_outcomes(rows: list[dict]) -> None:
@@ -227,7 +240,7 @@ def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                          "exact key values": ci("exact_values"), "ROUGE-L": ci("rouge_l"),
                          "correct": o.get("correct"), "invents a value": o.get("invents"),
                          "abstains": o.get("abstains"), "degenerate": o.get("degenerate"),
-                         "retrieval hit": m.get("retrieval_hit_rate") if c in ("rag", "tuned_rag") else None})
+                         "retrieval hit": m.get("retrieval_hit_rate") if c in ("rag", "tuned_rag", "surer") else None})
     return rows
 
 
