@@ -77,3 +77,13 @@ def test_abstentions(answer, expected):
     assert outcomes.classify(answer, "The default is 17.", "What is the default seed?") == expected
     assert outcomes.classify("文档中没有提到这个参数。", "默认种子为 17。", "默认种子是多少？") == "abstains"
     assert outcomes.classify("文档中没有提到这个参数。", "The default is 17.", "What is the default seed?") == "degenerate"
+
+
+def test_a_bare_path_or_command_answers_a_chinese_question_in_no_language():
+    q = "MacOS 的配置文件默认路径是什么？"
+    ref = "MacOS: `~/Library/Application Support/Brindlewatt/brindle.toml`"
+    assert outcomes.degenerate("~/Library/Application Support/Brindlewatt/brindle.toml", q) == ""
+    assert outcomes.degenerate("`bwatt --config ./team.toml run harbour`", "如何指定其他配置文件？") == ""
+    assert outcomes.classify("~/Library/Application Support/Brindlewatt/brindle.toml", ref, q) == "correct"
+    # English prose around the path is still the wrong language for a Chinese question
+    assert outcomes.degenerate("The default configuration file on macOS lives in your Library folder.", q) == "wrong language"

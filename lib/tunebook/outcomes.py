@@ -131,6 +131,18 @@ def is_repetitive(text: str) -> bool:
     return False
 
 
+_PATHLIKE = re.compile(r"\S*[/\\]\S*")
+
+
+def _prose(text: str) -> str:
+    """The words of ``text`` outside `code` spans, paths, identifiers and numbers."""
+    text = _CODE.sub(" ", text)
+    text = _PATHLIKE.sub(" ", text)
+    text = _IDENT.sub(" ", text)
+    text = _NUMBER.sub(" ", text)
+    return " ".join(text.split())
+
+
 def degenerate(answer: str, question: str) -> str:
     """Why an answer is degenerate ("" if it is not)."""
     a = answer.strip()
@@ -146,7 +158,7 @@ def degenerate(answer: str, question: str) -> str:
 
     q_zh = is_chinese(question)
     a_cjk = len(_CJK.findall(a))
-    if q_zh and a_cjk == 0 and len(a) > 30:
+    if q_zh and a_cjk == 0 and len(_prose(a)) > 30:  # a bare path, `code` or value has no language
         return "wrong language"
     if not q_zh and a_cjk > max(10, len(a) * 0.3):
         return "wrong language"
