@@ -31,7 +31,7 @@ from tunebook.jsonio import read_jsonl  # noqa: E402
 GATED = ("tuned", "tuned_rag")
 
 
-def answered_again(run: Path) -> tuple[list[dict], list[dict], dict]:
+def answered_again(run: Path) -> tuple[list[dict], dict]:
     cfg = settings.load(str(run / "params.yaml"))
     ev = cfg.evaluate
     judged = list(read_jsonl(run / "eval" / evaluate.GENERATIONS_FILE))
@@ -50,7 +50,7 @@ def answered_again(run: Path) -> tuple[list[dict], list[dict], dict]:
             new = by_id[r["id"]]
             same[c] += new[c] == r[c]
             r[f"{c}_confidence"] = new[f"{c}_confidence"]
-    return judged, rows, {"corpus": cfg.corpus, "same_answer": same, "n": len(judged)}
+    return judged, {"corpus": cfg.corpus, "same_answer": same, "n": len(judged)}
 
 
 def gated(rows: list[dict], threshold: float) -> list[dict]:
@@ -70,7 +70,7 @@ def surer(rows: list[dict]) -> None:
     for r in rows:
         if "tuned_rag" not in r:
             continue
-        c = max(GATED, key=lambda k: r.get(f"{k}_confidence") or 0.0)
+        c = evaluate.surer_pick(r.get("tuned_confidence"), r.get("tuned_rag_confidence"))
         for m in ("judge", "exact_values", "outcome"):
             r[f"surer_{m}"] = r.get(f"{c}_{m}")
         r["surer"] = r[c]
@@ -83,12 +83,7 @@ def table(rows: list[dict], thresholds: list[float]) -> list[dict]:
         surer(g)
         line: dict = {"threshold": t}
         for split in ("recall", "unseen", "outofdocs"):
-            in_split = [r for r in g if r["split"] == split]
-            s = evaluate.summarize(in_split)
-            if in_split and "surer" in in_split[0]:  # summarized as if it were the fine-tuned answer
-                alt = evaluate.summarize([{"id": r["id"], "tuned": r["surer"], **{f"tuned_{m}": r[f"surer_{m}"] for m in (
-                    "judge", "exact_values", "outcome")}} for r in in_split])
-                s.update({k.replace("tuned", "surer", 1): v for k, v in alt.items() if k.startswith("tuned")})
+            s = evaluate.summarize([r for r in g if r["split"] == split])  # "surer" is one of 05's conditions
             line[f"{split}_n"] = s["n"]
             for c in ("base", *GATED, "surer"):
                 if f"{c}_outcomes" not in s:
@@ -129,7 +124,7 @@ def main() -> None:
     thresholds = [float(x) for x in args.thresholds.split(",")]
     report = {"date": date.today().isoformat(), "runs": {}}
     for run in args.runs:
-        judged, _, info = answered_again(Path(run))
+        judged, info = answered_again(Path(run))
         res = table(judged, thresholds)
         show(run, info, res)
         report["runs"][run] = {**info, "table": res,

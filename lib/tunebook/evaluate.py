@@ -178,10 +178,15 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     return rows
 
 
+def surer_pick(tuned: float | None, tuned_rag: float | None) -> str:
+    """Which fine-tuned answer, ``tuned`` (closed-book) or ``tuned_rag``, the student was more confident of: with the
+    wrong chunk it is usually less sure than without it, and with the right one surer (a tie keeps closed-book)."""
+    return "tuned_rag" if (tuned_rag or 0.0) > (tuned or 0.0) else "tuned"
+
+
 def surer(answers: dict[str, list[str]], confidence: dict[str, list]) -> tuple[list[str], list]:
-    """Per question, the fine-tuned answer (closed-book or with the retrieved chunks) whose confidence is higher:
-    with the wrong chunk the student is usually less sure than without it, and with the right one surer."""
-    picked = [max(("tuned", "tuned_rag"), key=lambda c: confidence[c][i] or 0.0) for i in range(len(answers["tuned"]))]
+    """Per question, the fine-tuned answer (:func:`surer_pick`) and its confidence."""
+    picked = [surer_pick(t, tr) for t, tr in zip(confidence["tuned"], confidence["tuned_rag"])]
     return ([answers[c][i] for i, c in enumerate(picked)], [confidence[c][i] for i, c in enumerate(picked)])
 
 

@@ -17,8 +17,6 @@ from .prompts import (abstain_schema, paraphrase_schema, prompt_template, qa_sch
 from .serve import Teacher
 from .settings import SynthSettings
 
-# the trained answer to a question the docs do not cover ("the docs don't say" items), per language
-
 
 def request_extra(teacher: Teacher, cfg: SynthSettings) -> dict[str, Any]:
     """``synth.reproducible`` on llama-server: no reuse of a cached prompt prefix (evaluated in other batch shapes,
