@@ -1,4 +1,5 @@
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -88,3 +89,24 @@ def server_processes(marker: str) -> list[str]:
         if ("llama-server" in cmd or "vllm" in cmd) and marker in cmd:
             found.append(f"{proc.name}: {cmd}")
     return found
+
+
+def kill_run(pid: int) -> None:
+    """kill -9 of the runner's process group and of the kernel's: papermill starts the kernel in a session of its
+    own, so one killpg would leave it running for a moment. Servers (own sessions) survive, as after a crash of
+    the tool alone; the resume must cope with them."""
+    groups = {os.getpgid(pid)}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and b"llama-server" not in cmd:  # a child of the runner: the kernel
+                groups.add(int(fields[2]))
+    for g in groups:
+        try:
+            os.killpg(g, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import E2E_RUN, llama_server_available, server_processes, tunebook_cli
+from conftest import E2E_RUN, kill_run, llama_server_available, server_processes, tunebook_cli
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)")]
@@ -151,7 +151,6 @@ def test_server_is_stopped_when_a_later_step_fails(tmp_path):
 
 
 def test_training_killed_mid_run_resumes_from_its_checkpoint(tmp_path):
-    import signal
     import subprocess
     import sys
     import time
@@ -168,14 +167,25 @@ def test_training_killed_mid_run_resumes_from_its_checkpoint(tmp_path):
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and not (ckpts.is_dir() and any(ckpts.glob("checkpoint-4"))):
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # a crash: runner, kernel and trainer die at once
+    kill_run(proc.pid)  # a crash: runner, kernel and trainer die at once (the kernel has a session of its own)
     proc.wait()
     assert any(ckpts.glob("checkpoint-*")), "no checkpoint was written before the kill"
     assert not (tmp_path / "kr" / "train" / "train_metrics.json").exists()
+    # the kill may land while a checkpoint is being saved (CI hit that); make sure the newest one is half-written
+    from tunebook.train import _complete
+
+    complete = [p for p in ckpts.glob("checkpoint-*") if _complete(p)]
+    assert complete, "no complete checkpoint was written before the kill"
+    newest = max(int(p.name.split("-")[1]) for p in complete)
+    half = ckpts / f"checkpoint-{newest + 2}"
+    half.mkdir(exist_ok=True)
+    (half / "trainer_state.json").unlink(missing_ok=True)
     r = tunebook_cli(*args, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
+    executed = (tmp_path / "kr" / "notebooks" / "04_train.ipynb").read_text()
+    assert f"skipping checkpoint-{newest + 2}: written only in part" in executed
     m = json.loads((tmp_path / "kr" / "train" / "train_metrics.json").read_text())
-    assert m["resumed_from"] and "checkpoint-" in m["resumed_from"] and m["steps"] == 12
+    assert m["resumed_from"].endswith(f"checkpoint-{newest}") and m["steps"] == 12
     assert (tmp_path / "kr" / "train" / "adapter" / "adapter_model.safetensors").is_file()
 
 

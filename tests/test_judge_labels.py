@@ -6,7 +6,6 @@ the outcome agreement are printed and written to tests/artifacts/judge_agreement
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 

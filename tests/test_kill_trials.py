@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ALT_CORPUS, CI_RUN_ARGS, E2E_PORT, ROOT, llama_server_available, server_processes
+from conftest import ALT_CORPUS, CI_RUN_ARGS, E2E_PORT, ROOT, kill_run, llama_server_available, server_processes
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)")]
@@ -43,27 +43,6 @@ def _rec(run: Path) -> dict:
 def _running(run: Path) -> str | None:
     steps = _rec(run).get("steps", {})
     return next((s for s, v in steps.items() if v.get("status") == "running"), None)
-
-
-def _kill_run(pid: int) -> None:
-    """kill -9 of the runner's process group and of the kernel's: papermill starts the kernel in a session of its
-    own, so one killpg would leave it running for a moment. Servers (own sessions) survive, as after a crash of
-    the tool alone; the resume must cope with them."""
-    groups = {os.getpgid(pid)}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-                cmd = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and b"llama-server" not in cmd:  # a child of the runner: the kernel
-                groups.add(int(fields[2]))
-    for g in groups:
-        try:
-            os.killpg(g, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _rows(path: Path) -> list[dict]:
@@ -106,7 +85,7 @@ def trials(tmp_path_factory, ci_run):
             cmd = [EXE, *m.group(1).split()[1:]]
             log.append({"trial": i, "target": target, "killed_in": landed, "how": "SIGTERM", "resume": m.group(1)})
             continue
-        _kill_run(proc.pid)  # the tool dies: runner, kernel and trainer at once
+        kill_run(proc.pid)  # the tool dies: runner, kernel and trainer at once
         proc.wait()
         log.append({"trial": i, "target": target, "killed_in": landed, "how": "kill -9 group",
                     "after_s": round(time.time() - t0, 1)})

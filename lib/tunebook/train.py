@@ -278,11 +278,27 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
     )
 
 
-def last_checkpoint(out_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def _complete(ckpt: Path) -> bool:
+    """The Trainer writes trainer_state.json last; a checkpoint killed mid-save lacks it (or has it cut short)."""
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
+
+def last_checkpoint(out_dir: Path) -> str | None:
+    """The newest *complete* checkpoint; one a crash left half-written is skipped (the Trainer rewrites it)."""
     d = out_dir / CHECKPOINT_DIR
-    return get_last_checkpoint(str(d)) if d.is_dir() else None
+    if not d.is_dir():
+        return None
+    found = sorted((p for p in d.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for ckpt in found:
+        if _complete(ckpt):
+            return str(ckpt)
+        print(f"skipping {ckpt.name}: written only in part (the run was stopped while saving it)")
+    return None
 
 
 def masked_example_html(trainer, index: int = 0) -> str:
