@@ -138,6 +138,9 @@ class TrainSettings(_Section):
     save_steps: int = Field(10, ge=1)
     token_budget: int = Field(8192, ge=256)
     replay_fraction: float = Field(0.0, ge=0, lt=0.5)  # share of the train set: general prompts answered by the base
+    # probe and repair (04): every trained fact asked in a new wording; the ones missed are trained again in it
+    repair_rounds: int = Field(0, ge=0, le=3)
+    repair_epochs: float = Field(3.0, gt=0)  # passes over one repair round's items
     load_in_4bit: bool = False
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where fast (GPU; CPU with AMX / AVX-512 BF16)
     threads: int = Field(0, ge=0)

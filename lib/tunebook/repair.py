@@ -1,0 +1,223 @@
+"""04's optional **probe and repair** rounds (``train.repair_rounds``). After training, every trained fact is asked in
+a wording that no training item and no eval question uses (the teacher rewrites each trained question before
+training starts: ``train/repair_wordings.jsonl``, a cache a rerun reuses). A fact whose answer misses the
+reference's key values is trained again, in that very wording, in a short round that also repeats as many facts the
+student got right (so the round does not pull them away). The next probe asks each fact in its *next* wording,
+never trained: the hit rate per round is measured on wordings the student has not seen (``train/repair.json``).
+
+A hit: the answer states every hard value of the reference (numbers, `code`, identifiers:
+:func:`~tunebook.outcomes.exact_values`), or — for a reference without one — shares ≥ half its characters
+(:func:`~tunebook.text.char_f1`). Probes, misses and the items of each round are in ``train/repair_probes.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from .jsonio import write_json, write_jsonl
+from .pairs import NearDup
+from .settings import TrainSettings
+
+WORDINGS_FILE = "repair_wordings.jsonl"  # the teacher's cache (train/)
+PROBES_FILE = "repair_probes.jsonl"
+REPORT_FILE = "repair.json"
+PROBE_TOKENS = 64  # as 05's max_new_tokens
+NEAR_DUP = 0.8  # 03's near-duplicate threshold: a wording this close to an eval question is not used
+
+
+def _q(r: dict) -> str:
+    return next(m["content"] for m in r["messages"] if m["role"] == "user").strip()
+
+
+def _a(r: dict) -> str:
+    return next(m["content"] for m in reversed(r["messages"]) if m["role"] == "assistant").strip()
+
+
+def trained_facts(train_rows: list[dict]) -> list[dict]:
+    """The facts 04 trains: 03's pairs, not their rewordings, "docs don't say" items or replay rows."""
+    return [r for r in train_rows if r.get("kind") == "fact" and not r.get("reworded_from")]
+
+
+def wordings(teacher, facts: list[dict], eval_rows: list[dict], train_rows: list[dict], k: int, cache: Path,
+             threshold: float = NEAR_DUP) -> dict[str, list[str]]:
+    """Per fact id, up to ``k`` new wordings of its question by the teacher (03's rewording rules: a question in
+    the same language naming every specific value of the original), none equal or near to an eval question and
+    none equal to a training question."""
+    from .judge import ask_json_cached
+    from .prompts import prompt_template, render_fields
+
+    schema = {"type": "object", "properties": {"paraphrases": {
+        "type": "array", "minItems": k, "maxItems": k, "items": {"type": "string", "minLength": 4, "maxLength": 200}}},
+        "required": ["paraphrases"], "additionalProperties": False}
+    prompts = [render_fields(prompt_template(r.get("lang", "en"), name="paraphrase"), {"k": k, "question": _q(r)})
+               for r in facts]
+    got = ask_json_cached(teacher, prompts, [schema] * len(prompts), cache, max_tokens=96 * k,
+                          desc="probe wordings", version="repair-v1")
+    return usable_wordings(facts, [(rec or {}).get("paraphrases") or [] for rec in got], eval_rows, train_rows,
+                           threshold)
+
+
+def usable_wordings(facts: list[dict], proposed: list[list], eval_rows: list[dict], train_rows: list[dict],
+                    threshold: float = NEAR_DUP) -> dict[str, list[str]]:
+    """The teacher's proposed wordings per fact, kept where they can stand for the question (03's rewording rules)
+    and are neither a training question nor equal or near to an eval question or to a wording kept before (round
+    r + 1 probes with a wording that round r may have trained on)."""
+    from .splitting import rewording
+    from .text import normalize
+
+    asked = NearDup(threshold)
+    for r in eval_rows:
+        asked.add(r["id"], _q(r))
+    taken = {normalize(_q(r)) for r in train_rows} | {normalize(_q(r)) for r in eval_rows}
+    out: dict[str, list[str]] = {}
+    for r, wordings_ in zip(facts, proposed):
+        keep: list[str] = []
+        for p in wordings_:
+            p = str(p).strip()
+            if normalize(p) in taken or asked.query(p) is not None or not rewording(p, {"instruction": _q(r),
+                                                                                         "output": _a(r)}):
+                continue
+            taken.add(normalize(p))
+            asked.add(f"{r['id']}-w{len(keep)}", p)  # a later wording near this one would not be new to the student
+            keep.append(p)
+        out[r["id"]] = keep
+    return out
+
+
+def prepare(run_dir: Path, cfg) -> tuple[list[dict], dict[str, list[str]]]:
+    """Before training (the teacher may have to leave the GPU for it): the trained facts and, per fact,
+    ``repair_rounds + 1`` new wordings of its question."""
+    from .jsonio import read_jsonl
+    from .serve import ensure
+
+    data = run_dir / "data"
+    train_rows, eval_rows = read_jsonl(data / "train.jsonl"), read_jsonl(data / "eval.jsonl")
+    facts = trained_facts(train_rows)
+    teacher = ensure(run_dir)
+    if teacher is None:
+        raise RuntimeError("train.repair_rounds needs the teacher to reword the trained questions: run 01_serve first")
+    worded = wordings(teacher, facts, eval_rows, train_rows, cfg.train.repair_rounds + 1,
+                      run_dir / "train" / WORDINGS_FILE, cfg.inspect.near_dup_threshold)
+    print(f"probe and repair: {sum(bool(w) for w in worded.values())} of {len(facts)} trained facts got new wordings "
+          f"({sum(map(len, worded.values()))} in all; ones near an eval question are not used)")
+    return facts, worded
+
+
+def plot(report: dict[str, Any]):
+    from . import plots
+
+    rounds = report["rounds"]
+    return plots.bars([f"round {r['round']}" for r in rounds], [r["hit_rate"] or 0.0 for r in rounds],
+                      "trained facts stated when asked in a new wording", ylabel="share of probes hit")
+
+
+def hit(answer: str, reference: str, question: str) -> bool:
+    from .outcomes import exact_values
+    from .text import char_f1
+
+    share = exact_values(answer, reference, question)
+    return share == 1.0 if share is not None else char_f1(answer, reference) >= 0.5
+
+
+def probe(model, tok, facts: list[dict], asked: dict[str, str], batch_size: int, system_prompt: str,
+          desc: str) -> list[dict]:
+    """Ask each fact (that has one) its wording in ``asked``; greedy, the adapter on top of the base as trained."""
+    from .answering import generate
+
+    todo = [r for r in facts if asked.get(r["id"])]
+    questions = [asked[r["id"]] for r in todo]
+    was_training = model.training
+    model.eval()
+    answers = generate(model, tok, questions, PROBE_TOKENS, batch_size, adapter=True, system_prompt=system_prompt,
+                       desc=desc, merged=False)
+    if was_training:
+        model.train()
+    return [{"id": r["id"], "question": q, "reference": _a(r), "answer": a, "hit": hit(a, _a(r), q)}
+            for r, q, a in zip(todo, questions, answers)]
+
+
+def round_rows(facts: list[dict], probes: list[dict], rng: random.Random) -> list[dict]:
+    """A repair round's items: each missed fact in the wording it was missed in and in its own, plus as many facts
+    that were hit, in their own wording."""
+    by_id = {r["id"]: r for r in facts}
+    missed = [p for p in probes if not p["hit"]]
+    hits = [by_id[p["id"]] for p in probes if p["hit"]]
+    rows = []
+    for p in missed:
+        r = by_id[p["id"]]
+        rows.append({**r, "id": f"{r['id']}-fix", "reworded_from": r["id"], "repair": True,
+                     "messages": [{"role": "user", "content": p["question"]}, {"role": "assistant", "content": _a(r)}]})
+        rows.append(r)
+    rows += rng.sample(hits, min(len(hits), len(missed)))
+    rng.shuffle(rows)
+    return rows
+
+
+def run_rounds(trainer, student, cfg: TrainSettings, run_dir: Path, facts: list[dict],
+               worded: dict[str, list[str]], seed: int, backend: str) -> dict[str, Any]:
+    """``cfg.repair_rounds`` probe + train rounds on the trained model, then a last probe; writes
+    ``train/repair.json`` (hit rate per round) and ``train/repair_probes.jsonl``. Returns the report and the last
+    trainer (whose model the caller saves as the adapter)."""
+    from .callbacks import LiveLoss
+
+    out = run_dir / "train"
+    t0 = time.perf_counter()
+    rng = random.Random(seed)
+    rounds: list[dict[str, Any]] = []
+    log: list[dict] = []
+    bs, sp = cfg.batch_size * 4, cfg.system_prompt
+    for rnd in range(cfg.repair_rounds + 1):
+        asked = {i: w[rnd] for i, w in worded.items() if len(w) > rnd}
+        probes = probe(trainer.model, student.tokenizer, facts, asked, bs, sp, f"probe {rnd}")
+        n_hit = sum(p["hit"] for p in probes)
+        entry: dict[str, Any] = {"round": rnd, "probed": len(probes), "hit": n_hit,
+                                 "hit_rate": round(n_hit / len(probes), 4) if probes else None}
+        log += [{**p, "round": rnd} for p in probes]
+        if rnd < cfg.repair_rounds and any(not p["hit"] for p in probes):
+            rows = round_rows(facts, probes, rng)
+            entry["trained_items"] = len(rows)
+            trainer = _retrain(trainer, student, cfg, out, rows, seed + rnd + 1, backend,
+                               [LiveLoss(title=f"repair round {rnd + 1} loss")])
+            entry["train_seconds"] = round(trainer.state.log_history[-1].get("train_runtime", 0.0), 1)
+        rounds.append(entry)
+        print(f"repair round {rnd}: {n_hit}/{len(probes)} facts stated in a new wording"
+              + (f"; trained {entry['trained_items']} items" if "trained_items" in entry else ""))
+        if rnd < cfg.repair_rounds and "trained_items" not in entry:
+            break
+    report = {"rounds": rounds, "facts": len(facts), "worded": sum(bool(w) for w in worded.values()),
+              "seconds": round(time.perf_counter() - t0, 1)}
+    write_jsonl(log, out / PROBES_FILE)
+    write_json(report, out / REPORT_FILE)
+    metrics_path = out / "train_metrics.json"
+    if metrics_path.is_file():  # 04's metrics say what the adapter went through
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        write_json({**metrics, "repair": report}, metrics_path)
+    return {"report": report, "trainer": trainer}
+
+
+def _retrain(trainer, student, cfg: TrainSettings, out: Path, rows: list[dict], seed: int, backend: str,
+             callbacks=()):
+    """A short round on ``rows``: the same LoRA weights, trained on by a new trainer (no checkpoints: a crash
+    reruns the rounds from the trained adapter)."""
+    from datasets import Dataset
+    from transformers.trainer_utils import SaveStrategy
+
+    from . import train
+
+    ds = Dataset.from_list([train.to_prompt_completion(r, cfg.system_prompt) for r in rows])
+    rcfg = cfg.model_copy(update={"epochs": cfg.repair_epochs, "max_steps": -1, "eval_steps": 0})
+    args = train.sft_config(rcfg, out / "repair", seed, has_eval=False, backend=backend)
+    args.save_strategy = SaveStrategy.NO
+    again = train.make_trainer(train.Student(trainer.model, student.tokenizer, student.backend, student.source),
+                               None, ds, None, args, callbacks=callbacks)
+    again.train()
+    return again
+
+
+def load_report(run_dir: Path) -> dict[str, Any] | None:
+    p = run_dir / "train" / REPORT_FILE
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
