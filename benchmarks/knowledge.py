@@ -43,6 +43,9 @@ ROWS: dict[str, list[str]] = {
                       "train.replay_fraction=0"],
     "today+replay": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
                      "train.replay_fraction=0.1"],
+    # probe and repair: one round on the facts the trained student misses in a new wording
+    "lr1e-3+repair": [_LR, "inspect.train_rewordings=0", *_NONE, "train.repair_rounds=1"],
+    "today+repair": [_LR, "inspect.train_rewordings=1", *_NONE, "train.repair_rounds=1"],
 }
 QUIET_05 = ["evaluate.export_adapter=false", "evaluate.export_merged=false", "evaluate.gguf_types=[]",
             "evaluate.verify_gguf=[]", "evaluate.verify_vllm=false"]
@@ -76,6 +79,7 @@ def row_numbers(run_dir: Path) -> dict:
         "train_rows": sum(1 for _ in open(run_dir / "data" / "train.jsonl")), "train_steps": t.get("steps"),
         "train_tokens": t.get("tokens"),
         "train_s": rec["steps"]["04_train"].get("seconds"), "eval_s": rec["steps"]["05_eval_export"].get("seconds"),
+        "repair_hit_rates": [r["hit_rate"] for r in (t.get("repair") or {}).get("rounds", [])] or None,
     }
 
 
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         results_path.write_text(json.dumps([r for r in done if r["row"] not in names] + results, indent=2))
     keys = ["row", "recall_n", "recall_judge", "recall_exact_values", "recall_rag_judge", "unseen_n", "unseen_judge",
             "unseen_base_judge", "unseen_invents", "unseen_base_invents", "outofdocs_n", "outofdocs_invents",
-            "outofdocs_abstains", "general_base", "general_tuned", "train_rows", "train_s"]
+            "outofdocs_abstains", "general_base", "general_tuned", "train_rows", "train_s", "repair_hit_rates"]
     import yaml
 
     corpus = (yaml.safe_load((base / "params.yaml").read_text()) or {}).get("corpus", a.corpus)

@@ -313,3 +313,46 @@ def test_resume_from_02_starts_the_stopped_teacher_again(ci_run, tmp_path):
     assert json.loads((copy / "data" / "synth_report.json").read_text())["synth"]["chunks_skipped_done"] > 0
     cmd = json.loads((copy / "teacher.json").read_text())["command"]
     assert not server_processes(f"--port {cmd[cmd.index('--port') + 1]}")  # the runner stopped the teacher 02 started
+
+
+def test_probe_and_repair_round_on_a_real_student_and_teacher(ci_run, tmp_path):
+    """04 with train.repair_rounds=1 on a copy of the CI run: the teacher (restarted) rewords the trained
+    questions, the trained student is probed, missed facts are trained in a short round, the last probe uses
+    wordings never trained; no probe wording is an eval question or near one; the repaired adapter is saved and
+    04's metrics say it went through the round."""
+    import shutil
+
+    from tunebook.pairs import NearDup
+
+    run_dir, _, _ = ci_run
+    copy = tmp_path / "repaired"
+    shutil.copytree(run_dir / "data", copy / "data")
+    for f in ("params.yaml", "teacher.json"):
+        shutil.copy(run_dir / f, copy / f)
+    rec = json.loads((run_dir / "run.json").read_text())
+    rec["run_id"] = "repaired"
+    rec["steps"] = {k: v for k, v in rec["steps"].items() if k in ("01_serve", "02_synthesize", "03_inspect")}
+    (copy / "run.json").write_text(json.dumps(rec))
+    r = tunebook_cli("run", "--run-id", "repaired", "--from", "04", "--to", "04", "-p", "train.repair_rounds=1",
+                     "-p", "train.repair_epochs=1", env={"TUNEBOOK_OUTPUTS": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((copy / "train" / "repair.json").read_text())
+    assert report["facts"] > 0 and report["worded"] > 0, report
+    probes = [json.loads(x) for x in (copy / "train" / "repair_probes.jsonl").read_text().splitlines()]
+    assert probes and {p["set"] for p in probes} <= {"check", "find"}
+    evals = [json.loads(x) for x in (copy / "data" / "eval.jsonl").read_text().splitlines()]
+    near = NearDup(0.8)
+    for e in evals:
+        near.add(e["id"], e["messages"][0]["content"])
+    assert not [p["question"] for p in probes if near.query(p["question"]) is not None]
+    checked = {p["question"] for p in probes if p["set"] == "check"}
+    assert not checked & {p["question"] for p in probes if p["set"] == "find"}  # the check set is never trained
+    first = report["rounds"][1]
+    assert first["find_probed"] == sum(p["set"] == "find" for p in probes) > 0
+    if first["find_missed"]:  # the round trained every fact and the misses, then asked the check set again
+        assert first["trained_items"] == report["facts"] + first["find_missed"]
+        assert sum(p["set"] == "check" for p in probes) == 2 * report["rounds"][0]["check_probed"]
+    metrics = json.loads((copy / "train" / "train_metrics.json").read_text())
+    assert metrics["repair"] == report
+    assert (copy / "train" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "repair round 1:" in (copy / "notebooks" / "04_train.ipynb").read_text()

@@ -2,8 +2,6 @@
 probe them (never an eval question's, never a training question, never near an earlier probe), what counts as a
 hit, and what a repair round trains on. The rounds themselves run in the e2e test on a real student and teacher."""
 
-import random
-
 from tunebook import repair
 
 
@@ -44,16 +42,20 @@ def test_a_hit_states_every_key_value_or_most_of_a_plain_reference():
     assert not repair.hit("No idea.", "It writes a summary of the run to disk.", "What does it do?")
 
 
-def test_a_round_trains_the_missed_facts_in_their_probe_wording_and_as_many_hits():
-    facts = repair.trained_facts(TRAIN) + [row("c", "What is the license variable?", "BWATT_LICENSE"),
-                                           row("d", "Where is the config file?", "`brindle.toml`")]
-    probes = [{"id": "a", "question": "By default, what value does `--step` take?", "hit": False},
-              {"id": "b", "question": "Which port is used?", "hit": True},
-              {"id": "c", "question": "Name the license variable?", "hit": True},
-              {"id": "d", "question": "Where does the config file live?", "hit": True}]
-    rows = repair.round_rows(facts, probes, random.Random(0))
-    fixes = [r for r in rows if r.get("repair")]
-    assert [(r["reworded_from"], r["messages"][0]["content"], r["messages"][1]["content"]) for r in fixes] == [
-        ("a", "By default, what value does `--step` take?", "900 seconds")]
-    plain = sorted(r["id"] for r in rows if not r.get("repair"))
-    assert "a" in plain and len(plain) == 2  # the missed fact as trained, and one fact that was hit
+def test_the_check_set_is_never_a_find_wording_and_rounds_take_the_next_ones():
+    worded = {"a": ["a1", "a2", "a3"], "b": ["b1"], "c": [], "d": ["d1", "d2"]}
+    check, finds = repair.plan(worded, rounds=2)
+    assert check == {"a": "a1", "d": "d1"}  # facts with two or more wordings
+    assert finds == [{"a": "a2", "b": "b1", "d": "d2"}, {"a": "a3"}]
+    assert not set(check.values()) & {w for f in finds for w in f.values()}
+
+
+def test_a_round_rehearses_every_fact_and_trains_the_misses_in_their_probe_wording():
+    facts = repair.trained_facts(TRAIN)
+    missed = [{"id": "a", "question": "By default, what value does `--step` take?", "hit": False}]
+    rows = repair.round_rows(facts, missed)
+    assert [r["id"] for r in rows] == ["a", "b", "a-fix"]
+    fix = rows[-1]
+    assert fix["repair"] and fix["reworded_from"] == "a"
+    assert fix["messages"] == [{"role": "user", "content": "By default, what value does `--step` take?"},
+                               {"role": "assistant", "content": "900 seconds"}]

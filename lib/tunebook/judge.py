@@ -182,11 +182,12 @@ def _template(kind: str) -> str:
 
 
 def ask_json_cached(teacher, prompts: list[str], schemas: list[dict], cache_path: Path, max_tokens: int,
-                    desc: str, version: str = "v2", scalar_key: str = "") -> list[dict | None]:
-    """Ask the teacher each prompt (greedy, schema-constrained JSON), ``teacher.capacity`` at a time, through a
-    JSONL cache keyed by a hash of the prompt and the teacher model: a rerun asks only what is new. An item that
-    fails stays None (and is asked again next time). With ``scalar_key`` a bare JSON value is kept as
-    ``{scalar_key: value}``."""
+                    desc: str, version: str = "v2", scalar_key: str = "", temperature: float = 0.0
+                    ) -> list[dict | None]:
+    """Ask the teacher each prompt (greedy unless ``temperature``: then sampled with a seed per prompt;
+    schema-constrained JSON), ``teacher.capacity`` at a time, through a JSONL cache keyed by a hash of the prompt
+    and the teacher model: a rerun asks only what is new. An item that fails stays None (and is asked again next
+    time). With ``scalar_key`` a bare JSON value is kept as ``{scalar_key: value}``."""
     from .answers import load_answer
     from .client import complete_all, message
 
@@ -198,8 +199,9 @@ def ask_json_cached(teacher, prompts: list[str], schemas: list[dict], cache_path
     if not todo:
         return [cache.get(k) for k in keys]
     bodies = [{"model": teacher.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-               "temperature": 0.0, "response_format": {"type": "json_schema", "json_schema": {
-                   "name": "verdict", "schema": schema, "strict": True}}} for _, prompt, schema in todo]
+               "temperature": temperature, **({"seed": int(key[:8], 16) % 2**31} if temperature else {}),
+               "response_format": {"type": "json_schema", "json_schema": {
+                   "name": "verdict", "schema": schema, "strict": True}}} for key, prompt, schema in todo]
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     with open(cache_path, "a", encoding="utf-8") as fh, bar(total=len(todo), desc=desc) as pbar:
         def done(i: int, result: Any) -> None:

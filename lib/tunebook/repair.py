@@ -1,19 +1,19 @@
-"""04's optional **probe and repair** rounds (``train.repair_rounds``). After training, every trained fact is asked in
-a wording that no training item and no eval question uses (the teacher rewrites each trained question before
-training starts: ``train/repair_wordings.jsonl``, a cache a rerun reuses). A fact whose answer misses the
-reference's key values is trained again, in that very wording, in a short round that also repeats as many facts the
-student got right (so the round does not pull them away). The next probe asks each fact in its *next* wording,
-never trained: the hit rate per round is measured on wordings the student has not seen (``train/repair.json``).
+"""04's optional **probe and repair** rounds (``train.repair_rounds``). Before training, the teacher rewrites every
+trained question in new words (``train/repair_wordings.jsonl``, a cache a rerun reuses), none of them a training
+question or near an eval question. After training, each round asks the student its facts in a *find* wording; the
+facts it misses are trained again in the wording they were missed in, together with every trained fact in its own
+wording (a round that trains only the misses pulled neighbouring answers towards them: "25,000" for every limit).
+A *check* set of other new wordings, never trained, is asked before the first round and after each: the round's
+effect on wordings the student has not seen (``train/repair.json``; every probe in ``train/repair_probes.jsonl``).
 
 A hit: the answer states every hard value of the reference (numbers, `code`, identifiers:
 :func:`~tunebook.outcomes.exact_values`), or — for a reference without one — shares ≥ half its characters
-(:func:`~tunebook.text.char_f1`). Probes, misses and the items of each round are in ``train/repair_probes.jsonl``.
+(:func:`~tunebook.text.char_f1`).
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -55,8 +55,9 @@ def wordings(teacher, facts: list[dict], eval_rows: list[dict], train_rows: list
         "required": ["paraphrases"], "additionalProperties": False}
     prompts = [render_fields(prompt_template(r.get("lang", "en"), name="paraphrase"), {"k": k, "question": _q(r)})
                for r in facts]
+    # sampled as 02's paraphrases are: greedy, the 1.5B teacher mostly hands the question back unchanged
     got = ask_json_cached(teacher, prompts, [schema] * len(prompts), cache, max_tokens=96 * k,
-                          desc="probe wordings", version="repair-v1")
+                          desc="probe wordings", version="repair-v2", temperature=0.7)
     return usable_wordings(facts, [(rec or {}).get("paraphrases") or [] for rec in got], eval_rows, train_rows,
                            threshold)
 
@@ -111,8 +112,10 @@ def plot(report: dict[str, Any]):
     from . import plots
 
     rounds = report["rounds"]
-    return plots.bars([f"round {r['round']}" for r in rounds], [r["hit_rate"] or 0.0 for r in rounds],
-                      "trained facts stated when asked in a new wording", ylabel="share of probes hit")
+    return plots.bars(["before repair"] + [f"after round {r['round']}" for r in rounds[1:]],
+                      [r["check_hit_rate"] or 0.0 for r in rounds],
+                      f"trained facts stated in an unseen wording ({rounds[0]['check_probed']} checked)",
+                      ylabel="share stated")
 
 
 def hit(answer: str, reference: str, question: str) -> bool:
@@ -124,69 +127,94 @@ def hit(answer: str, reference: str, question: str) -> bool:
 
 
 def probe(model, tok, facts: list[dict], asked: dict[str, str], batch_size: int, system_prompt: str,
-          desc: str) -> list[dict]:
+          desc: str, backend: str = "hf") -> list[dict]:
     """Ask each fact (that has one) its wording in ``asked``; greedy, the adapter on top of the base as trained."""
     from .answering import generate
 
     todo = [r for r in facts if asked.get(r["id"])]
     questions = [asked[r["id"]] for r in todo]
-    was_training = model.training
+    was_training, side = model.training, tok.padding_side
+    if backend == "unsloth":  # Unsloth's models switch between its training and inference paths explicitly
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
     model.eval()
-    answers = generate(model, tok, questions, PROBE_TOKENS, batch_size, adapter=True, system_prompt=system_prompt,
-                       desc=desc, merged=False)
-    if was_training:
-        model.train()
+    tok.padding_side = "left"  # generation pads on the left; training on the right
+    try:
+        answers = generate(model, tok, questions, PROBE_TOKENS, batch_size, adapter=True,
+                           system_prompt=system_prompt, desc=desc, merged=False)
+    finally:
+        tok.padding_side = side
+        if backend == "unsloth":
+            FastLanguageModel.for_training(model)
+        if was_training:
+            model.train()
     return [{"id": r["id"], "question": q, "reference": _a(r), "answer": a, "hit": hit(a, _a(r), q)}
             for r, q, a in zip(todo, questions, answers)]
 
 
-def round_rows(facts: list[dict], probes: list[dict], rng: random.Random) -> list[dict]:
-    """A repair round's items: each missed fact in the wording it was missed in and in its own, plus as many facts
-    that were hit, in their own wording."""
+def plan(worded: dict[str, list[str]], rounds: int) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Which wording asks what: a fact with two or more wordings gives its first to the **check** set (asked before
+    the first round and after each, never trained: the round's effect on wordings the student has not seen); the
+    others, in turn, are the **find** wordings of rounds 1, 2, … (a miss there is trained in that wording)."""
+    check = {i: w[0] for i, w in worded.items() if len(w) >= 2}
+    rest = {i: (w[1:] if i in check else w) for i, w in worded.items()}
+    return check, [{i: w[r] for i, w in rest.items() if len(w) > r} for r in range(rounds)]
+
+
+def round_rows(facts: list[dict], missed: list[dict]) -> list[dict]:
+    """A repair round's items: every trained fact in its own wording (the round rehearses what the student knows,
+    so the new items do not pull other answers towards them) and each missed fact in the wording it was missed in."""
     by_id = {r["id"]: r for r in facts}
-    missed = [p for p in probes if not p["hit"]]
-    hits = [by_id[p["id"]] for p in probes if p["hit"]]
-    rows = []
-    for p in missed:
-        r = by_id[p["id"]]
-        rows.append({**r, "id": f"{r['id']}-fix", "reworded_from": r["id"], "repair": True,
-                     "messages": [{"role": "user", "content": p["question"]}, {"role": "assistant", "content": _a(r)}]})
-        rows.append(r)
-    rows += rng.sample(hits, min(len(hits), len(missed)))
-    rng.shuffle(rows)
-    return rows
+    fixes = [{**by_id[p["id"]], "id": f"{p['id']}-fix", "reworded_from": p["id"], "repair": True,
+              "messages": [{"role": "user", "content": p["question"]},
+                           {"role": "assistant", "content": _a(by_id[p["id"]])}]} for p in missed]
+    return list(facts) + fixes
+
+
+def _rate(probes: list[dict]) -> float | None:
+    return round(sum(p["hit"] for p in probes) / len(probes), 4) if probes else None
 
 
 def run_rounds(trainer, student, cfg: TrainSettings, run_dir: Path, facts: list[dict],
                worded: dict[str, list[str]], seed: int, backend: str) -> dict[str, Any]:
-    """``cfg.repair_rounds`` probe + train rounds on the trained model, then a last probe; writes
-    ``train/repair.json`` (hit rate per round) and ``train/repair_probes.jsonl``. Returns the report and the last
+    """``cfg.repair_rounds`` rounds on the trained model: probe the round's find wordings, train every fact plus the
+    misses in the wording they were missed in; the check set (:func:`plan`) is asked before the first round and
+    after each. Writes ``train/repair.json`` and ``train/repair_probes.jsonl``; returns the report and the last
     trainer (whose model the caller saves as the adapter)."""
     from .callbacks import LiveLoss
 
     out = run_dir / "train"
     t0 = time.perf_counter()
-    rng = random.Random(seed)
-    rounds: list[dict[str, Any]] = []
+    check, finds = plan(worded, cfg.repair_rounds)
+    bs, sp, tok = cfg.batch_size * 4, cfg.system_prompt, student.tokenizer
     log: list[dict] = []
-    bs, sp = cfg.batch_size * 4, cfg.system_prompt
-    for rnd in range(cfg.repair_rounds + 1):
-        asked = {i: w[rnd] for i, w in worded.items() if len(w) > rnd}
-        probes = probe(trainer.model, student.tokenizer, facts, asked, bs, sp, f"probe {rnd}")
-        n_hit = sum(p["hit"] for p in probes)
-        entry: dict[str, Any] = {"round": rnd, "probed": len(probes), "hit": n_hit,
-                                 "hit_rate": round(n_hit / len(probes), 4) if probes else None}
-        log += [{**p, "round": rnd} for p in probes]
-        if rnd < cfg.repair_rounds and any(not p["hit"] for p in probes):
-            rows = round_rows(facts, probes, rng)
-            entry["trained_items"] = len(rows)
-            trainer = _retrain(trainer, student, cfg, out, rows, seed + rnd + 1, backend,
-                               [LiveLoss(title=f"repair round {rnd + 1} loss")])
-            entry["train_seconds"] = round(trainer.state.log_history[-1].get("train_runtime", 0.0), 1)
+
+    def ask(asked: dict[str, str], what: str, rnd: int) -> list[dict]:
+        probes = probe(trainer.model, tok, facts, asked, bs, sp, f"{what} (round {rnd})", backend)
+        log.extend({**p, "round": rnd, "set": what} for p in probes)
+        return probes
+
+    checked = ask(check, "check", 0)
+    rounds: list[dict[str, Any]] = [{"round": 0, "check_probed": len(checked), "check_hit_rate": _rate(checked)}]
+    print(f"before repair: {sum(p['hit'] for p in checked)}/{len(checked)} facts stated in an unseen wording")
+    for rnd, asked in enumerate(finds, start=1):
+        found = ask(asked, "find", rnd)
+        missed = [p for p in found if not p["hit"]]
+        entry: dict[str, Any] = {"round": rnd, "find_probed": len(found), "find_missed": len(missed)}
+        if missed:
+            rows = round_rows(facts, missed)
+            trainer = _retrain(trainer, student, cfg, out, rows, seed + rnd, backend,
+                               [LiveLoss(title=f"repair round {rnd} loss")])
+            entry.update(trained_items=len(rows),
+                         train_seconds=round(trainer.state.log_history[-1].get("train_runtime", 0.0), 1))
+            checked = ask(check, "check", rnd)
+        entry.update(check_probed=len(checked), check_hit_rate=_rate(checked))
         rounds.append(entry)
-        print(f"repair round {rnd}: {n_hit}/{len(probes)} facts stated in a new wording"
-              + (f"; trained {entry['trained_items']} items" if "trained_items" in entry else ""))
-        if rnd < cfg.repair_rounds and "trained_items" not in entry:
+        print(f"repair round {rnd}: missed {len(missed)}/{len(found)} find wordings"
+              + (f", trained {entry['trained_items']} items" if missed else " (nothing to repair)")
+              + f"; check set {sum(p['hit'] for p in checked)}/{len(checked)}")
+        if not missed:
             break
     report = {"rounds": rounds, "facts": len(facts), "worded": sum(bool(w) for w in worded.values()),
               "seconds": round(time.perf_counter() - t0, 1)}

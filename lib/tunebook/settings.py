@@ -140,7 +140,7 @@ class TrainSettings(_Section):
     replay_fraction: float = Field(0.0, ge=0, lt=0.5)  # share of the train set: general prompts answered by the base
     # probe and repair (04): every trained fact asked in a new wording; the ones missed are trained again in it
     repair_rounds: int = Field(0, ge=0, le=3)
-    repair_epochs: float = Field(3.0, gt=0)  # passes over one repair round's items
+    repair_epochs: float = Field(1.0, gt=0)  # passes over one repair round's items (every fact + the misses)
     load_in_4bit: bool = False
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where fast (GPU; CPU with AMX / AVX-512 BF16)
     threads: int = Field(0, ge=0)
