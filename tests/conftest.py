@@ -110,3 +110,18 @@ def kill_run(pid: int) -> None:
             os.killpg(g, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def copy_run(src: Path, dest: Path, steps: tuple[str, ...]) -> Path:
+    """A copy of run dir ``src`` as run ``dest.name`` that has done only ``steps``: its data, params and teacher
+    record, and run.json with the other steps dropped (continue it with ``tunebook run --run-id dest.name``)."""
+    import json
+    import shutil
+
+    shutil.copytree(src / "data", dest / "data")
+    for f in ("params.yaml", "teacher.json"):
+        shutil.copy(src / f, dest / f)
+    rec = json.loads((src / "run.json").read_text())
+    rec["run_id"], rec["steps"] = dest.name, {k: v for k, v in rec["steps"].items() if k in steps}
+    (dest / "run.json").write_text(json.dumps(rec))
+    return dest

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import E2E_RUN, kill_run, llama_server_available, server_processes, tunebook_cli
+from conftest import E2E_RUN, copy_run, kill_run, llama_server_available, server_processes, tunebook_cli
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not llama_server_available(), reason="llama-server not installed (make install)")]
@@ -295,16 +295,8 @@ def test_resume_from_02_starts_the_stopped_teacher_again(ci_run, tmp_path):
     """A run resumed at 02 after its teacher stopped (a crash, a reboot, the runner's own stop at the end): 02 starts
     the teacher again from the run's params.yaml, finds every chunk in its answer cache, and gives the same
     dataset; the runner stops the server it restarted."""
-    import shutil
-
     run_dir, _, _ = ci_run
-    copy = tmp_path / "resumed"
-    shutil.copytree(run_dir / "data", copy / "data")
-    for f in ("params.yaml", "teacher.json"):
-        shutil.copy(run_dir / f, copy / f)
-    rec = json.loads((run_dir / "run.json").read_text())
-    rec["run_id"], rec["steps"] = "resumed", {"01_serve": rec["steps"]["01_serve"]}
-    (copy / "run.json").write_text(json.dumps(rec))
+    copy = copy_run(run_dir, tmp_path / "resumed", ("01_serve",))
     before = (copy / "data" / "dataset.jsonl").read_text()
     r = tunebook_cli("run", "--run-id", "resumed", "--from", "02", "--to", "02", env={"TUNEBOOK_OUTPUTS": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-3000:]
@@ -320,19 +312,10 @@ def test_probe_and_repair_round_on_a_real_student_and_teacher(ci_run, tmp_path):
     questions, the trained student is probed, missed facts are trained in a short round, the last probe uses
     wordings never trained; no probe wording is an eval question or near one; the repaired adapter is saved and
     04's metrics say it went through the round."""
-    import shutil
-
     from tunebook.pairs import NearDup
 
     run_dir, _, _ = ci_run
-    copy = tmp_path / "repaired"
-    shutil.copytree(run_dir / "data", copy / "data")
-    for f in ("params.yaml", "teacher.json"):
-        shutil.copy(run_dir / f, copy / f)
-    rec = json.loads((run_dir / "run.json").read_text())
-    rec["run_id"] = "repaired"
-    rec["steps"] = {k: v for k, v in rec["steps"].items() if k in ("01_serve", "02_synthesize", "03_inspect")}
-    (copy / "run.json").write_text(json.dumps(rec))
+    copy = copy_run(run_dir, tmp_path / "repaired", ("01_serve", "02_synthesize", "03_inspect"))
     r = tunebook_cli("run", "--run-id", "repaired", "--from", "04", "--to", "04", "-p", "train.repair_rounds=1",
                      "-p", "train.repair_epochs=1", env={"TUNEBOOK_OUTPUTS": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -9,11 +9,17 @@ from .text import shingles
 
 
 def question(r: dict) -> str:
-    return r.get("instruction", r.get("question", "")).strip()
+    """A pair's question: 02/03's ``instruction`` (or ``question``), or the user turn of a ``messages`` row."""
+    if "instruction" in r or "question" in r or "messages" not in r:
+        return r.get("instruction", r.get("question", "")).strip()
+    return next((m["content"] for m in r["messages"] if m["role"] == "user"), "").strip()
 
 
 def answer(r: dict) -> str:
-    return r.get("output", r.get("answer", "")).strip()
+    """A pair's answer: ``output`` (or ``answer``), or the last assistant turn of a ``messages`` row."""
+    if "output" in r or "answer" in r or "messages" not in r:
+        return r.get("output", r.get("answer", "")).strip()
+    return next((m["content"] for m in reversed(r["messages"]) if m["role"] == "assistant"), "").strip()
 
 
 # ---- similarity -----------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .jsonio import write_json, write_jsonl
-from .pairs import NearDup
+from .pairs import NearDup, answer, question
 from .settings import TrainSettings
 
 WORDINGS_FILE = "repair_wordings.jsonl"  # the teacher's cache (train/)
@@ -27,14 +27,6 @@ PROBES_FILE = "repair_probes.jsonl"
 REPORT_FILE = "repair.json"
 PROBE_TOKENS = 64  # as 05's max_new_tokens
 NEAR_DUP = 0.8  # 03's near-duplicate threshold: a wording this close to an eval question is not used
-
-
-def _q(r: dict) -> str:
-    return next(m["content"] for m in r["messages"] if m["role"] == "user").strip()
-
-
-def _a(r: dict) -> str:
-    return next(m["content"] for m in reversed(r["messages"]) if m["role"] == "assistant").strip()
 
 
 def trained_facts(train_rows: list[dict]) -> list[dict]:
@@ -53,7 +45,7 @@ def wordings(teacher, facts: list[dict], eval_rows: list[dict], train_rows: list
     schema = {"type": "object", "properties": {"paraphrases": {
         "type": "array", "minItems": k, "maxItems": k, "items": {"type": "string", "minLength": 4, "maxLength": 200}}},
         "required": ["paraphrases"], "additionalProperties": False}
-    prompts = [render_fields(prompt_template(r.get("lang", "en"), name="paraphrase"), {"k": k, "question": _q(r)})
+    prompts = [render_fields(prompt_template(r.get("lang", "en"), name="paraphrase"), {"k": k, "question": question(r)})
                for r in facts]
     # sampled as 02's paraphrases are: greedy, the 1.5B teacher mostly hands the question back unchanged
     got = ask_json_cached(teacher, prompts, [schema] * len(prompts), cache, max_tokens=96 * k,
@@ -72,15 +64,14 @@ def usable_wordings(facts: list[dict], proposed: list[list], eval_rows: list[dic
 
     asked = NearDup(threshold)
     for r in eval_rows:
-        asked.add(r["id"], _q(r))
-    taken = {normalize(_q(r)) for r in train_rows} | {normalize(_q(r)) for r in eval_rows}
+        asked.add(r["id"], question(r))
+    taken = {normalize(question(r)) for r in train_rows} | {normalize(question(r)) for r in eval_rows}
     out: dict[str, list[str]] = {}
     for r, wordings_ in zip(facts, proposed):
         keep: list[str] = []
         for p in wordings_:
             p = str(p).strip()
-            if normalize(p) in taken or asked.query(p) is not None or not rewording(p, {"instruction": _q(r),
-                                                                                         "output": _a(r)}):
+            if normalize(p) in taken or asked.query(p) is not None or not rewording(p, r):
                 continue
             taken.add(normalize(p))
             asked.add(f"{r['id']}-w{len(keep)}", p)  # a later wording near this one would not be new to the student
@@ -149,7 +140,7 @@ def probe(model, tok, facts: list[dict], asked: dict[str, str], batch_size: int,
             FastLanguageModel.for_training(model)
         if was_training:
             model.train()
-    return [{"id": r["id"], "question": q, "reference": _a(r), "answer": a, "hit": hit(a, _a(r), q)}
+    return [{"id": r["id"], "question": q, "reference": answer(r), "answer": a, "hit": hit(a, answer(r), q)}
             for r, q, a in zip(todo, questions, answers)]
 
 
@@ -168,7 +159,7 @@ def round_rows(facts: list[dict], missed: list[dict]) -> list[dict]:
     by_id = {r["id"]: r for r in facts}
     fixes = [{**by_id[p["id"]], "id": f"{p['id']}-fix", "reworded_from": p["id"], "repair": True,
               "messages": [{"role": "user", "content": p["question"]},
-                           {"role": "assistant", "content": _a(by_id[p["id"]])}]} for p in missed]
+                           {"role": "assistant", "content": answer(by_id[p["id"]])}]} for p in missed]
     return list(facts) + fixes
 
 
