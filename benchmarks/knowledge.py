@@ -46,6 +46,9 @@ ROWS: dict[str, list[str]] = {
     # probe and repair: one round on the facts the trained student misses in a new wording
     "lr1e-3+repair": [_LR, "inspect.train_rewordings=0", *_NONE, "train.repair_rounds=1"],
     "today+repair": [_LR, "inspect.train_rewordings=1", *_NONE, "train.repair_rounds=1"],
+    # half the facts once more with their retrieved chunk in 05's RAG prompt (for fine-tuned + RAG)
+    "today+context": [_LR, "inspect.train_rewordings=1", *_NONE, "train.context_fraction=0.5",
+                      "train.max_length=768"],
 }
 QUIET_05 = ["evaluate.export_adapter=false", "evaluate.export_merged=false", "evaluate.gguf_types=[]",
             "evaluate.verify_gguf=[]", "evaluate.verify_vllm=false"]

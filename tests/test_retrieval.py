@@ -29,3 +29,31 @@ def test_a_question_sharing_no_term_finds_nothing_instead_of_failing():
 def test_rag_prompt_follows_the_question_language():
     assert retrieval.rag_prompt("端口是多少？", "ctx").startswith("文档摘录")
     assert "Question: Which port?" in retrieval.rag_prompt("Which port?", "ctx")
+
+
+def test_context_rows_put_the_retrieved_chunk_in_05s_rag_prompt_and_never_a_held_out_one(tmp_path):
+    """04's train.context_fraction: a share of the trained facts again, as 05's RAG prompt with the chunk BM25 finds
+    for the question; the held-out (unseen) chunks are not in the index, so their text never reaches training."""
+    import json
+
+    from tunebook.retrieval import context_rows, rag_prompt
+
+    data = tmp_path / "data"
+    data.mkdir()
+    chunks = [{"id": "c1", "text": "The solver step defaults to 900 seconds (`--step`).", "breadcrumb": ["CLI"]},
+              {"id": "c2", "text": "The dashboard listens on port 7432.", "breadcrumb": ["Dashboard"]},
+              {"id": "c3", "text": "The secret step size of the held-out page is 42 seconds.", "breadcrumb": ["Hidden"]}]
+    msgs = lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a}]  # noqa: E731
+    train = [{"id": "a", "kind": "fact", "chunk_id": "c1", "messages": msgs("What is the default step size?", "900 s")},
+             {"id": "b", "kind": "fact", "chunk_id": "c2", "messages": msgs("Which port does the dashboard use?", "7432")},
+             {"id": "a-r1", "kind": "fact", "chunk_id": "c1", "reworded_from": "a",
+              "messages": msgs("Default step size?", "900 s")}]
+    evals = [{"id": "u", "split": "unseen", "chunk_id": "c3", "messages": msgs("What is the secret step size?", "42")}]
+    for name, rows in (("chunks", chunks), ("train", train), ("eval", evals)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = context_rows(tmp_path, 1.0, 1, "jieba", seed=0)
+    assert sorted(r["context_of"] for r in rows) == ["a", "b"]  # facts, not their rewordings
+    by = {r["context_of"]: r for r in rows}
+    assert by["a"]["messages"] == msgs(rag_prompt("What is the default step size?", chunks[0]["text"]), "900 s")
+    assert all("42 seconds" not in r["messages"][0]["content"] for r in rows)  # "step size" matches c3 best
+    assert len(context_rows(tmp_path, 0.5, 1, "jieba", seed=0)) == 1

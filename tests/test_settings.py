@@ -164,3 +164,9 @@ def test_outputs_paths_follow_tunebook_outputs(monkeypatch, tmp_path):
 def test_cpu_profile_is_what_the_notebooks_default_to():
     """`make lab` → open 01 → Run All (the notebooks' own defaults) runs the same thing as `make demo` (cpu)."""
     assert st.load("cpu") == st.Settings()
+
+
+def test_context_rows_need_room_for_their_chunk():
+    with pytest.raises(st.SettingsError, match="train.context_fraction .* need train.max_length >= 768"):
+        st.load("cpu", ["train.context_fraction=0.3"])
+    assert st.load("cpu", ["train.context_fraction=0.3", "train.max_length=768"]).train.context_fraction == 0.3

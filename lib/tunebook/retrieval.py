@@ -95,3 +95,25 @@ def hit_rate(found: list[list[int]], index: Index, source_chunks: list[str]) -> 
     if not pairs:
         return None
     return round(sum(cid in {index.chunk_ids[i] for i in row} for row, cid in pairs) / len(pairs), 4)
+
+
+def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: int) -> list[dict]:
+    """04's ``train.context_fraction``: that share of the trained facts once more, their question in 05's RAG prompt
+    with the top-``k`` chunks BM25 finds for it — as 05 asks the fine-tuned + RAG condition, the wrong chunk
+    included when retrieval misses — so the student learns to use a chunk in its prompt, not only to recall. The
+    index leaves out the held-out (unseen) chunks: no eval page's text reaches training."""
+    import random
+    from pathlib import Path
+
+    from .jsonio import read_jsonl
+    from .pairs import answer, question
+
+    data = Path(run_dir) / "data"
+    held = {r["chunk_id"] for r in read_jsonl(data / "eval.jsonl") if r.get("split") == "unseen"}
+    index = Index.build([c for c in read_jsonl(data / "chunks.jsonl") if c["id"] not in held], tokenizer)
+    facts = [r for r in read_jsonl(data / "train.jsonl") if r.get("kind") == "fact" and not r.get("reworded_from")]
+    picked = random.Random(seed).sample(facts, round(len(facts) * fraction))
+    found = index.search([question(r) for r in picked], k)
+    return [{**r, "id": f"{r['id']}-ctx", "context_of": r["id"],
+             "messages": [{"role": "user", "content": rag_prompt(question(r), index.context(idx))},
+                          {"role": "assistant", "content": answer(r)}]} for r, idx in zip(picked, found)]

@@ -120,6 +120,9 @@ class InspectSettings(_Section):
     show_samples: int = Field(8, ge=0)
 
 
+CONTEXT_MAX_LENGTH = {1: 768, 2: 1024}  # train.max_length that rows with rag_k chunks of ≤ 384 tokens need
+
+
 class TrainSettings(_Section):
     backend: Literal["auto", "hf", "unsloth"] = "auto"
     epochs: float = Field(5.0, gt=0)
@@ -138,6 +141,8 @@ class TrainSettings(_Section):
     save_steps: int = Field(10, ge=1)
     token_budget: int = Field(8192, ge=256)
     replay_fraction: float = Field(0.0, ge=0, lt=0.5)  # share of the train set: general prompts answered by the base
+    # share of trained facts trained once more with 05's RAG prompt (their retrieved chunk in it): reading, not recall
+    context_fraction: float = Field(0.0, ge=0, le=1)
     # probe and repair (04): every trained fact asked in a new wording; the ones missed are trained again in it
     repair_rounds: int = Field(0, ge=0, le=3)
     repair_epochs: float = Field(1.0, gt=0)  # passes over one repair round's items (every fact + the misses)
@@ -208,6 +213,11 @@ class Settings(_Section):
         if self.inspect.max_tokens > self.train.max_length:
             raise SettingsError(f"invalid settings in {origin}: inspect.max_tokens ({self.inspect.max_tokens}) must not "
                                 f"exceed train.max_length ({self.train.max_length}); longer pairs would be truncated")
+        need = CONTEXT_MAX_LENGTH.get(self.evaluate.rag_k, 256 * self.evaluate.rag_k + 512)
+        if self.train.context_fraction and self.train.max_length < need:
+            raise SettingsError(f"invalid settings in {origin}: train.context_fraction trains rows with "
+                                f"{self.evaluate.rag_k} retrieved chunk(s) in the prompt; they need train.max_length "
+                                f">= {need} (is {self.train.max_length}), else their answers are cut off")
         return self
 
     def redacted(self) -> dict[str, Any]:
