@@ -20,7 +20,7 @@ from typing import Any
 
 from .jsonio import write_json, write_jsonl
 from .pairs import NearDup, answer, question
-from .settings import TrainSettings
+from .settings import SynthSettings, TrainSettings
 
 WORDINGS_FILE = "repair_wordings.jsonl"  # the teacher's cache (train/)
 PROBES_FILE = "repair_probes.jsonl"
@@ -35,16 +35,14 @@ def trained_facts(train_rows: list[dict]) -> list[dict]:
 
 
 def wordings(teacher, facts: list[dict], eval_rows: list[dict], train_rows: list[dict], k: int, cache: Path,
-             threshold: float = NEAR_DUP) -> dict[str, list[str]]:
+             synth: SynthSettings, threshold: float = NEAR_DUP) -> dict[str, list[str]]:
     """Per fact id, up to ``k`` new wordings of its question by the teacher (03's rewording rules: a question in
     the same language naming every specific value of the original), none equal or near to an eval question and
     none equal to a training question."""
     from .judge import ask_json_cached
-    from .prompts import prompt_template, render_fields
+    from .prompts import paraphrase_schema, prompt_template, render_fields
 
-    schema = {"type": "object", "properties": {"paraphrases": {
-        "type": "array", "minItems": k, "maxItems": k, "items": {"type": "string", "minLength": 4, "maxLength": 200}}},
-        "required": ["paraphrases"], "additionalProperties": False}
+    schema = paraphrase_schema(k, synth)  # 02's paraphrase template and schema
     prompts = [render_fields(prompt_template(r.get("lang", "en"), name="paraphrase"), {"k": k, "question": question(r)})
                for r in facts]
     # sampled as 02's paraphrases are: greedy, the 1.5B teacher mostly hands the question back unchanged
@@ -93,7 +91,7 @@ def prepare(run_dir: Path, cfg) -> tuple[list[dict], dict[str, list[str]]]:
     if teacher is None:
         raise RuntimeError("train.repair_rounds needs the teacher to reword the trained questions: run 01_serve first")
     worded = wordings(teacher, facts, eval_rows, train_rows, cfg.train.repair_rounds + 1,
-                      run_dir / "train" / WORDINGS_FILE, cfg.inspect.near_dup_threshold)
+                      run_dir / "train" / WORDINGS_FILE, cfg.synth, cfg.inspect.near_dup_threshold)
     print(f"probe and repair: {sum(bool(w) for w in worded.values())} of {len(facts)} trained facts got new wordings "
           f"({sum(map(len, worded.values()))} in all; ones near an eval question are not used)")
     return facts, worded
@@ -109,12 +107,12 @@ def plot(report: dict[str, Any]):
                       ylabel="share stated")
 
 
-def hit(answer: str, reference: str, question: str) -> bool:
+def hit(said: str, reference: str, asked: str) -> bool:
     from .outcomes import exact_values
     from .text import char_f1
 
-    share = exact_values(answer, reference, question)
-    return share == 1.0 if share is not None else char_f1(answer, reference) >= 0.5
+    share = exact_values(said, reference, asked)
+    return share == 1.0 if share is not None else char_f1(said, reference) >= 0.5
 
 
 def probe(model, tok, facts: list[dict], asked: dict[str, str], batch_size: int, system_prompt: str,
