@@ -308,16 +308,39 @@ def test_resume_from_02_starts_the_stopped_teacher_again(ci_run, tmp_path):
 
 
 def test_probe_and_repair_round_on_a_real_student_and_teacher(ci_run, tmp_path):
-    """04 with train.repair_rounds=1 on a copy of the CI run: the teacher (restarted) rewords the trained
-    questions, the trained student is probed, missed facts are trained in a short round, the last probe uses
-    wordings never trained; no probe wording is an eval question or near one; the repaired adapter is saved and
-    04's metrics say it went through the round."""
+    """04 with train.repair_rounds=1, continuing a copy of the CI run whose data are six real questions about the
+    sample docs (SmolLM2's CI pairs are statements, which no rewording can stand for) and whose teacher is the cpu
+    profile's Qwen2.5-Coder-1.5B (started by 04 from params.yaml): it rewords the trained questions, the trained
+    SmolLM2 student is probed, missed facts are trained in a short round, the check set is asked before and after;
+    no probe wording is an eval question or near one; the repaired adapter is saved and 04's metrics say so."""
+    import yaml
+
     from tunebook.pairs import NearDup
 
     run_dir, _, _ = ci_run
     copy = copy_run(run_dir, tmp_path / "repaired", ("01_serve", "02_synthesize", "03_inspect"))
+    (copy / "teacher.json").unlink()
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["teacher"] = "qwen2.5-coder-1.5b-instruct"
+    params["serve"]["port"] = 18470
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    facts = [("What is the default value of the `--step` flag?", "The default step is 900 seconds."),
+             ("Which port does the Brindlewatt dashboard listen on by default?", "Port 7432."),
+             ("How many buses does the Professional edition allow per model?", "Up to 25,000 buses per model."),
+             ("What is the default value of the `--threads` flag?", "4 threads."),
+             ("Which environment variable holds the Brindlewatt license key?", "`BWATT_LICENSE`."),
+             ("What is the default export format of `bwatt export`?", "The default format is `csv`.")]
+    row = lambda i, q, a, **kw: json.dumps({"id": i, "kind": "fact", "lang": "en", "chunk_id": "c", **kw,  # noqa: E731
+                                            "messages": [{"role": "user", "content": q},
+                                                         {"role": "assistant", "content": a}]}) + "\n"
+    (copy / "data" / "train.jsonl").write_text("".join(row(f"f{i}", q, a, split="train")
+                                                       for i, (q, a) in enumerate(facts)))
+    (copy / "data" / "eval.jsonl").write_text(
+        row("f0-p", "By default, how many seconds is the `--step` flag?", facts[0][1], split="recall",
+            paraphrase_of="f0")
+        + row("u0", "Which file holds the solver settings?", "`brindle.toml`.", split="unseen"))
     r = tunebook_cli("run", "--run-id", "repaired", "--from", "04", "--to", "04", "-p", "train.repair_rounds=1",
-                     "-p", "train.repair_epochs=1", env={"TUNEBOOK_OUTPUTS": str(tmp_path)})
+                     "-p", "train.repair_epochs=2", env={"TUNEBOOK_OUTPUTS": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((copy / "train" / "repair.json").read_text())
     assert report["facts"] > 0 and report["worded"] > 0, report
