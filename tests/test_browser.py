@@ -158,7 +158,7 @@ def run_all_cells(page, timeout_ms: int, poll=None) -> list[str]:
     page.locator(".lm-Menu-content .lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
     try:  # the first cell starts ([*] or a count) within two minutes, or the page is talking to no kernel
         page.wait_for_function(
-            f"""() => {{ const p = document.querySelector('{PANEL} .jp-Notebook .jp-CodeCell .jp-InputPrompt');
+            rf"""() => {{ const p = document.querySelector('{PANEL} .jp-Notebook .jp-CodeCell .jp-InputPrompt');
                        return p && /\[(\*|\d+)\]/.test(p.textContent); }}""", timeout=120_000, polling=500)
     except Exception as e:
         raise CellsNotStarted(f"Run All did not start the first cell: {e}") from e
