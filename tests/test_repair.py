@@ -3,6 +3,7 @@ probe them (never an eval question's, never a training question, never near an e
 hit, and what a repair round trains on. The rounds themselves run in the e2e test on a real student and teacher."""
 
 from tunebook import repair
+from tunebook.pairs import trained_facts
 
 
 def row(i, q, a, **kw):
@@ -18,11 +19,11 @@ EVAL = [row("a-p", "How many seconds is the `--step` flag by default?", "900 sec
 
 
 def test_trained_facts_are_the_pairs_not_rewordings_or_abstentions():
-    assert [r["id"] for r in repair.trained_facts(TRAIN)] == ["a", "b"]
+    assert [r["id"] for r in trained_facts(TRAIN)] == ["a", "b"]
 
 
 def test_wordings_never_an_eval_question_a_training_question_or_near_an_earlier_probe():
-    facts = repair.trained_facts(TRAIN)
+    facts = trained_facts(TRAIN)
     proposed = [["How many seconds is the `--step` flag by default?",  # the eval question itself
                  "Which default does `--step` have?",  # a training item
                  "What is the default value?",  # drops the `--step` flag the question names: not a rewording
@@ -51,7 +52,7 @@ def test_the_check_set_is_never_a_find_wording_and_rounds_take_the_next_ones():
 
 
 def test_a_round_rehearses_every_fact_and_trains_the_misses_in_their_probe_wording():
-    facts = repair.trained_facts(TRAIN)
+    facts = trained_facts(TRAIN)
     missed = [{"id": "a", "question": "By default, what value does `--step` take?", "hit": False}]
     rows = repair.round_rows(facts, missed)
     assert [r["id"] for r in rows] == ["a", "b", "a-fix"]

@@ -22,6 +22,12 @@ def answer(r: dict) -> str:
     return next((m["content"] for m in reversed(r["messages"]) if m["role"] == "assistant"), "").strip()
 
 
+def trained_facts(train_rows: list[dict]) -> list[dict]:
+    """The facts 04 trains (``data/train.jsonl`` rows): 03's pairs, not their rewordings, "docs don't say" items
+    or replay rows."""
+    return [r for r in train_rows if r.get("kind") == "fact" and not r.get("reworded_from")]
+
+
 # ---- similarity -----------------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .jsonio import write_json, write_jsonl
-from .pairs import NearDup, answer, question
+from .pairs import NearDup, answer, question, trained_facts
 from .settings import SynthSettings, TrainSettings
 
 WORDINGS_FILE = "repair_wordings.jsonl"  # the teacher's cache (train/)
@@ -27,11 +27,6 @@ PROBES_FILE = "repair_probes.jsonl"
 REPORT_FILE = "repair.json"
 PROBE_TOKENS = 64  # as 05's max_new_tokens
 NEAR_DUP = 0.8  # 03's near-duplicate threshold: a wording this close to an eval question is not used
-
-
-def trained_facts(train_rows: list[dict]) -> list[dict]:
-    """The facts 04 trains: 03's pairs, not their rewordings, "docs don't say" items or replay rows."""
-    return [r for r in train_rows if r.get("kind") == "fact" and not r.get("reworded_from")]
 
 
 def wordings(teacher, facts: list[dict], eval_rows: list[dict], train_rows: list[dict], k: int, cache: Path,

@@ -106,12 +106,12 @@ def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: i
     from pathlib import Path
 
     from .jsonio import read_jsonl
-    from .pairs import answer, question
+    from .pairs import answer, question, trained_facts
 
     data = Path(run_dir) / "data"
     held = {r["chunk_id"] for r in read_jsonl(data / "eval.jsonl") if r.get("split") == "unseen"}
     index = Index.build([c for c in read_jsonl(data / "chunks.jsonl") if c["id"] not in held], tokenizer)
-    facts = [r for r in read_jsonl(data / "train.jsonl") if r.get("kind") == "fact" and not r.get("reworded_from")]
+    facts = trained_facts(read_jsonl(data / "train.jsonl"))
     picked = random.Random(seed).sample(facts, round(len(facts) * fraction))
     found = index.search([question(r) for r in picked], k)
     return [{**r, "id": f"{r['id']}-ctx", "context_of": r["id"],

@@ -120,9 +120,6 @@ class InspectSettings(_Section):
     show_samples: int = Field(8, ge=0)
 
 
-CONTEXT_MAX_LENGTH = {1: 768, 2: 1024}  # train.max_length that rows with rag_k chunks of ≤ 384 tokens need
-
-
 class TrainSettings(_Section):
     backend: Literal["auto", "hf", "unsloth"] = "auto"
     epochs: float = Field(5.0, gt=0)
@@ -213,7 +210,7 @@ class Settings(_Section):
         if self.inspect.max_tokens > self.train.max_length:
             raise SettingsError(f"invalid settings in {origin}: inspect.max_tokens ({self.inspect.max_tokens}) must not "
                                 f"exceed train.max_length ({self.train.max_length}); longer pairs would be truncated")
-        need = CONTEXT_MAX_LENGTH.get(self.evaluate.rag_k, 256 * self.evaluate.rag_k + 512)
+        need = 256 * self.evaluate.rag_k + 512  # rag_k chunks of ≤ 384 tokens, the prompt and the answer fit
         if self.train.context_fraction and self.train.max_length < need:
             raise SettingsError(f"invalid settings in {origin}: train.context_fraction trains rows with "
                                 f"{self.evaluate.rag_k} retrieved chunk(s) in the prompt; they need train.max_length "
