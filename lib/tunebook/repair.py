@@ -21,6 +21,7 @@ from typing import Any
 from .jsonio import write_json, write_jsonl
 from .pairs import NearDup, answer, question, trained_facts
 from .settings import SynthSettings, TrainSettings
+from .train import METRICS_FILE
 
 WORDINGS_FILE = "repair_wordings.jsonl"  # the teacher's cache (train/)
 PROBES_FILE = "repair_probes.jsonl"
@@ -204,7 +205,7 @@ def run_rounds(trainer, student, cfg: TrainSettings, run_dir: Path, facts: list[
               "seconds": round(time.perf_counter() - t0, 1)}
     write_jsonl(log, out / PROBES_FILE)
     write_json(report, out / REPORT_FILE)
-    metrics_path = out / "train_metrics.json"
+    metrics_path = out / METRICS_FILE
     if metrics_path.is_file():  # 04's metrics say what the adapter went through
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         write_json({**metrics, "repair": report}, metrics_path)
@@ -215,21 +216,16 @@ def _retrain(trainer, student, cfg: TrainSettings, out: Path, rows: list[dict], 
              callbacks=()):
     """A short round on ``rows``: the same LoRA weights, trained on by a new trainer (no checkpoints: a crash
     reruns the rounds from the trained adapter)."""
-    from datasets import Dataset
+    from dataclasses import replace
+
     from transformers.trainer_utils import SaveStrategy
 
     from . import train
 
-    ds = Dataset.from_list([train.to_prompt_completion(r, cfg.system_prompt) for r in rows])
+    ds = train.rows_dataset(rows, cfg.system_prompt)
     rcfg = cfg.model_copy(update={"epochs": cfg.repair_epochs, "max_steps": -1, "eval_steps": 0})
     args = train.sft_config(rcfg, out / "repair", seed, has_eval=False, backend=backend)
     args.save_strategy = SaveStrategy.NO
-    again = train.make_trainer(train.Student(trainer.model, student.tokenizer, student.backend, student.source),
-                               None, ds, None, args, callbacks=callbacks)
+    again = train.make_trainer(replace(student, model=trainer.model), None, ds, None, args, callbacks=callbacks)
     again.train()
     return again
-
-
-def load_report(run_dir: Path) -> dict[str, Any] | None:
-    p = run_dir / "train" / REPORT_FILE
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None

@@ -58,22 +58,26 @@ def to_prompt_completion(row: dict, system_prompt: str = "") -> dict:
 
 
 def load_split(path: Path, system_prompt: str = ""):
-    from datasets import Dataset
-
     rows = read_jsonl(Path(path))
     if not rows:
         raise ValueError(f"{path} has no rows: check 03_inspect's output")
+    return rows_dataset(rows, system_prompt)
+
+
+def rows_dataset(rows: list[dict], system_prompt: str = ""):
+    """``messages`` rows as the prompt/completion dataset the trainer takes."""
+    from datasets import Dataset
+
     return Dataset.from_list([to_prompt_completion(r, system_prompt) for r in rows])
 
 
 def add_rows(ds, rows: list[dict], system_prompt: str = ""):
     """``ds`` (prompt/completion rows) with more rows in the ``messages`` format appended (04's replay rows)."""
-    from datasets import Dataset, concatenate_datasets
+    from datasets import concatenate_datasets
 
     if not rows:
         return ds
-    extra = Dataset.from_list([to_prompt_completion(r, system_prompt) for r in rows])
-    return concatenate_datasets([ds, extra.cast(ds.features)])
+    return concatenate_datasets([ds, rows_dataset(rows, system_prompt).cast(ds.features)])
 
 
 @dataclass
