@@ -49,6 +49,9 @@ ROWS: dict[str, list[str]] = {
     # half the facts once more with their retrieved chunk in 05's RAG prompt (for fine-tuned + RAG)
     "today+context": [_LR, "inspect.train_rewordings=1", *_NONE, "train.context_fraction=0.5",
                       "train.max_length=768"],
+    # the same with 3 lines of the chunk either side of the answer's line instead of the whole chunk (cheaper rows)
+    "today+context3": [_LR, "inspect.train_rewordings=1", *_NONE, "train.context_fraction=0.5",
+                       "train.context_lines=3", "train.max_length=768"],
 }
 QUIET_05 = ["evaluate.export_adapter=false", "evaluate.export_merged=false", "evaluate.gguf_types=[]",
             "evaluate.verify_gguf=[]", "evaluate.verify_vllm=false"]

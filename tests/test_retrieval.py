@@ -57,3 +57,18 @@ def test_context_rows_put_the_retrieved_chunk_in_05s_rag_prompt_and_never_a_held
     assert by["a"]["messages"] == msgs(rag_prompt("What is the default step size?", chunks[0]["text"]), "900 s")
     assert all("42 seconds" not in r["messages"][0]["content"] for r in rows)  # "step size" matches c3 best
     assert len(context_rows(tmp_path, 0.5, 1, "jieba", seed=0)) == 1
+
+
+def test_window_keeps_the_lines_around_the_answer_and_the_whole_text_when_short():
+    """train.context_lines: the chunk cut to the line nearest the question + answer and its neighbours."""
+    from tunebook.retrieval import window
+
+    table = "\n".join(["| key | default |", "|---|---|"] + [f"| `key{i}` | {i * 100} |" for i in range(12)])
+    cut = window(table, "What is the default of key7? 700", 2)
+    assert cut.splitlines() == [f"| `key{i}` | {i * 100} |" for i in range(5, 10)]
+    assert window(table, "key0 0", 2).splitlines()[0] == "| key | default |"  # at the top: still 5 lines
+    assert len(window(table, "key11 1100", 2).splitlines()) == 5  # at the bottom as well
+    assert window(table, "key7", 0) == table  # 0: the whole chunk
+    assert window("one line\n\nanother", "another", 2) == "one line\n\nanother"  # short: untouched
+    zh = "安装\n\n默认端口为 7432。\n日志目录为 /var/log/bw。\n超时为 30 秒。\n重试 3 次。\n缓存 2048 MB。"
+    assert "日志目录为 /var/log/bw。" in window(zh, "日志目录在哪里？/var/log/bw", 1)

@@ -97,11 +97,25 @@ def hit_rate(found: list[list[int]], index: Index, source_chunks: list[str]) -> 
     return round(sum(cid in {index.chunk_ids[i] for i in row} for row, cid in pairs) / len(pairs), 4)
 
 
-def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: int) -> list[dict]:
+def window(text: str, about: str, lines: int, tokenizer: Tokenizer = "jieba") -> str:
+    """The line of ``text`` sharing the most terms with ``about`` (a question and its answer), with ``lines`` lines
+    either side — blank lines skipped, Markdown tables and lists keep their neighbouring rows. ``lines`` 0: all of it."""
+    rows = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines or len(rows) <= 2 * lines + 1:
+        return text
+    want = set(terms(about, tokenizer))
+    best = max(range(len(rows)), key=lambda i: (len(want & set(terms(rows[i], tokenizer))), -i))
+    lo = max(0, min(best - lines, len(rows) - 2 * lines - 1))
+    return "\n".join(rows[lo:lo + 2 * lines + 1])
+
+
+def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: int, lines: int = 0) -> list[dict]:
     """04's ``train.context_fraction``: that share of the trained facts once more, their question in 05's RAG prompt
     with the top-``k`` chunks BM25 finds for it — as 05 asks the fine-tuned + RAG condition, the wrong chunk
     included when retrieval misses — so the student learns to use a chunk in its prompt, not only to recall. The
-    index leaves out the held-out (unseen) chunks: no eval page's text reaches training."""
+    index leaves out the held-out (unseen) chunks: no eval page's text reaches training. ``lines`` > 0
+    (``train.context_lines``) keeps only that many lines of each chunk either side of the line nearest the question
+    and answer: shorter rows, cheaper training."""
     import random
     from pathlib import Path
 
@@ -114,6 +128,11 @@ def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: i
     facts = trained_facts(read_jsonl(data / "train.jsonl"))
     picked = random.Random(seed).sample(facts, round(len(facts) * fraction))
     found = index.search([question(r) for r in picked], k)
-    return [{**r, "id": f"{r['id']}-ctx", "context_of": r["id"],
-             "messages": [{"role": "user", "content": rag_prompt(question(r), index.context(idx))},
-                          {"role": "assistant", "content": answer(r)}]} for r, idx in zip(picked, found)]
+    out = []
+    for r, idx in zip(picked, found):
+        about = question(r) + "\n" + answer(r)
+        context = "\n\n---\n\n".join(window(index.texts[i], about, lines, tokenizer) for i in idx) or index.context([])
+        out.append({**r, "id": f"{r['id']}-ctx", "context_of": r["id"],
+                    "messages": [{"role": "user", "content": rag_prompt(question(r), context)},
+                                 {"role": "assistant", "content": answer(r)}]})
+    return out

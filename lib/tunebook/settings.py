@@ -140,6 +140,7 @@ class TrainSettings(_Section):
     replay_fraction: float = Field(0.0, ge=0, lt=0.5)  # share of the train set: general prompts answered by the base
     # share of trained facts trained once more with 05's RAG prompt (their retrieved chunk in it): reading, not recall
     context_fraction: float = Field(0.0, ge=0, le=1)
+    context_lines: int = Field(0, ge=0)  # lines of the chunk kept either side of the answer's line (0: the whole chunk)
     # probe and repair (04): every trained fact asked in a new wording; the ones missed are trained again in it
     repair_rounds: int = Field(0, ge=0, le=3)
     repair_epochs: float = Field(1.0, gt=0)  # passes over one repair round's items (every fact + the misses)
