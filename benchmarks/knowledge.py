@@ -52,6 +52,9 @@ ROWS: dict[str, list[str]] = {
     # the same with 3 lines of the chunk either side of the answer's line instead of the whole chunk (cheaper rows)
     "today+context3": [_LR, "inspect.train_rewordings=1", *_NONE, "train.context_fraction=0.5",
                        "train.context_lines=3", "train.max_length=768"],
+    # and half of those with their numbers changed in chunk and answer: the answer only in the chunk (teaches reading)
+    "today+context3+swaps": [_LR, "inspect.train_rewordings=1", *_NONE, "train.context_fraction=0.5",
+                             "train.context_lines=3", "train.context_swaps=0.5", "train.max_length=768"],
 }
 QUIET_05 = ["evaluate.export_adapter=false", "evaluate.export_merged=false", "evaluate.gguf_types=[]",
             "evaluate.verify_gguf=[]", "evaluate.verify_vllm=false"]

@@ -72,3 +72,42 @@ def test_window_keeps_the_lines_around_the_answer_and_the_whole_text_when_short(
     assert window("one line\n\nanother", "another", 2) == "one line\n\nanother"  # short: untouched
     zh = "安装\n\n默认端口为 7432。\n日志目录为 /var/log/bw。\n超时为 30 秒。\n重试 3 次。\n缓存 2048 MB。"
     assert "日志目录为 /var/log/bw。" in window(zh, "日志目录在哪里？/var/log/bw", 1)
+
+
+def test_swap_numbers_changes_the_answers_numbers_in_chunk_and_answer_alike():
+    """train.context_swaps: the answer can only be read from the chunk, never recalled."""
+    import random
+
+    from tunebook.retrieval import swap_numbers
+
+    rng = random.Random(0)
+    ctx, ans = swap_numbers("| `max_buses` | 25,000 |\n| `min_buses` | 4,000 |\nPort 7432.", "Up to 25,000 buses.", rng)
+    new = ans.removeprefix("Up to ").removesuffix(" buses.")
+    assert new != "25,000" and len(new) == 6 and new[2] == "," and f"| `max_buses` | {new} |" in ctx
+    assert "4,000" in ctx and "7432" in ctx and "25,000" not in ctx  # only the answer's numbers change
+    ctx, ans = swap_numbers("默认端口为 7432，版本 4.2.1。", "端口是7432", rng)  # CJK touching the number
+    assert "7432" not in ctx + ans and ans[3:] in ctx and "4.2.1" in ctx
+    assert swap_numbers("The port is 7432.", "It listens on 8080.", rng) is None  # not in the chunk: nothing to swap
+    assert swap_numbers("No numbers here.", "None.", rng) is None
+
+
+def test_context_rows_with_swaps_mark_the_rows_whose_numbers_changed(tmp_path):
+    import json
+
+    from tunebook.retrieval import context_rows
+
+    data = tmp_path / "data"
+    data.mkdir()
+    chunks = [{"id": f"c{i}", "text": f"Setting `opt{i}` defaults to {100 + i} ms.\nOther text.", "breadcrumb": []}
+              for i in range(8)]
+    msgs = lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a}]  # noqa: E731
+    train = [{"id": f"t{i}", "kind": "fact", "chunk_id": f"c{i}",
+              "messages": msgs(f"What is the default of `opt{i}`?", f"{100 + i} ms")} for i in range(8)]
+    for name, rows in (("chunks", chunks), ("train", train), ("eval", [])):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = context_rows(tmp_path, 1.0, 1, "jieba", seed=0, swaps=0.5)
+    assert sum(r["swapped"] for r in rows) == 4
+    for r in rows:
+        prompt, reply = r["messages"][0]["content"], r["messages"][1]["content"]
+        assert reply.split()[0] in prompt  # the answer's number is always the chunk's
+        assert (reply == next(t for t in train if t["id"] == r["context_of"])["messages"][1]["content"]) != r["swapped"]

@@ -86,10 +86,15 @@ def _nums(text: str) -> list[float]:
     return [x for x in (_num(n) for n in _NUMBER.findall(arabic_numerals(text))) if x is not None]
 
 
+def numbers(text: str) -> list[str]:
+    """The numbers a text states, as written ("25,000", "4.2.1", "0.5"), list markers left out."""
+    marks = {m.start(1) for m in _LIST_MARK.finditer(text)}
+    return [m.group(0) for m in _NUMBER.finditer(text) if m.start() not in marks]
+
+
 def values(text: str) -> list[str]:
     """The specific values an answer names: numbers (not list markers), `code` spans, identifiers, paths."""
-    marks = {m.start(1) for m in _LIST_MARK.finditer(text)}
-    nums = [m.group(0) for m in _NUMBER.finditer(text) if m.start() not in marks]
+    nums = numbers(text)
     codes = _CODE.findall(text)
     plain = _CODE.sub(" ", text)
     idents = _IDENT.findall(plain)

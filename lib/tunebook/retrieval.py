@@ -109,13 +109,38 @@ def window(text: str, about: str, lines: int, tokenizer: Tokenizer = "jieba") ->
     return "\n".join(rows[lo:lo + 2 * lines + 1])
 
 
-def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: int, lines: int = 0) -> list[dict]:
+def swap_numbers(context: str, answer: str, rng) -> tuple[str, str] | None:
+    """``context`` and ``answer`` with every number the answer states that the context holds too changed, in both, to
+    another of the same shape ("25,000" → "83,417", "4.2.1" → "7.9.3"): an answer that can only be read from the
+    context. None when the answer states no number the context has."""
+    from .outcomes import numbers
+
+    def same(n: str) -> re.Pattern:
+        return re.compile(rf"(?<![A-Za-z0-9_.]){re.escape(n)}(?![A-Za-z0-9_]|[.,]\d)")  # CJK may touch it
+
+    found = [n for n in dict.fromkeys(numbers(answer)) if n.strip("+-") and same(n).search(context)]
+    if not found:
+        return None
+    for n in sorted(found, key=len, reverse=True):
+        new = n
+        while new == n:
+            new = "".join(rng.choice("123456789" if i == 0 or not prev.isdigit() else "0123456789")
+                          if ch.isdigit() else ch for i, (prev, ch) in enumerate(zip(" " + n, n)))
+        context, answer = same(n).sub(new, context), same(n).sub(new, answer)
+    return context, answer
+
+
+def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: int, lines: int = 0,
+                 swaps: float = 0.0) -> list[dict]:
     """04's ``train.context_fraction``: that share of the trained facts once more, their question in 05's RAG prompt
     with the top-``k`` chunks BM25 finds for it — as 05 asks the fine-tuned + RAG condition, the wrong chunk
     included when retrieval misses — so the student learns to use a chunk in its prompt, not only to recall. The
     index leaves out the held-out (unseen) chunks: no eval page's text reaches training. ``lines`` > 0
     (``train.context_lines``) keeps only that many lines of each chunk either side of the line nearest the question
-    and answer: shorter rows, cheaper training."""
+    and answer: shorter rows, cheaper training. ``swaps`` (``train.context_swaps``): that share of the rows gets the
+    numbers of its answer changed in chunk and answer alike (:func:`swap_numbers`), so the answer is only in the
+    chunk — a student trained closed-book learns to answer from memory and ignore the chunk; these rows teach it
+    that the chunk wins (entity-substitution training, Longpre et al. 2021)."""
     import random
     from pathlib import Path
 
@@ -128,11 +153,16 @@ def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: i
     facts = trained_facts(read_jsonl(data / "train.jsonl"))
     picked = random.Random(seed).sample(facts, round(len(facts) * fraction))
     found = index.search([question(r) for r in picked], k)
+    rng = random.Random(seed + 1)
+    swapped = set(rng.sample(range(len(picked)), round(len(picked) * swaps)))
     out = []
-    for r, idx in zip(picked, found):
-        about = question(r) + "\n" + answer(r)
-        context = "\n\n---\n\n".join(window(index.texts[i], about, lines, tokenizer) for i in idx) or index.context([])
-        out.append({**r, "id": f"{r['id']}-ctx", "context_of": r["id"],
+    for i, (r, idx) in enumerate(zip(picked, found)):
+        about, reply = question(r) + "\n" + answer(r), answer(r)
+        context = "\n\n---\n\n".join(window(index.texts[j], about, lines, tokenizer) for j in idx) or index.context([])
+        changed = swap_numbers(context, reply, rng) if i in swapped else None
+        if changed:
+            context, reply = changed
+        out.append({**r, "id": f"{r['id']}-ctx", "context_of": r["id"], "swapped": bool(changed),
                     "messages": [{"role": "user", "content": rag_prompt(question(r), context)},
-                                 {"role": "assistant", "content": answer(r)}]})
+                                 {"role": "assistant", "content": reply}]})
     return out
