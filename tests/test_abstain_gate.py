@@ -21,20 +21,6 @@ def test_the_gate_abstains_in_the_questions_language_below_the_threshold():
         assert classify(ABSTAIN_ANSWER[lang], "The port is 8080.", "Which port?") == "abstains"
 
 
-def test_an_unsure_answer_read_from_the_retrieved_chunk_passes_the_gate():
-    """With a RAG prompt's context, an answer whose values are all in the chunk (one at least not in the question)
-    is kept however unsure; an answer with a value from nowhere, or none from the chunk, is gated as before."""
-    chunk = "| `--config` | path | Use another file, e.g. `bwatt --config ./team.toml run` |\nTrial: 30 days."
-    assert evaluate.gate("Use `--config` to give another file.", 0.27, 0.4, "How do I use another config file?",
-                         context=chunk) == "Use `--config` to give another file."
-    assert evaluate.gate("The trial lasts 30 days.", 0.2, 0.4, "How long is the trial?", chunk) == "The trial lasts 30 days."
-    en = ABSTAIN_ANSWER["en"]
-    assert evaluate.gate("The trial lasts 366 days.", 0.34, 0.4, "How long is the trial?", chunk) == en  # not read
-    assert evaluate.gate("Set `BWATT_CONFIG`.", 0.3, 0.4, "How do I set `BWATT_CONFIG`?", chunk + " BWATT_CONFIG") == en
-    assert evaluate.gate("It is configurable.", 0.3, 0.4, "How long is the trial?", chunk) == en  # names nothing
-    assert evaluate.gate("The trial lasts 30 days.", 0.2, 0.4, "How long is the trial?") == en  # closed-book
-
-
 def test_compare_gates_only_the_fine_tuned_answers_and_keeps_what_they_said(monkeypatch):
     said = {False: ["base answer 1", "base answer 2"], True: ["tuned 8080", "tuned 9090"]}
     conf = {False: [0.1, 0.9], True: [0.2, 0.95]}
@@ -110,32 +96,3 @@ def test_confidence_is_the_lowest_probability_of_a_chosen_token(smollm2_gguf):
             logits = model(torch.tensor([ids_p + own])).logits[0, len(ids_p) - 1:-1]
             lp = torch.log_softmax(logits.float(), -1)[torch.arange(len(own)), torch.tensor(own)]
         assert abs(math.exp(float(lp.min())) - c) < 2e-3, (a, c)
-
-
-def test_compare_keeps_an_unsure_fine_tuned_rag_answer_read_from_its_chunk(monkeypatch):
-    """The gate sees the retrieved chunk for fine-tuned + RAG, and for the surer row when it picks that answer."""
-
-    class Index:
-        chunk_ids = ["c1"]
-
-        def search(self, questions, k):
-            return [[0] for _ in questions]
-
-        def context(self, idx):
-            return "The trial lasts 30 days."
-
-    said = {(False, False): ["base"], (False, True): ["rag 30 days"], (True, False): ["It lasts 366 days."],
-            (True, True): ["It lasts 30 days."]}
-    conf = {(False, False): [0.1], (False, True): [0.5], (True, False): [0.2], (True, True): [0.3]}
-
-    def fake(model, tok, prompts, max_new_tokens, batch_size, adapter, **kw):
-        key = (adapter, prompts[0].startswith("Documentation excerpts"))
-        return said[key], conf[key]
-
-    monkeypatch.setattr(evaluate, "generate_scored", fake)
-    rows = evaluate.compare(None, None, [{"id": "q", "split": "unseen", "chunk_id": "c1", "messages": [
-        {"role": "user", "content": "How long is the trial?"}, {"role": "assistant", "content": "30 days"}]}],
-        8, 1, rag_index=Index(), rag_k=1, abstain_below=0.4)
-    r = rows[0]
-    assert r["tuned"] == ABSTAIN_ANSWER["en"]  # closed-book, unsure: gated
-    assert r["tuned_rag"] == r["surer"] == "It lasts 30 days."  # read from the chunk: kept at 0.3

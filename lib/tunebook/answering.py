@@ -136,26 +136,12 @@ def _chosen_logprob():
     return ChosenLogprob()
 
 
-def grounded(answer: str, context: str, question: str) -> bool:
-    """Every specific value the answer names (:func:`tunebook.outcomes.values`) is in the retrieved ``context`` or the
-    question, and one at least is in the context only: the answer read its values, it did not make them up."""
-    from .outcomes import invented, values
-
-    named = values(answer)
-    if not context or not named or invented(answer, context, question):
-        return False
-    asked = question.lower()
-    return any(v.lower().strip("`'\" ") not in asked for v in named)
-
-
-def gate(answer: str, confidence: float | None, threshold: float, question: str, context: str = "") -> str:
+def gate(answer: str, confidence: float | None, threshold: float, question: str) -> str:
     """The answer, or "the docs don't cover this" (in the question's language) when its confidence is below
-    ``threshold`` (0 switches the gate off; an answer without a confidence is kept). With the retrieved ``context``
-    of a RAG prompt an unsure answer is kept when it is :func:`grounded` in it: reading a chunk the student never
-    trained on is less sure than recalling, and what it reads is not invented."""
+    ``threshold`` (0 switches the gate off; an answer without a confidence is kept)."""
     from .outcomes import ABSTAIN_ANSWER
     from .text import is_chinese
 
-    if threshold <= 0 or confidence is None or confidence >= threshold or grounded(answer, context, question):
+    if threshold <= 0 or confidence is None or confidence >= threshold:
         return answer
     return ABSTAIN_ANSWER["zh" if is_chinese(question) else "en"]

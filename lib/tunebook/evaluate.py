@@ -146,21 +146,17 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     refs = [r["messages"][-1]["content"] for r in eval_rows]
     prompts = {False: questions}
     found: list[list[int]] = []
-    contexts: list[str] = [""] * len(questions)
     if rag_index is not None:
         found = rag_index.search(questions, rag_k)
-        contexts = [rag_index.context(idx) for idx in found]
-        prompts[True] = [rag_prompt(q, c) for q, c in zip(questions, contexts)]
+        prompts[True] = [rag_prompt(q, rag_index.context(idx)) for q, idx in zip(questions, found)]
     answers, confidence = {}, {}
     for cond, (adapter, rag) in CONDITIONS.items():
         if rag in prompts:
             answers[cond], confidence[cond] = generate_scored(
                 model, tok, prompts[rag], max_new_tokens, batch_size, adapter=adapter, system_prompt=system_prompt,
                 desc=CONDITION_LABELS[cond], server=server)
-    picks: list[str] = []
     if "tuned_rag" in answers:
         answers["surer"], confidence["surer"] = surer(answers, confidence)
-        picks = [surer_pick(t, tr) for t, tr in zip(confidence["tuned"], confidence["tuned_rag"])]
     rows = []
     for i, (r, q, ref) in enumerate(zip(eval_rows, questions, refs)):
         row = {"id": r["id"], "source": r.get("source", ""), "chunk_id": r.get("chunk_id", ""),
@@ -170,8 +166,7 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
             a, conf = ans[i], confidence[cond][i]
             if CONDITIONS[cond][0] and abstain_below > 0:  # the gate is part of the fine-tuned student's answering
                 row[f"{cond}_ungated"] = a
-                rag = CONDITIONS[cond][1] if cond != "surer" else picks[i] == "tuned_rag"
-                a = gate(a, conf, abstain_below, q, context=contexts[i] if rag else "")
+                a = gate(a, conf, abstain_below, q)
             row[cond] = a
             row[f"{cond}_confidence"] = conf
             row[f"{cond}_rouge_l"] = round(rouge_l(a, ref), 4)
