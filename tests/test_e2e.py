@@ -231,6 +231,44 @@ def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
     assert "data:image/png;base64" in html and "tunebook-samples" in html
 
 
+CONTEXT_ROWS = ("-p", "train.context_fraction=1", "-p", "train.context_lines=2", "-p", "train.context_swaps=1",
+                "-p", "train.max_length=768")
+
+
+def _assert_context_rows(run: Path) -> None:
+    """04 trained every fact once more in 05's RAG prompt, with 2 lines of its chunk either side of the answer's
+    line, numbers changed where the answer's numbers are in the chunk; no held-out chunk's text is in a prompt."""
+    from tunebook.pairs import trained_facts
+    from tunebook.retrieval import CONTEXT_FILE
+
+    read = lambda f: [json.loads(x) for x in f.read_text().splitlines()]  # noqa: E731
+    rows, train = read(run / "train" / CONTEXT_FILE), read(run / "data" / "train.jsonl")
+    assert rows and sorted(r["context_of"] for r in rows) == sorted(r["id"] for r in trained_facts(train))
+    held = {r["chunk_id"] for r in read(run / "data" / "eval.jsonl") if r.get("split") == "unseen"}
+    chunks = {c["id"]: c["text"] for c in read(run / "data" / "chunks.jsonl")}
+    for r in rows:
+        prompt, reply = r["messages"][0]["content"], r["messages"][1]["content"]
+        assert prompt.startswith(("Documentation excerpts", "文档摘录")), prompt[:80]
+        excerpt = prompt.split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
+        assert len([x for x in excerpt.splitlines() if x.strip()]) <= 5 or "---" in excerpt
+        assert not any(chunks[c].strip() and chunks[c].strip() in prompt for c in held)
+        if r["swapped"]:
+            assert reply != next(t for t in train if t["id"] == r["context_of"])["messages"][-1]["content"]
+
+
+def test_context_rows_are_trained_and_kept_in_the_run_dir(ci_run, tmp_path):
+    """04 with train.context_fraction/context_lines/context_swaps in one process (the cpu path): it trains and
+    writes train/context_rows.jsonl."""
+    run_dir, _, _ = ci_run
+    copy_run(run_dir, tmp_path / "ctx", ("01_serve", "02_synthesize", "03_inspect"))
+    r = tunebook_cli("run", "--run-id", "ctx", "--from", "04", "--to", "04", *CONTEXT_ROWS,
+                     env={"TUNEBOOK_OUTPUTS": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    _assert_context_rows(tmp_path / "ctx")
+    nb = nbformat.read(tmp_path / "ctx" / "notebooks" / "04_train.ipynb", 4)
+    assert "facts again with their retrieved chunk in the prompt" in _stream_text(nb)
+
+
 def test_training_in_two_ddp_processes_through_the_launcher(ci_run, tmp_path):
     """-p train.num_gpus=2 runs 04 through the launcher: two ranks (gloo on this CPU machine, as TUNEBOOK_DDP_CPU=1
     allows), rank 0 writes the adapter and metrics, the notebook replays the progress into one loss plot."""
@@ -243,10 +281,11 @@ def test_training_in_two_ddp_processes_through_the_launcher(ci_run, tmp_path):
     shutil.copytree(run_dir / "data", run / "data")
     env = {"TUNEBOOK_OUTPUTS": str(out), "TUNEBOOK_DDP_CPU": "1"}
     r = tunebook_cli("run", "--profile", "ci", "--run-id", "ddp", "--from", "04", "--to", "04",
-                     "-p", "train.num_gpus=2", env=env)
+                     "-p", "train.num_gpus=2", *CONTEXT_ROWS, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((run / "train" / "train_metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 4 and metrics["tokens"] > 0
+    _assert_context_rows(run)  # the ranks add them as 04 does in one process
     assert (run / "train" / "adapter" / "adapter_model.safetensors").is_file()
     nb = nbformat.read(run / "notebooks" / "04_train.ipynb", 4)
     images = [o for o in _outputs(nb) if "image/png" in o.get("data", {})]

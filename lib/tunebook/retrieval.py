@@ -109,6 +109,9 @@ def window(text: str, about: str, lines: int, tokenizer: Tokenizer = "jieba") ->
     return "\n".join(rows[lo:lo + 2 * lines + 1])
 
 
+CONTEXT_FILE = "context_rows.jsonl"  # 04 keeps the context rows it trained in train/
+
+
 def swap_numbers(context: str, answer: str, rng) -> tuple[str, str] | None:
     """``context`` and ``answer`` with every number the answer states that the context holds too changed, in both, to
     another of the same shape ("25,000" → "83,417", "4.2.1" → "7.9.3"): an answer that can only be read from the

@@ -212,6 +212,11 @@ class Settings(_Section):
         if self.inspect.max_tokens > self.train.max_length:
             raise SettingsError(f"invalid settings in {origin}: inspect.max_tokens ({self.inspect.max_tokens}) must not "
                                 f"exceed train.max_length ({self.train.max_length}); longer pairs would be truncated")
+        multi = [k for k, on in (("train.replay_fraction", self.train.replay_fraction),
+                                 ("train.repair_rounds", self.train.repair_rounds)) if on]
+        if self.train.num_gpus > 1 and multi:
+            raise SettingsError(f"invalid settings in {origin}: {', '.join(multi)} run(s) in 04's own process only, not "
+                                f"with train.num_gpus={self.train.num_gpus} (DDP); switch it off or train on one GPU")
         need = 256 * self.evaluate.rag_k + 512  # rag_k chunks of ≤ 384 tokens, the prompt and the answer fit
         if self.train.context_fraction and self.train.max_length < need:
             raise SettingsError(f"invalid settings in {origin}: train.context_fraction trains rows with "
