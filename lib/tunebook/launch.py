@@ -180,14 +180,7 @@ def worker(run_dir: Path) -> dict[str, Any]:
     train_ds = train_mod.load_split(data / "train.jsonl", cfg.train.system_prompt)
     eval_ds = train_mod.load_split(data / "eval.jsonl", cfg.train.system_prompt)
     if cfg.train.context_fraction:  # the same rows on every rank (seeded), as 04 adds them in one process
-        from .jsonio import write_jsonl
-        from .retrieval import CONTEXT_FILE, context_rows
-
-        rows = context_rows(run_dir, cfg.train.context_fraction, cfg.evaluate.rag_k, cfg.evaluate.rag_tokenizer,
-                            cfg.seed, lines=cfg.train.context_lines, swaps=cfg.train.context_swaps)
-        train_ds = train_mod.add_rows(train_ds, rows, cfg.train.system_prompt)
-        if train_mod.is_main_process():
-            write_jsonl(rows, out / CONTEXT_FILE)
+        train_ds, _ = train_mod.add_context_rows(train_ds, run_dir, cfg, save=train_mod.is_main_process())
     student, peft_config = train_mod.load_student(cfg.student, cfg.train, cfg.seed)
     train_tokens = train_mod.count_tokens(train_ds, student.tokenizer) if backend == "unsloth" else None
     args = train_mod.sft_config(cfg.train, out, cfg.seed, has_eval=len(eval_ds) > 0, backend=backend,

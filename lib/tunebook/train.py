@@ -80,6 +80,19 @@ def add_rows(ds, rows: list[dict], system_prompt: str = ""):
     return concatenate_datasets([ds, rows_dataset(rows, system_prompt).cast(ds.features)])
 
 
+def add_context_rows(ds, run_dir: Path, cfg, save: bool = True):
+    """``ds`` with ``train.context_fraction`` of the facts once more in 05's RAG prompt
+    (:func:`tunebook.retrieval.context_rows`, the same rows on every DDP rank), and those rows; ``save`` keeps them in
+    ``train/context_rows.jsonl``. ``cfg``: the run's Settings."""
+    from .retrieval import CONTEXT_FILE, context_rows
+
+    rows = context_rows(run_dir, cfg.train.context_fraction, cfg.evaluate.rag_k, cfg.evaluate.rag_tokenizer, cfg.seed,
+                        lines=cfg.train.context_lines, swaps=cfg.train.context_swaps)
+    if save:
+        write_jsonl(rows, Path(run_dir) / "train" / CONTEXT_FILE)
+    return add_rows(ds, rows, cfg.train.system_prompt), rows
+
+
 @dataclass
 class Student:
     model: Any
