@@ -129,7 +129,8 @@ def swap_numbers(context: str, answer: str, rng) -> tuple[str, str] | None:
         while new == n:
             new = "".join(rng.choice("123456789" if i == 0 or not prev.isdigit() else "0123456789")
                           if ch.isdigit() else ch for i, (prev, ch) in enumerate(zip(" " + n, n)))
-        context, answer = same(n).sub(new, context), same(n).sub(new, answer)
+        pattern = same(n)
+        context, answer = pattern.sub(new, context), pattern.sub(new, answer)
     return context, answer
 
 
