@@ -1,6 +1,6 @@
 import pytest
 
-from tunebook import evaluate, judge, text
+from tunebook import evaluate, judge, outcomes, text
 
 
 def test_char_metrics_work_for_chinese_and_english():
@@ -132,3 +132,20 @@ def test_a_served_teacher_writes_the_grade_as_a_digit():
     for kind in ("general", "qa"):
         text = (judge.PARAMS_DIR / "prompts" / judge.JUDGE_PROMPTS[kind]).read_text()
         assert "{{score_format}}" in text
+
+
+def test_a_flag_named_without_its_dashes_is_the_flag():
+    ref = "The default value for the `--step` flag is `900` seconds."
+    q = "What is the default value of the 'step' flag?"
+    assert judge.hard_tokens(ref, ref, q) == ["900"]  # the question gives the flag away
+    assert judge.check_verdicts(["missing"], [ref], "The default value for the 'step' flag is `900` seconds.", ref,
+                                q) == ["stated"]
+    assert judge.has_token("use --step 900 or 'step'", "--step") and not judge.has_token("steps of 900", "--step")
+    # a whole word only: the CONFIG inside BWATT_CONFIG is not the flag --config; -v is too short to match bare
+    ref2 = "设置环境变量 `BWATT_CONFIG`，其优先级低于 `--config`。"
+    assert judge.hard_tokens(ref2, ref2, "如何设置环境变量 `BWATT_CONFIG`？") == ["--config"]
+    assert not outcomes.mentions("verbose output", "-v") and outcomes.mentions("the 'step' flag", "--step")
+    # the plain word is not the flag's name: "which flag limits the solver threads?" asks for `--threads`
+    assert not outcomes.mentions("which flag limits the number of solver threads?", "--threads")
+    assert outcomes.mentions("threads 参数的默认值是多少？", "--threads")
+    assert outcomes.exact_values("The 'step' flag defaults to 900 seconds.", ref, q) == 1.0

@@ -85,11 +85,13 @@ def _same_number(a: str, b: str) -> bool:
 def hard_tokens(fact: str, reference: str, question: str) -> list[str]:
     """What a fact can't be stated without: its numbers, `code` spans, and capitalized names — each only when it
     is in the reference and not already in the question (the question gives those away)."""
+    from .outcomes import mentions
+
     ref, q = reference.lower(), question.lower()
     words = fact.split()
     first = words[0] if len(words) > 1 else ""  # a sentence's first word is capitalized anyway; a lone name is not
     out = [n for n in _NUMBER.findall(fact) if n in reference and n not in question]
-    out += [c for c in _CODE.findall(fact) if c.lower() in ref and c.lower() not in q]
+    out += [c for c in _CODE.findall(fact) if c.lower() in ref and not mentions(q, c)]
     out += [w for w in _NAME.findall(fact) if w != first and w.lower() in ref and w.lower() not in q]
     return list(dict.fromkeys(out))
 
@@ -107,7 +109,9 @@ def has_token(answer: str, token: str) -> bool:
 
         answer = arabic_numerals(answer)
         return any(_same_number(token, n) for n in _NUMBER.findall(answer))
-    return token.lower() in answer.lower()
+    from .outcomes import mentions
+
+    return mentions(answer.lower(), token)
 
 
 def unit_mismatch(fact: str, answer: str) -> bool:

@@ -101,12 +101,28 @@ def values(text: str) -> list[str]:
     return list(dict.fromkeys(nums + codes + idents))
 
 
+def mentions(text: str, value: str) -> bool:
+    """``value`` is in ``text`` (lower-cased): verbatim, quotes and backticks aside — or, for a command-line flag
+    (``--step``), its name written as a name: quoted (`` `step` ``, 'step') or called a flag or option ("the step
+    flag", "step 参数"). A reworded question that drops the dashes so gives the flag away, and an answer that drops
+    them states it; the plain word ("the simulation horizon" for ``--horizon``, "which flag limits the threads") does
+    neither, nor does a name of < 3 characters (``-v``)."""
+    v = value.lower().strip()
+    bare = v.strip("`'\" ")
+    if v in text or bare in text:
+        return True
+    core = bare.lstrip("-")
+    if not bare.startswith("-") or len(core) < 3:
+        return False
+    name = re.escape(core)
+    return bool(re.search(rf"([`'\"‘“]){name}[`'\"’”]|(?<![\w-]){name}\s*(?:flag|option|switch|参数|选项)", text))
+
+
 def _known(value: str, sources: str, source_numbers: list[float]) -> bool:
     n = _num(value)
     if n is not None and _NUMBER.fullmatch(value):
         return any(n == x for x in source_numbers)
-    v = value.lower().strip()
-    return v in sources or v.strip("`'\" ") in sources
+    return mentions(sources, value)
 
 
 def invented(answer: str, reference: str, question: str) -> list[str]:
