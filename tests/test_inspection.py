@@ -148,6 +148,12 @@ def test_paraphrase_must_be_a_question_not_the_answer():
     assert text.usable_paraphrase("bwatt 默认导出什么格式？", "bwatt 的默认导出格式是什么？", "csv")
     assert not text.usable_paraphrase("The default format is CSV.", q, a)
     assert not text.usable_paraphrase("The default format is csv?", q, a)
+    # cut off, or stripped of its subject: a question mark in the question asks for one in the rewording
+    assert not text.usable_paraphrase("有什么方法可以创建一个内置", "如何创建一个内置的示例模型？", "执行 `bwatt new --example harbour`。")
+    assert not text.usable_paraphrase("默认值是什么", "配置文件中 `method` 的默认值是什么？", "`newton`")
+    assert text.usable_paraphrase("配置文件里 `method` 默认设为什么？", "配置文件中 `method` 的默认值是什么？", "`newton`")
+    assert not text.usable_paraphrase("请参考 FuncStudio 的官方文档以获取详细步骤。", "FuncStudio 本地执行器的安装步骤是什么？", "1. …")
+    assert text.usable_paraphrase("请说明配置文件中 `method` 的默认值。", "配置文件中 `method` 的默认值是什么？", "`newton`")
     leaky = "How many buses fit? The Professional edition has a limit of 25,000 buses. What is the maximum?"
     assert not text.usable_paraphrase(leaky, "How many buses fit in a model?", "Up to 25,000 buses.")
     assert not text.usable_paraphrase("Which export format is the default, csv?", q, "csv")

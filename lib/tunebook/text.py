@@ -103,6 +103,9 @@ _QUESTION = re.compile(r"([?？]\s*$)|^(what|which|how|why|when|where|who|whom|w
                        re.I)
 
 
+_REQUEST = re.compile(r"(tell me|name|list|explain|describe)\b|请?(说明|列出|介绍|描述|解释|告诉)", re.I)
+
+
 def is_question(text: str) -> bool:
     """It reads as a question or a request (ends with ?, starts with what / 请 / 说明…, holds 吗 / 什么 / 如何…)."""
     return bool(_QUESTION.search(text.strip()))
@@ -122,9 +125,14 @@ _SENTENCE_END = re.compile(r"[.!?](\s|$)|[。！？]")  # "4.2.1" and "cache.max
 def usable_paraphrase(p: str, q: str, a: str) -> bool:
     """A paraphrase must read as one question in the question's language and must not be the answer in disguise:
     it may repeat what the answer repeats of the question ("The default value for the `--step` flag is …"), but
-    not what the answer adds (most of the answer's character bigrams that the question lacks)."""
+    not what the answer adds (most of the answer's character bigrams that the question lacks). A question that ends
+    with a question mark is reworded as one that does too, or as a request ("Tell me …", "请说明 …"): in the runs of 2026-12-01 every usable-looking rewording
+    without one (18 of 552) was broken — cut off ("有什么方法可以创建一个内置"), stripped of its subject ("默认值是什么"
+    for "配置文件中 `method` 的默认值是什么？") or not a question ("请参考 … 官方文档")."""
     p = p.strip()
     if not is_question(p) or is_chinese(p) != is_chinese(q):
+        return False
+    if q.strip().endswith(("?", "？")) and not p.endswith(("?", "？")) and not _REQUEST.match(p):
         return False
     if _SENTENCE_END.search(p.rstrip(".!?。！？ ")):  # one sentence only
         return False
