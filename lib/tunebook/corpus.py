@@ -18,6 +18,8 @@ from typing import Callable, Iterable
 import yaml
 from markdown_it import MarkdownIt
 
+from .text import CJK as _CJK
+
 MAX_FILE_MB = 50.0  # default of synth.max_file_mb: a long single-file manual still fits
 _DETECT_BYTES = 256 * 1024  # the encoding is detected on the first 256 KiB
 
@@ -235,8 +237,6 @@ def clean_markdown(text: str) -> tuple[str, str]:
 
 # ---- chunking -----------------------------------------------------------------------------------------
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-
 
 def language(text: str) -> str:
     letters = re.findall(r"[A-Za-z]+", text)
@@ -247,7 +247,7 @@ def language(text: str) -> str:
 def approx_tokens(text: str) -> int:
     """Offline estimate when the teacher's tokenizer is not reachable: CJK chars + 1.3 per word."""
     cjk = len(_CJK.findall(text))
-    words = len(re.findall(r"[A-Za-z0-9_]+|[^\sA-Za-z0-9_\u3400-\u9fff]", text))
+    words = len(re.findall(r"[A-Za-z0-9_]+|[^\sA-Za-z0-9_\u3400-\u9fff\uf900-\ufaff]", text))
     return cjk + int(words * 1.3) + 1
 
 

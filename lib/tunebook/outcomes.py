@@ -19,7 +19,6 @@ OUTCOMES = ("correct", "partial", "abstains", "invents", "degenerate")
 # the answer a "docs don't say" training item teaches, and the one 05's confidence gate gives, per page language
 ABSTAIN_ANSWER = {"en": "The documentation does not cover this.", "zh": "文档中没有涉及这一点。"}
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])[-+]?\d+(?:[.,]\d+)*(?:[eE][+-]?\d+)?(?![A-Za-z0-9_])")  # CJK may touch it
 _CODE = re.compile(r"`([^`\n]+)`")
 # identifiers that can only be specific: QM-110, BW-502, max_iterations, server.toml, /etc/x, --flag, v7.3, CamelCase
@@ -175,10 +174,10 @@ def degenerate(answer: str, question: str) -> str:
     na, nq = norm(a), norm(question)
     if na and nq and (na == nq or (len(na) < 1.3 * len(nq) and nq in na) or not na.replace(nq, "")):
         return "echoes the question"
-    from .text import is_chinese
+    from .text import CJK, is_chinese
 
     q_zh = is_chinese(question)
-    a_cjk = len(_CJK.findall(a))
+    a_cjk = len(CJK.findall(a))
     if q_zh and a_cjk == 0 and len(_prose(a)) > 30:  # a bare path, `code` or value has no language
         return "wrong language"
     if not q_zh and a_cjk > max(10, len(a) * 0.3):

@@ -12,10 +12,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from .text import CJK_CHARS
+
 Tokenizer = Literal["jieba", "char2"]
 
 _ASCII = re.compile(r"[A-Za-z0-9_]+(?:[.\-][A-Za-z0-9_]+)*")
-_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
+_CJK_RUN = re.compile(f"[{CJK_CHARS}]+")
 _STOP = {"the", "a", "an", "of", "to", "is", "are", "in", "on", "for", "and", "or", "what", "which", "how", "does",
          "do", "it", "be", "by", "with", "that", "this", "can", "i", "you", "的", "是", "了", "在", "和", "与", "吗",
          "什么", "如何", "怎么", "哪些", "多少", "为", "中", "时"}

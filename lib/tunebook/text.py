@@ -24,10 +24,10 @@ def _bigrams(text: str) -> set[str]:
 
 def grounding(ans: str, chunk_text: str) -> float:
     """Share of the answer's character bigrams that occur in its chunk (1.0 = every bigram is in the source)."""
-    a = normalize(ans)
     c = normalize(chunk_text)
     grams = _bigrams(ans)
     if not grams:
+        a = normalize(ans)
         return 1.0 if a and a in c else 0.0
     return sum(g in c for g in grams) / len(grams)
 
@@ -111,12 +111,13 @@ def is_question(text: str) -> bool:
     return bool(_QUESTION.search(text.strip()))
 
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+CJK_CHARS = r"\u3400-\u9fff\uf900-\ufaff"  # CJK ideographs (+ extension A, compatibility): the one class for every module
+CJK = re.compile(f"[{CJK_CHARS}]")
 
 
 def is_chinese(text: str) -> bool:
     """Written in Chinese: four or more CJK characters (a question of two words has more)."""
-    return len(_CJK.findall(text)) >= 4
+    return len(CJK.findall(text)) >= 4
 
 
 _SENTENCE_END = re.compile(r"[.!?](\s|$)|[。！？]")  # "4.2.1" and "cache.max_size_mb" end nothing
