@@ -31,7 +31,7 @@ TUNEBOOK = str(Path(sys.executable).parent / "tunebook")
 
 # the row name -> its settings over the base recipe (03/04 settings only: the synthesis is shared)
 # every row names its learning rate: a reused synthesis keeps the settings it was made with (params.yaml)
-_NONE = ["inspect.abstain_train=false", "inspect.abstain_swaps=0", "train.replay_fraction=0"]
+_NONE = ["inspect.abstain_train=false", "inspect.abstain_swaps=0", "train.replay_fraction=0", "inspect.reverse_train=false"]
 _LR = "train.learning_rate=0.001"
 ROWS: dict[str, list[str]] = {
     # session 7's recipe: lr 3e-4, no rewordings (the student got 65-72 % of its own train answers right verbatim)
@@ -39,10 +39,12 @@ ROWS: dict[str, list[str]] = {
     "lr1e-3": [_LR, "inspect.train_rewordings=0", *_NONE],
     "today": [_LR, "inspect.train_rewordings=1", *_NONE],  # the defaults (the demo has no "docs don't say" items)
     "rewordings3": [_LR, "inspect.train_rewordings=3", *_NONE],
+    # both directions: each pair's reverse question (value -> name, "Which error code means ...?") trained too
+    "today+reverse": [_LR, "inspect.train_rewordings=1", *_NONE[:-1], "inspect.reverse_train=true"],
     "today+abstain": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=true", "inspect.abstain_swaps=1",
-                      "train.replay_fraction=0"],
+                      "train.replay_fraction=0", "inspect.reverse_train=false"],
     "today+replay": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
-                     "train.replay_fraction=0.1"],
+                     "train.replay_fraction=0.1", "inspect.reverse_train=false"],
     # probe and repair: one round on the facts the trained student misses in a new wording
     "lr1e-3+repair": [_LR, "inspect.train_rewordings=0", *_NONE, "train.repair_rounds=1"],
     "today+repair": [_LR, "inspect.train_rewordings=1", *_NONE, "train.repair_rounds=1"],

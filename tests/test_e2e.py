@@ -191,7 +191,8 @@ def test_training_killed_mid_run_resumes_from_its_checkpoint(tmp_path):
 
 def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
     """02+03 on the CloudPSS docs sample: clean chunks with provenance, counts in the report, a leak-free split —
-    also with training rewordings (each pair's other paraphrases trained on): no eval question is near any."""
+    also with training rewordings (each pair's other paraphrases trained on) and reverse items: no eval question
+    is near any."""
     from tunebook import inspection
 
     env = {"TUNEBOOK_OUTPUTS": str(tmp_path)}
@@ -201,7 +202,8 @@ def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
                      "-p", "teacher=qwen2.5-coder-1.5b-instruct", "-p", "synth.max_chunks=8",
                      "-p", "synth.max_tokens=512", "-p", "inspect.judge=false", "-p", "serve.port=18700",
                      "-p", "inspect.eval_fraction=0.3", "-p", "inspect.recall_fraction=1.0",
-                     "-p", "synth.paraphrases=2", "-p", "inspect.train_rewordings=1", env=env)
+                     "-p", "synth.paraphrases=2", "-p", "inspect.train_rewordings=1",
+                     "-p", "inspect.reverse_train=true", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     data = tmp_path / "cps" / "data"
     chunks = [json.loads(x) for x in (data / "chunks.jsonl").read_text().splitlines()]
@@ -227,6 +229,16 @@ def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
     for q in evals:  # no eval question is (near) any training wording, the rewordings included
         assert inspection.normalize(q) not in train_norm and index.query(q) is None, q
     assert report["train_rewordings"] > 0, report
+    # reverse items (the answer with the asked-about name blanked) are in that no-leak check too; each one's
+    # answer fills its blank and it belongs to a trained pair
+    rows = [json.loads(x) for x in (data / "train.jsonl").read_text().splitlines()]
+    rev = [t for t in rows if t.get("reverse_of")]
+    assert report["train_reverse"] == len(rev), report
+    facts = {t["id"] for t in rows if not t.get("reverse_of")}
+    for t in rev:
+        cloze, full = t["messages"][0]["content"], t["messages"][1]["content"]
+        before, after = re.search(r"[“\"](.*)[”\"]$", cloze).group(1).split("___")
+        assert t["reverse_of"] in facts and full.startswith(before) and full.endswith(after), t
     html = (tmp_path / "cps" / "reports" / "03_inspect.html").read_text()
     assert "data:image/png;base64" in html and "tunebook-samples" in html
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tunebook import inspection, splitting, text
+from tunebook import inspection, pairs, splitting, text
 from tunebook.settings import InspectSettings
 
 FACTS = ["port", "cache size", "trial length", "bus limit", "release date", "config file", "licence variable",
@@ -277,3 +277,49 @@ def test_two_recall_wordings_per_pair_stay_apart_from_training_and_are_one_fact_
     per_row, per_fact = stats.mean_ci(vals), stats.mean_ci(vals, groups=groups)
     assert per_fact["mean"] == per_row["mean"] == 2.5
     assert per_fact["hi"] - per_fact["lo"] > per_row["hi"] - per_row["lo"]
+
+
+def test_a_reverse_item_blanks_the_name_the_question_asks_about():
+    r = {"instruction": "What is the default value for the `--step` flag?", "headings": ["Command reference"],
+         "output": "The default value for the `--step` flag is `900` seconds."}
+    assert pairs.reverse_item(r) == ('Fill in the blank about Command reference: "The default value for the ___ flag '
+                                     'is `900` seconds."', r["output"])
+    zh = {"instruction": "BW-204 错误码是什么意思？", "output": "求解器未收敛。", "headings": ["常见问题"]}
+    assert pairs.reverse_item(zh) == ("关于常见问题，填空：“___：求解器未收敛。”", "BW-204：求解器未收敛。")
+    none = [{"instruction": "How do I install Brindlewatt?", "output": "Run the installer."},  # names nothing
+            {"instruction": "Is `a` or `b` the default?", "output": "`a`."},  # two names: which one?
+            {"instruction": "What is `opt`?", "output": "`opt` is the option `opt`."},  # named twice
+            {"instruction": "Which edition is FuncStudio?", "output": "FuncStudio is free.",
+             "headings": ["FuncStudio 安装"]},  # the page's own product name
+            {"instruction": "What is `x` in the steps?", "output": "`x` " + "then more " * 30}]  # a paragraph
+    assert [pairs.reverse_item(x) for x in none] == [None] * len(none)
+
+
+def test_reverse_items_are_trained_and_never_near_an_eval_question(tmp_path):
+    rows = []
+    for c in range(6):
+        for q in range(3):
+            name, value = f"opt_{c}_{q}", 700 + 3 * c + q
+            rows.append({"id": f"{c}-{q}", "chunk_id": f"c{c}", "source": "s.md", "lang": "en", "headings": ["Setup"],
+                         "instruction": f"What is the default of `{name}` in Brindlewatt?",
+                         "output": f"`{name}` defaults to {value}.",
+                         "paraphrases": [f"Which value does Brindlewatt use for `{name}` by default?"]})
+    rows[0]["output"] = "It is 700, or `opt_0_0` per `opt_0_0`."  # names it twice: no reverse item
+    res = inspection.run(rows, _chunks(rows), InspectSettings(eval_fraction=0.34, recall_fraction=0.5,
+                                                              reverse_train=True), seed=3, data_dir=tmp_path)
+    rev = [r for r in res.train if r.get("reverse_of")]
+    facts = {r["id"] for r in res.train if not r.get("reverse_of")}
+    assert rev and all(r["reverse_of"] in facts and r["id"] == r["reverse_of"] + "-rev" for r in rev)
+    assert res.report["train_reverse"] == len(rev) and all("___" in r["instruction"] for r in rev)
+    assert all(r["reverse_of"] != "0-0" for r in rev)
+    held = {r["chunk_id"] for r in res.eval if r["split"] == "unseen"}
+    assert not any(r["chunk_id"] in held for r in rev)
+    index = inspection.NearDup(0.8)
+    for r in res.eval:
+        index.add(r["id"], inspection.question(r))
+    assert all(index.query(inspection.question(r)) is None for r in rev)
+    assert not any(r.get("reverse_of") for r in pairs.trained_facts([{**r, "kind": "fact"} for r in res.train]))
+    off = inspection.run(rows, _chunks(rows), InspectSettings(eval_fraction=0.34, recall_fraction=0.5,
+                                                              reverse_train=False), seed=3, data_dir=tmp_path)
+    assert off.report["train_reverse"] == 0
+    assert not any(r.get("reverse_of") for r in off.train)

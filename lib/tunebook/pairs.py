@@ -23,9 +23,45 @@ def answer(r: dict) -> str:
 
 
 def trained_facts(train_rows: list[dict]) -> list[dict]:
-    """The facts 04 trains (``data/train.jsonl`` rows): 03's pairs, not their rewordings, "docs don't say" items
-    or replay rows."""
-    return [r for r in train_rows if r.get("kind") == "fact" and not r.get("reworded_from")]
+    """The facts 04 trains (``data/train.jsonl`` rows): 03's pairs, not their rewordings, reverse questions,
+    "docs don't say" items or replay rows."""
+    return [r for r in train_rows if r.get("kind") == "fact" and not r.get("reworded_from") and not r.get("reverse_of")]
+
+
+_BLANK = "___"
+_MAX_STATEMENT = 160  # characters
+
+
+def reverse_item(r: dict) -> tuple[str, str] | None:
+    """The pair asked the other way round, as a cloze: the answer's statement with the one name the question asks
+    about (a `setting`, flag, error code, file) blanked out — value → name, where the pair taught name → value
+    (the reversal curse: a fact trained only as "A is B" is not recalled as "B is A"). ``'Fill in the blank about
+    Brindlewatt CLI: "The default value for the ___ flag is `900` seconds."'`` → the whole statement. None when
+    the question names no such thing (the page's own product name is no such thing) or several, the answer adds nothing to the question, or the statement is long
+    or names the thing more than once (steps, explanations: not a relation). Built from the pair
+    alone, no teacher: the bundled 1.5B teacher asked to reverse a pair restated it (0 of 12, 2026-12-02)."""
+    import re
+
+    from .outcomes import values
+    from .text import grounding, is_chinese
+
+    q, a = question(r), answer(r)
+    names = list(dict.fromkeys(v.strip("`'\" ") for v in values(q)))
+    topic = (r.get("headings") or [""])[0] or r.get("source", "")
+    names = [n for n in names if n and not re.fullmatch(r"[\d.,:/-]+", n) and n.lower() not in topic.lower()]
+    new_values = [v for v in values(a) if v.strip("`'\" ").lower() not in q.lower()]
+    if len(names) != 1 or (not new_values and grounding(a, q) >= 0.7):
+        return None  # several names (which one?), none, or an answer that only restates its question
+    name = names[0]
+    zh = is_chinese(q)
+    mark = re.compile(rf"`{re.escape(name)}`|(?<![\w-]){re.escape(name)}(?![\w-])", re.I)
+    statement = a if mark.search(a) else (f"{name}：{a}" if zh else f"{name}: {a}")
+    masked = mark.sub(_BLANK, statement)
+    if (len(statement) > _MAX_STATEMENT or masked.count(_BLANK) != 1 or name.lower() in masked.lower()
+            or not re.search(r"\w", masked.replace(_BLANK, ""))):
+        return None  # a relation is one short statement naming the thing once, not a paragraph of steps
+    rq = f"关于{topic}，填空：“{masked}”" if zh else f'Fill in the blank about {topic}: "{masked}"'
+    return rq, statement
 
 
 # ---- similarity -----------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """03's train/eval split, leak-free: whole chunks held out (**unseen**), trained pairs asked in other words
-(**recall**), "the docs don't say" items asked (**outofdocs**) or trained on, and optional training rewordings that
-never come near a recall question."""
+(**recall**), "the docs don't say" items asked (**outofdocs**) or trained on, and optional training rewordings and reverse
+questions that never come near an eval question."""
 
 from __future__ import annotations
 
@@ -30,14 +30,38 @@ def split(rows: list[dict], cfg: InspectSettings, seed: int, corpus: str = ""
         return normalize(q) in train_exact or index.query(q) is not None
 
     leak = {"unseen_dropped_as_duplicates": 0, "recall_paraphrases_too_close": 0, "recall_paraphrases_unusable": 0,
-            "rewordings_too_close_to_recall": 0, "swaps_too_close_to_eval": 0}
+            "rewordings_too_close_to_recall": 0, "swaps_too_close_to_eval": 0, "reverse_too_close_to_eval": 0}
     clean_unseen = [r for r in unseen if not leaks(question(r))]
     leak["unseen_dropped_as_duplicates"] = len(unseen) - len(clean_unseen)
     recall = _recall(train, cfg, rng, leaks, leak)
     train = train + _rewordings(train, recall, cfg, leak)
     abstain_train, outofdocs = _abstain_items([r for r in rows if r.get("kind") == "abstain"], cfg, rng)
     swapped = _swaps(train, recall + clean_unseen + outofdocs, corpus, cfg, rng, leak)
-    return train + abstain_train + swapped, recall + clean_unseen + outofdocs, leak
+    reverse = _reverse(train, recall + clean_unseen + outofdocs, cfg, leak)
+    return train + reverse + abstain_train + swapped, recall + clean_unseen + outofdocs, leak
+
+
+def _reverse(train: list[dict], evals: list[dict], cfg: InspectSettings, leak: dict[str, int]) -> list[dict]:
+    """``reverse_train``: each trained pair once more the other way round (:func:`~tunebook.pairs.reverse_item`: the
+    answer's statement with the asked-about name blanked out), none close to an eval question."""
+    from .pairs import reverse_item
+
+    if not cfg.reverse_train:
+        return []
+    asked, asked_exact = NearDup(cfg.near_dup_threshold), {normalize(question(r)) for r in evals}
+    for r in evals:
+        asked.add(r["id"], question(r))
+    out = []
+    for r in train:
+        item = None if r.get("reworded_from") or r.get("kind", "fact") != "fact" else reverse_item(r)
+        if item is None:
+            continue
+        if normalize(item[0]) in asked_exact or asked.query(item[0]) is not None:
+            leak["reverse_too_close_to_eval"] += 1
+            continue
+        out.append({**{k: v for k, v in r.items() if k != "paraphrases"}, "id": f"{r['id']}-rev",
+                    "instruction": item[0], "output": item[1], "reverse_of": r["id"]})
+    return out
 
 
 def _swaps(train: list[dict], evals: list[dict], corpus: str, cfg: InspectSettings, rng: random.Random,
