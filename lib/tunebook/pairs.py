@@ -37,9 +37,10 @@ def reverse_item(r: dict) -> tuple[str, str] | None:
     about (a `setting`, flag, error code, file) blanked out — value → name, where the pair taught name → value
     (the reversal curse: a fact trained only as "A is B" is not recalled as "B is A"). ``'Fill in the blank about
     Brindlewatt CLI: "The default value for the ___ flag is `900` seconds."'`` → the whole statement. None when
-    the question names no such thing (the page's own product name is no such thing) or several, the answer adds nothing to the question, or the statement is long
-    or names the thing more than once (steps, explanations: not a relation). Built from the pair
-    alone, no teacher: the bundled 1.5B teacher asked to reverse a pair restated it (0 of 12, 2026-12-02)."""
+    the question names no such thing (the page's own product name is none) or several, the answer adds nothing to
+    the question, or the statement is long or names the thing more than once (steps, explanations: not a
+    relation). Built from the pair alone, no teacher: the bundled 1.5B teacher, asked to reverse a pair, restated
+    it (0 of 12, 2026-12-02)."""
     import re
 
     from .outcomes import values
