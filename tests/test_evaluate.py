@@ -149,3 +149,11 @@ def test_a_flag_named_without_its_dashes_is_the_flag():
     assert not outcomes.mentions("which flag limits the number of solver threads?", "--threads")
     assert outcomes.mentions("threads 参数的默认值是多少？", "--threads")
     assert outcomes.exact_values("The 'step' flag defaults to 900 seconds.", ref, q) == 1.0
+
+
+def test_a_descriptive_fact_is_not_stated_by_an_answer_that_invents_something_else():
+    q, ref = "如果文件不存在，程序会生成一份什么？", "只包含注释的空模板"
+    wrong = "如果文件不存在，程序会生成一份名为 `file_not_found.txt` 的文件。"
+    assert judge.check_verdicts(["stated"], [ref], wrong, ref, q) == ["missing"]
+    assert judge.check_verdicts(["stated"], [ref], "会生成一个只有注释的空白模板。", ref, q) == ["stated"]
+    assert judge.check_verdicts(["stated"], [ref], "一份空的模板，里面只有注释。", ref, q) == ["stated"]  # reworded, no value

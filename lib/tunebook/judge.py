@@ -140,7 +140,9 @@ def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference
     * a "contradicted" needs evidence: an abstaining answer, or a fact with hard tokens while the answer names no
       value the reference lacks, is only "missing";
     * a fact without hard tokens keeps the judge's verdict unless the answer says it nearly word for word (its
-      character bigrams, :func:`text.grounding` ≥ ``overlap``; "missing" needs ``overlap`` + 0.2).
+      character bigrams, :func:`text.grounding` ≥ ``overlap``; "missing" needs ``overlap`` + 0.2) — or names a
+      value the reference lacks while sharing little of the fact's wording (< ``overlap`` − 0.2): then "stated"
+      is "missing" (the judge read an invented file name as "an empty template"; no labeled stated fact is such).
     """
     from .outcomes import abstains, degenerate, invented
     from .text import grounding
@@ -167,6 +169,8 @@ def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference
                 v = "stated"
             elif v == "missing" and share >= overlap + 0.2:
                 v = "stated"
+            elif v == "stated" and conflict and share < overlap - 0.2:
+                v = "missing"  # "生成一份名为 `file_not_found.txt` 的文件" does not state "只包含注释的空模板"
         out.append(v)
     return out
 
