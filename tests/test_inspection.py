@@ -153,6 +153,9 @@ def test_paraphrase_must_be_a_question_not_the_answer():
     assert not text.usable_paraphrase("默认值是什么", "配置文件中 `method` 的默认值是什么？", "`newton`")
     assert text.usable_paraphrase("配置文件里 `method` 默认设为什么？", "配置文件中 `method` 的默认值是什么？", "`newton`")
     assert not text.usable_paraphrase("请参考 FuncStudio 的官方文档以获取详细步骤。", "FuncStudio 本地执行器的安装步骤是什么？", "1. …")
+    assert not text.usable_paraphrase("您有什么问题吗？", "什么是本地接入方式？", "支持 Python 和 Matlab 接入。")
+    assert not text.usable_paraphrase("...']}，你最常遇到的问题是什么？", "用户最常遇到的问题是什么？", "找不到模型文件。")
+    assert text.usable_paraphrase("如何设置密钥？", "密钥可以通过哪些方式设置？", "环境变量 `BWATT_LICENSE`。")
     assert text.usable_paraphrase("请说明配置文件中 `method` 的默认值。", "配置文件中 `method` 的默认值是什么？", "`newton`")
     leaky = "How many buses fit? The Professional edition has a limit of 25,000 buses. What is the maximum?"
     assert not text.usable_paraphrase(leaky, "How many buses fit in a model?", "Up to 25,000 buses.")
