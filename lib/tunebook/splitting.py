@@ -5,6 +5,7 @@ questions that never come near an eval question."""
 from __future__ import annotations
 
 import random
+from typing import Callable
 
 from .pairs import NearDup, answer, question
 from .settings import InspectSettings
@@ -22,13 +23,7 @@ def split(rows: list[dict], cfg: InspectSettings, seed: int, corpus: str = ""
     rng = random.Random(seed)
     facts = [r for r in rows if r.get("kind") != "abstain"]
     train, unseen = _hold_out_chunks(facts, cfg, rng)
-    index, train_exact = NearDup(cfg.near_dup_threshold), {normalize(question(r)) for r in train}
-    for r in train:
-        index.add(r["id"], question(r))
-
-    def leaks(q: str) -> bool:
-        return normalize(q) in train_exact or index.query(q) is not None
-
+    leaks = _near(train, cfg.near_dup_threshold)
     leak = {"unseen_dropped_as_duplicates": 0, "recall_paraphrases_too_close": 0, "recall_paraphrases_unusable": 0,
             "rewordings_too_close_to_recall": 0, "swaps_too_close_to_eval": 0, "reverse_too_close_to_eval": 0}
     clean_unseen = [r for r in unseen if not leaks(question(r))]
@@ -41,6 +36,14 @@ def split(rows: list[dict], cfg: InspectSettings, seed: int, corpus: str = ""
     return train + reverse + abstain_train + swapped, recall + clean_unseen + outofdocs, leak
 
 
+def _near(rows: list[dict], threshold: float) -> Callable[[str], bool]:
+    """Is a question the same as (normalized) or a near duplicate of (MinHash) one of these rows' questions?"""
+    index, exact = NearDup(threshold), {normalize(question(r)) for r in rows}
+    for r in rows:
+        index.add(r["id"], question(r))
+    return lambda q: normalize(q) in exact or index.query(q) is not None
+
+
 def _reverse(train: list[dict], evals: list[dict], cfg: InspectSettings, leak: dict[str, int]) -> list[dict]:
     """``reverse_train``: each trained pair once more the other way round (:func:`~tunebook.pairs.reverse_item`: the
     answer's statement with the asked-about name blanked out), none close to an eval question."""
@@ -48,15 +51,13 @@ def _reverse(train: list[dict], evals: list[dict], cfg: InspectSettings, leak: d
 
     if not cfg.reverse_train:
         return []
-    asked, asked_exact = NearDup(cfg.near_dup_threshold), {normalize(question(r)) for r in evals}
-    for r in evals:
-        asked.add(r["id"], question(r))
+    asked = _near(evals, cfg.near_dup_threshold)
     out = []
     for r in train:
         item = None if r.get("reworded_from") or r.get("kind", "fact") != "fact" else reverse_item(r)
         if item is None:
             continue
-        if normalize(item[0]) in asked_exact or asked.query(item[0]) is not None:
+        if asked(item[0]):
             leak["reverse_too_close_to_eval"] += 1
             continue
         out.append({**{k: v for k, v in r.items() if k != "paraphrases"}, "id": f"{r['id']}-rev",
@@ -72,10 +73,8 @@ def _swaps(train: list[dict], evals: list[dict], corpus: str, cfg: InspectSettin
     from .swaps import swapped_items
 
     items = swapped_items(train, corpus, cfg.abstain_swaps, rng, ABSTAIN_ANSWER)
-    asked = NearDup(cfg.near_dup_threshold)
-    for r in evals:
-        asked.add(r["id"], question(r))
-    keep = [r for r in items if asked.query(question(r)) is None]
+    asked = _near(evals, cfg.near_dup_threshold)
+    keep = [r for r in items if not asked(question(r))]
     leak["swaps_too_close_to_eval"] = len(items) - len(keep)
     return keep
 
@@ -134,9 +133,7 @@ def _rewordings(train: list[dict], recall: list[dict], cfg: InspectSettings, lea
     """Up to ``train_rewordings`` other paraphrases per train pair, as training items with the same answer."""
     if not cfg.train_rewordings:
         return []
-    asked, asked_exact = NearDup(cfg.near_dup_threshold), {normalize(question(r)) for r in recall}
-    for r in recall:
-        asked.add(r["id"], question(r))
+    asked = _near(recall, cfg.near_dup_threshold)
     out = []
     for r in train:
         seen = {normalize(question(r))}
@@ -145,7 +142,7 @@ def _rewordings(train: list[dict], recall: list[dict], cfg: InspectSettings, lea
                 break
             if normalize(p) in seen or not rewording(p, r):
                 continue
-            if normalize(p) in asked_exact or asked.query(p) is not None:
+            if asked(p):
                 leak["rewordings_too_close_to_recall"] += 1
                 continue
             seen.add(normalize(p))
