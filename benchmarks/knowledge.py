@@ -40,7 +40,7 @@ ROWS: dict[str, list[str]] = {
     "today": [_LR, "inspect.train_rewordings=1", *_NONE],  # the defaults (the demo has no "docs don't say" items)
     "rewordings3": [_LR, "inspect.train_rewordings=3", *_NONE],
     # both directions: each pair's reverse question (value -> name, "Which error code means ...?") trained too
-    "today+reverse": [_LR, "inspect.train_rewordings=1", *_NONE[:-1], "inspect.reverse_train=true"],
+    "today+reverse": [_LR, "inspect.train_rewordings=1", *_NONE, "inspect.reverse_train=true"],  # a later -p wins
     "today+abstain": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=true", "inspect.abstain_swaps=1",
                       "train.replay_fraction=0", "inspect.reverse_train=false"],
     "today+replay": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=false", "inspect.abstain_swaps=0",

@@ -124,6 +124,13 @@ def _known(value: str, sources: str, source_numbers: list[float]) -> bool:
     return mentions(sources, value)
 
 
+def new_values(text: str, question: str) -> list[str]:
+    """The specific values ``text`` names (:func:`values`) that ``question`` does not already name (numbers by
+    value, flags by name: :func:`mentions`)."""
+    q, q_numbers = question.lower(), _nums(question)
+    return [v for v in values(text) if not _known(v, q, q_numbers)]
+
+
 def invented(answer: str, reference: str, question: str) -> list[str]:
     """Values the answer names that are in neither the reference nor the question."""
     sources = (reference + "\n" + question).lower()
@@ -205,7 +212,7 @@ def classify(answer: str, reference: str, question: str, verdicts: list[str] | N
         if abstains(answer) and not any(v == "stated" for v in verdicts):
             return "abstains"
         return "partial"
-    needed = [v for v in values(reference) if not _known(v, question.lower(), _nums(question))]
+    needed = new_values(reference, question)
     have = [v for v in needed if _known(v, answer.lower(), _nums(answer))]
     if needed and len(have) == len(needed) and not wrong:
         return "correct"
@@ -219,7 +226,7 @@ def classify(answer: str, reference: str, question: str, verdicts: list[str] | N
 def exact_values(answer: str, reference: str, question: str) -> float | None:
     """Share of the reference's hard values (numbers, `code`, identifiers not already in the question) that the
     answer states verbatim (numbers by value); None when the reference has none."""
-    needed = [v for v in values(reference) if not _known(v, question.lower(), _nums(question))]
+    needed = new_values(reference, question)
     if not needed:
         return None
     return round(sum(_known(v, answer.lower(), _nums(answer)) for v in needed) / len(needed), 4)

@@ -43,15 +43,14 @@ def reverse_item(r: dict) -> tuple[str, str] | None:
     it (0 of 12, 2026-12-02)."""
     import re
 
-    from .outcomes import values
+    from .outcomes import new_values, values
     from .text import grounding, is_chinese
 
     q, a = question(r), answer(r)
     names = list(dict.fromkeys(v.strip("`'\" ") for v in values(q)))
     topic = (r.get("headings") or [""])[0] or r.get("source", "")
     names = [n for n in names if n and not re.fullmatch(r"[\d.,:/-]+", n) and n.lower() not in topic.lower()]
-    new_values = [v for v in values(a) if v.strip("`'\" ").lower() not in q.lower()]
-    if len(names) != 1 or (not new_values and grounding(a, q) >= 0.7):
+    if len(names) != 1 or (not new_values(a, q) and grounding(a, q) >= 0.7):
         return None  # several names (which one?), none, or an answer that only restates its question
     name = names[0]
     zh = is_chinese(q)
