@@ -157,3 +157,16 @@ def test_a_descriptive_fact_is_not_stated_by_an_answer_that_invents_something_el
     assert judge.check_verdicts(["stated"], [ref], wrong, ref, q) == ["missing"]
     assert judge.check_verdicts(["stated"], [ref], "会生成一个只有注释的空白模板。", ref, q) == ["stated"]
     assert judge.check_verdicts(["stated"], [ref], "一份空的模板，里面只有注释。", ref, q) == ["stated"]  # reworded, no value
+
+
+def test_an_identifier_without_backticks_is_a_hard_token():
+    # the base student's made-up BRINDLEWATT_LICENSE was judged to state BWATT_LICENSE (demo-s12a): an identifier
+    # (snake_case, flag, file name, code) is something a fact can't be stated without, backticks or not
+    q = "What is the environment variable to set for a purchased Brindlewatt license?"
+    assert judge.hard_tokens("BWATT_LICENSE", "BWATT_LICENSE", q) == ["BWATT_LICENSE"]
+    assert judge.check_verdicts(["stated"], ["BWATT_LICENSE"], "export BRINDLEWATT_LICENSE=your_key",
+                                "BWATT_LICENSE", q) != ["stated"]
+    fact = "max_iterations in the [solver] section of brindle.toml"
+    assert judge.hard_tokens(fact, fact, "Which setting caps the iterations?") == ["max_iterations", "brindle.toml"]
+    # identifiers are ASCII: Chinese text touching a name does not become part of it
+    assert outcomes.identifiers("点击安装 FuncStudio的下载链接，修改max_iterations为60") == ["FuncStudio", "max_iterations"]

@@ -83,9 +83,10 @@ def _same_number(a: str, b: str) -> bool:
 
 
 def hard_tokens(fact: str, reference: str, question: str) -> list[str]:
-    """What a fact can't be stated without: its numbers, `code` spans, and capitalized names — each only when it
-    is in the reference and not already in the question (the question gives those away)."""
-    from .outcomes import mentions
+    """What a fact can't be stated without: its numbers, `code` spans, capitalized names and identifiers
+    (``BWATT_LICENSE``, ``--seed``, ``brindle.toml``: :func:`~tunebook.outcomes.identifiers`) — each only when it is
+    in the reference and not already in the question (the question gives those away)."""
+    from .outcomes import identifiers, mentions
 
     ref, q = reference.lower(), question.lower()
     words = fact.split()
@@ -93,6 +94,7 @@ def hard_tokens(fact: str, reference: str, question: str) -> list[str]:
     out = [n for n in _NUMBER.findall(fact) if n in reference and n not in question]
     out += [c for c in _CODE.findall(fact) if c.lower() in ref and not mentions(q, c)]
     out += [w for w in _NAME.findall(fact) if w != first and w.lower() in ref and w.lower() not in q]
+    out += [i for i in identifiers(_CODE.sub(" ", fact)) if i.lower() in ref and not mentions(q, i)]
     return list(dict.fromkeys(out))
 
 

@@ -21,10 +21,10 @@ ABSTAIN_ANSWER = {"en": "The documentation does not cover this.", "zh": "文档�
 
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])[-+]?\d+(?:[.,]\d+)*(?:[eE][+-]?\d+)?(?![A-Za-z0-9_])")  # CJK may touch it
 _CODE = re.compile(r"`([^`\n]+)`")
-# identifiers that can only be specific: QM-110, BW-502, max_iterations, server.toml, /etc/x, --flag, v7.3, CamelCase
+# identifiers that can only be specific (ASCII; CJK may touch them): QM-110, BW-502, max_iterations, server.toml, /etc/x, --flag, v7.3, CamelCase
 _IDENT = re.compile(r"(?<![\w/.-])(?:--?[a-z][\w-]+|[A-Za-z]+-\d+\w*|[A-Za-z]\w*_\w+|[\w-]+\.(?:toml|ya?ml|json|ini|"
                     r"conf|cfg|log|txt|md|py|sh|exe|bwm|bwr|csv|xml|db|gz|zip)|(?:~|\.{0,2})?/[\w.-]+(?:/[\w.-]+)+|"
-                    r"v\d+(?:\.\d+)+|[A-Z][a-z]+[A-Z]\w+)(?![\w])")
+                    r"v\d+(?:\.\d+)+|[A-Z][a-z]+[A-Z]\w+)(?![\w])", re.ASCII)  # ASCII: "FuncStudio的下载链接" names FuncStudio
 _LIST_MARK = re.compile(r"(?m)^\s*(\d+)[.)、]\s")
 
 _ABSTAIN = re.compile(
@@ -91,12 +91,18 @@ def numbers(text: str) -> list[str]:
     return [m.group(0) for m in _NUMBER.finditer(text) if m.start() not in marks]
 
 
+def identifiers(text: str) -> list[str]:
+    """The identifiers ``text`` names outside `code` spans: flags, codes (``BW-502``), snake_case names, file names,
+    paths, versions, CamelCase."""
+    return _IDENT.findall(text)
+
+
 def values(text: str) -> list[str]:
     """The specific values an answer names: numbers (not list markers), `code` spans, identifiers, paths."""
     nums = numbers(text)
     codes = _CODE.findall(text)
     plain = _CODE.sub(" ", text)
-    idents = _IDENT.findall(plain)
+    idents = identifiers(plain)
     return list(dict.fromkeys(nums + codes + idents))
 
 
