@@ -170,3 +170,13 @@ def test_an_identifier_without_backticks_is_a_hard_token():
     assert judge.hard_tokens(fact, fact, "Which setting caps the iterations?") == ["max_iterations", "brindle.toml"]
     # identifiers are ASCII: Chinese text touching a name does not become part of it
     assert outcomes.identifiers("点击安装 FuncStudio的下载链接，修改max_iterations为60") == ["FuncStudio", "max_iterations"]
+
+
+def test_a_made_up_value_that_only_repeats_the_question_states_nothing():
+    # the judge read "修改为 `https://www.example.com`" as "当前平台的地址" (s12cps, base): the answer's words
+    # that match the fact are the question's own
+    q = "对于其他平台的用户，需要将 `HOME URL` 修改为哪个地址？"
+    a = "对于其他平台的用户，需要将 `HOME URL` 修改为 `https://www.example.com`。"
+    assert judge.check_verdicts(["stated"], ["当前平台的地址"], a, "当前平台的地址", q) == ["missing"]
+    right = "对于其他平台的用户，需要将 `HOME URL` 修改为当前平台的地址，例如 `https://cloudpss.net`。"
+    assert judge.check_verdicts(["stated"], ["当前平台的地址"], right, "当前平台的地址", q) == ["stated"]

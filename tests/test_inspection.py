@@ -51,6 +51,8 @@ def test_filters_record_a_reason_for_each_drop():
     rows.append(long_q)
     rows.append({**rows[6], "id": "statement", "instruction": "缓存目录可以放到空间更大的磁盘上。"})
     rows.append({**rows[6], "id": "breadcrumb", "instruction": "FuncStudio 执行器的安装和配置 > 执行器配置 > 编辑配置文件"})
+    rows.append({**rows[7], "id": "echo", "instruction": "如何新建一个存放 Brindlewatt 虚拟环境的目录？",
+                 "output": "需要新建一个存放 Brindlewatt 虚拟环境的目录。"})
     kept, dropped = inspection.filter_rows(rows, InspectSettings(max_tokens=40), chunks,
                                            count_tokens=lambda q, a: len((q + a).split()))
     reasons = {d["id"]: d["drop_reason"] for d in dropped}
@@ -58,8 +60,17 @@ def test_filters_record_a_reason_for_each_drop():
         "dup": "exact duplicate of 0-0", "near": "near duplicate of 1-0",
         "meta": "meta-phrasing in question", "meta-zh": "meta-phrasing in question", "empty": "empty field",
         "refuse": "refusal", "trunc": "truncated", "ungrounded": "not grounded in its chunk",
-        "long": "over max_tokens", "statement": "not a question", "breadcrumb": "not a question"}
+        "long": "over max_tokens", "statement": "not a question", "breadcrumb": "not a question",
+        "echo": "answer repeats the question"}
     assert len(kept) == 18 and all(r["grounding"] >= 0.3 for r in kept)
+
+
+def test_an_answer_that_names_what_the_question_asks_for_is_not_an_echo():
+    q = "What is the environment variable to set for a purchased Brindlewatt license?"
+    assert not inspection.repeats_question("BWATT_LICENSE", q)
+    assert not inspection.repeats_question("The default value for the `--threads` flag is `4`.",
+                                           "What is the default value for the `--threads` flag?")
+    assert inspection.repeats_question("执行器配置文件", "执行器配置文件的名称是什么？")
 
 
 def test_split_recall_and_unseen_are_leak_free(tmp_path):

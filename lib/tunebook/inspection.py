@@ -87,6 +87,8 @@ def filter_rows(rows: list[dict], cfg: InspectSettings, chunks: dict[str, str] |
             reason = "refusal"
         elif _ASKS_NUMBER.search(q) and not _STATES_NUMBER.search(a):  # "maximum number of buses?" → "Limits …"
             reason = "no number for a how-many question"
+        elif repeats_question(a, q):  # "执行器配置文件的名称是什么？" → "执行器配置文件"
+            reason = "answer repeats the question"
         if reason is None and count_tokens is not None:
             r["tokens"] = count_tokens(q, a)
             if r["tokens"] > cfg.max_tokens:
@@ -139,6 +141,16 @@ def names_something_new(q: str, corpus: str) -> bool:
 
     named = [v for v in values(q) if len(v) >= 3 and not v.isdigit()]
     return bool(named) and any(v.lower().strip("`") not in corpus for v in named)
+
+
+def repeats_question(ans: str, q: str) -> bool:
+    """The answer says nothing its question does not: no value the question lacks and ≥ 75 % of its character
+    bigrams and every Latin word from the question ("如何新建一个存放虚拟环境的目录？" → "需要新建一个存放虚拟环境的目录。").
+    A bare value the question asks for (`BWATT_LICENSE`, "The default format is csv.") is new, so kept."""
+    from .outcomes import new_values
+
+    words = set(re.findall(r"[a-z][a-z0-9]+", ans.lower())) - set(re.findall(r"[a-z][a-z0-9]+", q.lower()))
+    return grounding(ans, q) >= 0.75 and not words and not new_values(ans, q)
 
 
 def reason_kind(reason: str) -> str:

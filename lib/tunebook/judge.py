@@ -143,11 +143,13 @@ def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference
       value the reference lacks, is only "missing";
     * a fact without hard tokens keeps the judge's verdict unless the answer says it nearly word for word (its
       character bigrams, :func:`text.grounding` ≥ ``overlap``; "missing" needs ``overlap`` + 0.2) — or names a
-      value the reference lacks while sharing little of the fact's wording (< ``overlap`` − 0.2): then "stated"
-      is "missing" (the judge read an invented file name as "an empty template"; no labeled stated fact is such).
+      value the reference lacks while saying little of the fact beyond the question's words
+      (:func:`text.grounding_beyond` < ``overlap`` − 0.3): then "stated" is "missing" (the judge read an invented
+      file name as "an empty template", an invented URL as "the current platform's address"; the labeled stated
+      facts of this kind say 0.33–0.43 of theirs).
     """
     from .outcomes import abstains, degenerate, invented
-    from .text import grounding
+    from .text import grounding, grounding_beyond
 
     if degenerate(answer, question):  # an empty answer, a loop or an echo states nothing, whatever the judge read
         return ["missing"] * len(verdicts)
@@ -171,7 +173,7 @@ def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference
                 v = "stated"
             elif v == "missing" and share >= overlap + 0.2:
                 v = "stated"
-            elif v == "stated" and conflict and share < overlap - 0.2:
+            elif v == "stated" and conflict and grounding_beyond(f, answer, question) < overlap - 0.3:
                 v = "missing"  # "生成一份名为 `file_not_found.txt` 的文件" does not state "只包含注释的空模板"
         out.append(v)
     return out

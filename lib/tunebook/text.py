@@ -32,6 +32,16 @@ def grounding(ans: str, chunk_text: str) -> float:
     return sum(g in c for g in grams) / len(grams)
 
 
+def grounding_beyond(text: str, source: str, given: str) -> float:
+    """:func:`grounding` of ``text`` in ``source`` over only the bigrams ``given`` lacks — how much of a fact an
+    answer says beyond what its question already words ("修改为当前平台的地址" vs an answer that repeats the question
+    and adds a made-up URL: 0). Plain :func:`grounding` when ``given`` holds every bigram of ``text``."""
+    grams = _bigrams(text) - _bigrams(given)
+    if not grams:
+        return grounding(text, source)
+    s = normalize(source)
+    return sum(g in s for g in grams) / len(grams)
+
 
 def _chars(text: str) -> list[str]:
     text = unicodedata.normalize("NFKC", text).lower()
