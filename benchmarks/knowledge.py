@@ -57,6 +57,11 @@ ROWS: dict[str, list[str]] = {
     # and half of those with their numbers changed in chunk and answer: the answer only in the chunk (teaches reading)
     "today+context3+swaps": [_LR, "inspect.train_rewordings=1", *_NONE, "train.context_fraction=0.5",
                              "train.context_lines=3", "train.context_swaps=0.5", "train.max_length=768"],
+    # and the RAFT mix: of the context rows, 40 % with swapped numbers (the chunk wins when it has the fact) and 40 %
+    # with wrong chunks only (the answer from memory when retrieval misses), 20 % as retrieved
+    "today+context3+mix": [_LR, "inspect.train_rewordings=1", *_NONE, "train.context_fraction=0.5",
+                           "train.context_lines=3", "train.context_swaps=0.4", "train.context_distractors=0.4",
+                           "train.max_length=768"],
 }
 QUIET_05 = ["evaluate.export_adapter=false", "evaluate.export_merged=false", "evaluate.gguf_types=[]",
             "evaluate.verify_gguf=[]", "evaluate.verify_vllm=false"]

@@ -111,3 +111,33 @@ def test_context_rows_with_swaps_mark_the_rows_whose_numbers_changed(tmp_path):
         prompt, reply = r["messages"][0]["content"], r["messages"][1]["content"]
         assert reply.split()[0] in prompt  # the answer's number is always the chunk's
         assert (reply == next(t for t in train if t["id"] == r["context_of"])["messages"][1]["content"]) != r["swapped"]
+
+
+def test_context_rows_with_distractors_get_only_other_chunks_and_keep_their_answer(tmp_path):
+    """train.context_distractors: the chunk in the prompt is never the fact's own; the answer is what was trained."""
+    import json
+
+    from tunebook.retrieval import context_rows
+
+    data = tmp_path / "data"
+    data.mkdir()
+    chunks = [{"id": f"c{i}", "text": f"The default of `opt{i}` is {100 + i} ms.", "breadcrumb": []} for i in range(8)]
+    msgs = lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a}]  # noqa: E731
+    train = [{"id": f"t{i}", "kind": "fact", "chunk_id": f"c{i}",
+              "messages": msgs(f"What is the default of `opt{i}`?", f"{100 + i} ms")} for i in range(8)]
+    for name, rows in (("chunks", chunks), ("train", train), ("eval", [])):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = context_rows(tmp_path, 1.0, 1, "jieba", seed=0, swaps=0.25, distractors=0.5)
+    assert sum(r["swapped"] for r in rows) == 2 and sum(r["distractor"] for r in rows) == 4
+    assert not any(r["swapped"] and r["distractor"] for r in rows)
+    for r in rows:
+        i = int(r["context_of"][1:])
+        prompt, reply = r["messages"][0]["content"], r["messages"][1]["content"]
+        if r["distractor"]:
+            assert f"{100 + i} ms" not in prompt and reply == f"{100 + i} ms"
+            assert "ms" in prompt  # a chunk is there, just not the fact's own
+        elif not r["swapped"]:
+            assert f"{100 + i} ms" in prompt
+    # no distractors: the same rows as before the knob existed
+    assert [r["messages"] for r in context_rows(tmp_path, 1.0, 1, "jieba", seed=0, swaps=0.25)] == \
+        [r["messages"] for r in context_rows(tmp_path, 1.0, 1, "jieba", seed=0, swaps=0.25, distractors=0.0)]

@@ -137,7 +137,7 @@ def swap_numbers(context: str, answer: str, rng) -> tuple[str, str] | None:
 
 
 def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: int, lines: int = 0,
-                 swaps: float = 0.0) -> list[dict]:
+                 swaps: float = 0.0, distractors: float = 0.0) -> list[dict]:
     """04's ``train.context_fraction``: that share of the trained facts once more, their question in 05's RAG prompt
     with the top-``k`` chunks BM25 finds for it — as 05 asks the fine-tuned + RAG condition, the wrong chunk
     included when retrieval misses — so the student learns to use a chunk in its prompt, not only to recall. The
@@ -146,7 +146,10 @@ def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: i
     and answer: shorter rows, cheaper training. ``swaps`` (``train.context_swaps``): that share of the rows gets the
     numbers of its answer changed in chunk and answer alike (:func:`swap_numbers`), so the answer is only in the
     chunk — a student trained closed-book learns to answer from memory and ignore the chunk; these rows teach it
-    that the chunk wins (entity-substitution training, Longpre et al. 2021)."""
+    that the chunk wins (entity-substitution training, Longpre et al. 2021). ``distractors``
+    (``train.context_distractors``): that share of the other rows gets the best-ranked chunks that are *not* the
+    fact's own, the answer unchanged — when retrieval misses, the chunk does not say it and the student answers from
+    what it learned (RAFT's distractor-only documents, Zhang et al. 2024)."""
     import random
     from pathlib import Path
 
@@ -161,6 +164,12 @@ def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: i
     found = index.search([question(r) for r in picked], k)
     rng = random.Random(seed + 1)
     swapped = set(rng.sample(range(len(picked)), round(len(picked) * swaps)))
+    rest = [i for i in range(len(picked)) if i not in swapped]
+    wrong = set(random.Random(seed + 2).sample(rest, min(len(rest), round(len(picked) * distractors))))
+    if wrong:
+        wider = index.search([question(picked[i]) for i in sorted(wrong)], k + 1)
+        for i, idx in zip(sorted(wrong), wider):
+            found[i] = [j for j in idx if index.chunk_ids[j] != picked[i].get("chunk_id")][:k]
     out = []
     for i, (r, idx) in enumerate(zip(picked, found)):
         about, reply = question(r) + "\n" + answer(r), answer(r)
@@ -168,7 +177,7 @@ def context_rows(run_dir, fraction: float, k: int, tokenizer: Tokenizer, seed: i
         changed = swap_numbers(context, reply, rng) if i in swapped else None
         if changed:
             context, reply = changed
-        out.append({**r, "id": f"{r['id']}-ctx", "context_of": r["id"], "swapped": bool(changed),
+        out.append({**r, "id": f"{r['id']}-ctx", "context_of": r["id"], "swapped": bool(changed), "distractor": i in wrong,
                     "messages": [{"role": "user", "content": rag_prompt(question(r), context)},
                                  {"role": "assistant", "content": reply}]})
     return out

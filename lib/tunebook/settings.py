@@ -143,6 +143,7 @@ class TrainSettings(_Section):
     context_fraction: float = Field(0.0, ge=0, le=1)
     context_lines: int = Field(0, ge=0)  # lines of the chunk kept either side of the answer's line (0: the whole chunk)
     context_swaps: float = Field(0.0, ge=0, le=1)  # share of context rows with the answer's numbers changed in chunk and answer (teaches reading)
+    context_distractors: float = Field(0.0, ge=0, le=1)  # share of context rows given wrong chunks only, answer unchanged (answer from memory when retrieval misses)
     # probe and repair (04): every trained fact asked in a new wording; the ones missed are trained again in it
     repair_rounds: int = Field(0, ge=0, le=3)
     repair_epochs: float = Field(1.0, gt=0)  # passes over one repair round's items (every fact + the misses)

@@ -87,7 +87,8 @@ def add_context_rows(ds, run_dir: Path, cfg, save: bool = True):
     from .retrieval import CONTEXT_FILE, context_rows
 
     rows = context_rows(run_dir, cfg.train.context_fraction, cfg.evaluate.rag_k, cfg.evaluate.rag_tokenizer, cfg.seed,
-                        lines=cfg.train.context_lines, swaps=cfg.train.context_swaps)
+                        lines=cfg.train.context_lines, swaps=cfg.train.context_swaps,
+                        distractors=cfg.train.context_distractors)
     if save:
         write_jsonl(rows, Path(run_dir) / "train" / CONTEXT_FILE)
     return add_rows(ds, rows, cfg.train.system_prompt), rows
