@@ -95,7 +95,8 @@ def row_numbers(run_dir: Path) -> dict:
         "train_rows": sum(1 for _ in open(run_dir / "data" / "train.jsonl")), "train_steps": t.get("steps"),
         "train_tokens": t.get("tokens"),
         "train_s": rec["steps"]["04_train"].get("seconds"), "eval_s": rec["steps"]["05_eval_export"].get("seconds"),
-        "repair_hit_rates": [r["hit_rate"] for r in (t.get("repair") or {}).get("rounds", [])] or None,
+        # probe hit rate on the held-back check facts before round 1, after round 1, ... (04's train/repair.json)
+        "repair_hit_rates": [r.get("check_hit_rate") for r in (t.get("repair") or {}).get("rounds", [])] or None,
     }
 
 

@@ -243,13 +243,14 @@ def test_cloudpss_sample_through_02_and_03(cloudpss, tmp_path):
     assert "data:image/png;base64" in html and "tunebook-samples" in html
 
 
-CONTEXT_ROWS = ("-p", "train.context_fraction=1", "-p", "train.context_lines=2", "-p", "train.context_swaps=1",
-                "-p", "train.max_length=768")
+CONTEXT_ROWS = ("-p", "train.context_fraction=1", "-p", "train.context_lines=2", "-p", "train.context_swaps=0.5",
+                "-p", "train.context_distractors=0.5", "-p", "train.max_length=768")
 
 
 def _assert_context_rows(run: Path) -> None:
     """04 trained every fact once more in 05's RAG prompt, with 2 lines of its chunk either side of the answer's
-    line, numbers changed where the answer's numbers are in the chunk; no held-out chunk's text is in a prompt."""
+    line, numbers changed where the answer's numbers are in the chunk (half the rows), other chunks than its own
+    with the answer kept (the other half); no held-out chunk's text is in a prompt."""
     from tunebook.pairs import trained_facts
     from tunebook.retrieval import CONTEXT_FILE
 
@@ -266,12 +267,18 @@ def _assert_context_rows(run: Path) -> None:
         excerpt = prompt.split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
         assert len([x for x in excerpt.splitlines() if x.strip()]) <= 5 or "---" in excerpt
         assert not [x for x in held_only if x in prompt], "a held-out page's text reached training"
+        trained = next(t for t in train if t["id"] == r["context_of"])["messages"][-1]["content"]
         if r["swapped"]:
-            assert reply != next(t for t in train if t["id"] == r["context_of"])["messages"][-1]["content"]
+            assert reply != trained
+        if r["distractor"]:
+            own = lines({r["chunk_id"]}) - lines(set(chunks) - {r["chunk_id"]})  # lines only its own page has
+            assert reply == trained and not [x for x in own if x in prompt], "a distractor row got its own chunk"
+    assert len(rows) < 2 or (any(r["distractor"] for r in rows) and not any(r["distractor"] and r["swapped"]
+                                                                             for r in rows))
 
 
 def test_context_rows_are_trained_and_kept_in_the_run_dir(ci_run, tmp_path):
-    """04 with train.context_fraction/context_lines/context_swaps in one process (the cpu path): it trains and
+    """04 with train.context_fraction/context_lines/context_swaps/context_distractors in one process (the cpu path): it trains and
     writes train/context_rows.jsonl."""
     run_dir, _, _ = ci_run
     copy_run(run_dir, tmp_path / "ctx", ("01_serve", "02_synthesize", "03_inspect"))
