@@ -135,12 +135,18 @@ def save_metrics(metrics: dict[str, Any], eval_dir: Path) -> Path:
 
 
 def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "",
-            rag_index=None, rag_k: int = 2, server=None, abstain_below: float = 0.0) -> list[dict]:
+            rag_index=None, rag_k: int = 2, server=None, abstain_below: float = 0.0,
+            train_rows: list[dict] | None = None, provenance_below: float = 0.0) -> list[dict]:
     """Every eval question answered under each condition (:data:`CONDITIONS`; the RAG ones only with an index),
     greedily, with ROUGE-L and character F1 against the reference. Each answer's confidence is kept
     (``<condition>_confidence``); with ``abstain_below`` > 0 the fine-tuned student's answers below it are replaced
-    by "the docs don't cover this" (:func:`gate`), the answer it gave kept as ``<condition>_ungated``."""
+    by "the docs don't cover this" (:func:`gate`), the answer it gave kept as ``<condition>_ungated``; with
+    ``provenance_below`` > 0 and the run's ``train_rows``, so are its answers whose trained values all come from
+    pairs about other questions (:func:`provenance_gate`)."""
+    from .provenance import TrainedValues
     from .retrieval import hit_rate, rag_prompt
+
+    trained = TrainedValues(train_rows) if provenance_below > 0 and train_rows else None
 
     questions = [r["messages"][0]["content"] for r in eval_rows]
     refs = [r["messages"][-1]["content"] for r in eval_rows]
@@ -164,9 +170,9 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
                "engine": "llama.cpp" if server is not None else "transformers"}
         for cond, ans in answers.items():
             a, conf = ans[i], confidence[cond][i]
-            if CONDITIONS[cond][0] and abstain_below > 0:  # the gate is part of the fine-tuned student's answering
+            if CONDITIONS[cond][0] and (abstain_below > 0 or trained):  # the gates are the fine-tuned student's
                 row[f"{cond}_ungated"] = a
-                a = gate(a, conf, abstain_below, q)
+                a = provenance_gate(gate(a, conf, abstain_below, q), q, trained, provenance_below)
             row[cond] = a
             row[f"{cond}_confidence"] = conf
             row[f"{cond}_rouge_l"] = round(rouge_l(a, ref), 4)
@@ -176,6 +182,17 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
             row["rag_hit"] = hit_rate([found[i]], rag_index, [row["chunk_id"]])
         rows.append(row)
     return rows
+
+
+def provenance_gate(answer: str, question: str, trained, below: float) -> str:
+    """The answer, or "the docs don't cover this" when every value it learned comes from trained pairs about other
+    questions (:meth:`tunebook.provenance.TrainedValues.transplanted`; ``trained`` None: off)."""
+    from .outcomes import ABSTAIN_ANSWER, abstains
+    from .text import is_chinese
+
+    if trained is None or abstains(answer) or not trained.transplanted(answer, question, below):
+        return answer
+    return ABSTAIN_ANSWER["zh" if is_chinese(question) else "en"]
 
 
 def surer_pick(tuned: float | None, tuned_rag: float | None) -> str:

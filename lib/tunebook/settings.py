@@ -162,6 +162,11 @@ class EvalSettings(_Section):
     # this (0: off). 0.4 measured on both corpora (benchmarks/abstain_gate.py): invented values on unseen questions
     # 0.60 -> 0.20 and 0.38 -> 0.12, recall 4.73 -> 4.73 and 4.81 -> 4.23
     abstain_below: float = Field(0.4, ge=0.0, lt=1.0)
+    # ... and when every value its answer learned comes from trained pairs whose question shares less than this of the
+    # asked question's terms ("366 days", the simulation limit, for the trial period); 0: off. 0.1 measured on 17 finished
+    # runs of both corpora (benchmarks/provenance_gate.py): unseen invents 0.60/0.40/0.20 -> 0.00/0.20/0.00, no right
+    # recall answer stopped (0.15 stopped 5)
+    provenance_below: float = Field(0.1, ge=0.0, lt=1.0)
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)  # most questions per generate() batch (equal batches); with llama.cpp, the server's parallel slots
     # who answers as the student: transformers, or llama.cpp (its GGUF + the LoRA as GGUF; faster on a CPU for short
