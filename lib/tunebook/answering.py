@@ -139,9 +139,8 @@ def _chosen_logprob():
 def gate(answer: str, confidence: float | None, threshold: float, question: str) -> str:
     """The answer, or "the docs don't cover this" (in the question's language) when its confidence is below
     ``threshold`` (0 switches the gate off; an answer without a confidence is kept)."""
-    from .outcomes import ABSTAIN_ANSWER
-    from .text import is_chinese
+    from .outcomes import abstain_answer
 
     if threshold <= 0 or confidence is None or confidence >= threshold:
         return answer
-    return ABSTAIN_ANSWER["zh" if is_chinese(question) else "en"]
+    return abstain_answer(question)

@@ -187,12 +187,11 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
 def provenance_gate(answer: str, question: str, trained, below: float) -> str:
     """The answer, or "the docs don't cover this" when every value it learned comes from trained pairs about other
     questions (:meth:`tunebook.provenance.TrainedValues.transplanted`; ``trained`` None: off)."""
-    from .outcomes import ABSTAIN_ANSWER, abstains
-    from .text import is_chinese
+    from .outcomes import abstain_answer, abstains
 
     if trained is None or abstains(answer) or not trained.transplanted(answer, question, below):
         return answer
-    return ABSTAIN_ANSWER["zh" if is_chinese(question) else "en"]
+    return abstain_answer(question)
 
 
 def surer_pick(tuned: float | None, tuned_rag: float | None) -> str:

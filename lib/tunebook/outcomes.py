@@ -19,6 +19,14 @@ OUTCOMES = ("correct", "partial", "abstains", "invents", "degenerate")
 # the answer a "docs don't say" training item teaches, and the one 05's confidence gate gives, per page language
 ABSTAIN_ANSWER = {"en": "The documentation does not cover this.", "zh": "文档中没有涉及这一点。"}
 
+
+def abstain_answer(question: str) -> str:
+    """The "docs don't cover this" answer in the question's language (05's gates)."""
+    from .text import is_chinese
+
+    return ABSTAIN_ANSWER["zh" if is_chinese(question) else "en"]
+
+
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])[-+]?\d+(?:[.,]\d+)*(?:[eE][+-]?\d+)?(?![A-Za-z0-9_])")  # CJK may touch it
 _CODE = re.compile(r"`([^`\n]+)`")
 # identifiers that can only be specific (ASCII; CJK may touch them): QM-110, BW-502, max_iterations, server.toml, /etc/x, --flag, v7.3, CamelCase
