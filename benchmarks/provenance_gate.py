@@ -36,13 +36,15 @@ def regated(rows: list[dict], trained: TrainedValues, below: float) -> tuple[lis
     out, stopped = copy.deepcopy(rows), {"recall": 0, "recall_right": 0}
     for r in out:
         for c in GATED:
-            if c not in r or evaluate.provenance_gate(r[c], r["question"], trained if below else None, below) == r[c]:
+            said = r[c] if c in r else None
+            gated = evaluate.provenance_gate(said, r["question"], trained if below else None, below) if said else said
+            if gated == said:
                 continue
             if c == "tuned" and r["split"] == "recall":
                 stopped["recall"] += 1
                 stopped["recall_right"] += r.get("tuned_outcome") == "correct"
-            r[f"{c}_ungated"] = r.get(f"{c}_ungated", r[c])
-            r[c] = evaluate.provenance_gate(r[c], r["question"], trained, below)
+            r[f"{c}_ungated"] = r.get(f"{c}_ungated", said)
+            r[c] = gated
             r[f"{c}_judge"] = 0.0 if r.get(f"{c}_judge") is not None else None
             r[f"{c}_exact_values"] = 0.0 if r.get(f"{c}_exact_values") is not None else None
             r[f"{c}_outcome"] = "abstains"

@@ -19,37 +19,39 @@ from .retrieval import Tokenizer, terms
 def overlap(a: str, b: str, tokenizer: Tokenizer = "jieba", common: frozenset[str] = frozenset()) -> float:
     """Jaccard share of the two texts' terms (:func:`tunebook.retrieval.terms`: words, jieba for Chinese, no stop
     words), leaving out ``common`` terms (the product's name, asked in every other question)."""
-    x, y = set(terms(a, tokenizer)) - common, set(terms(b, tokenizer)) - common
+    return _jaccard(set(terms(a, tokenizer)), set(terms(b, tokenizer)), common)
+
+
+def _jaccard(x: set[str], y: set[str], common: frozenset[str]) -> float:
+    x, y = x - common, y - common
     return len(x & y) / max(1, len(x | y))
 
 
 class TrainedValues:
-    """The trained pairs (rows of ``data/train.jsonl``, rewordings included) as (question, lower-cased answer)."""
+    """The trained pairs (rows of ``data/train.jsonl``, rewordings included) as (lower-cased answer, the question's
+    terms), the terms cut once."""
 
     def __init__(self, rows: Iterable[dict], tokenizer: Tokenizer = "jieba"):
         from collections import Counter
 
-        self.pairs = [(question(r), answer(r).lower()) for r in rows if question(r) and answer(r)]
+        self.pairs = [(answer(r).lower(), set(terms(question(r), tokenizer)))
+                      for r in rows if question(r) and answer(r)]
         self.tokenizer = tokenizer
-        df = Counter(t for q, _ in self.pairs for t in set(terms(q, tokenizer)))
+        df = Counter(t for _, ts in self.pairs for t in ts)
         # terms in a quarter of the trained questions (at least 3) say what the docs are about, not which fact
         self.common = frozenset(t for t, n in df.items() if n >= max(3, len(self.pairs) / 4))
-
-    def sources(self, value: str) -> list[str]:
-        """The trained questions whose answer names ``value``."""
-        return [q for q, a in self.pairs if mentions(a, value)]
 
     def transplanted(self, text: str, asked: str, below: float) -> list[str]:
         """The values ``text`` names (that ``asked`` does not) which it can only have from trained pairs about
         something else — each such pair's question shares < ``below`` of its terms with ``asked`` — when *every*
         trained value of ``text`` is such; else []. A value no pair names (made up, or from the base model) is
         not this check's business: the confidence gate and the invented-value rate see those."""
-        found = []
+        found, want = [], set(terms(asked, self.tokenizer))
         for v in new_values(text, asked):
-            src = self.sources(v)
+            src = [ts for a, ts in self.pairs if mentions(a, v)]  # the trained questions whose answer names v
             if not src:
                 continue
-            if max(overlap(asked, q, self.tokenizer, self.common) for q in src) >= below:
+            if max(_jaccard(want, ts, self.common) for ts in src) >= below:
                 return []  # one value comes from a pair about this very question: the answer is grounded
             found.append(v)
         return found
