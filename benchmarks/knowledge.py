@@ -38,6 +38,8 @@ ROWS: dict[str, list[str]] = {
     "s7": ["train.learning_rate=0.0003", "inspect.train_rewordings=0", *_NONE],
     "lr1e-3": [_LR, "inspect.train_rewordings=0", *_NONE],
     "today": [_LR, "inspect.train_rewordings=1", *_NONE],  # the defaults (the demo has no "docs don't say" items)
+    # full-sentence answers: each bare train answer ("4,000") restated by the teacher naming what was asked
+    "today+sentences": [_LR, "inspect.train_rewordings=1", *_NONE, "inspect.sentence_answers=true"],
     "rewordings3": [_LR, "inspect.train_rewordings=3", *_NONE],
     # both directions: each pair's reverse question (value -> name, "Which error code means ...?") trained too
     "today+reverse": [_LR, "inspect.train_rewordings=1", *_NONE, "inspect.reverse_train=true"],  # a later -p wins

@@ -183,6 +183,7 @@ def to_messages(r: dict, split_name: str) -> dict:
         **({"reverse_of": r["reverse_of"]} if r.get("reverse_of") else {}),
         **({"swapped_from": r["swapped_from"]} if r.get("swapped_from") else {}),
         **({"kind": r["kind"]} if r.get("kind") else {}),
+        **({"bare_answer": r["bare_answer"]} if r.get("bare_answer") else {}),
         "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer(r)}],
     }
 
@@ -208,11 +209,21 @@ def export_formats(train: list[dict], data_dir: Path) -> dict[str, str]:
 
 def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, data_dir: Path,
         count_tokens: Callable[[str, str], int] | None = None,
-        judge_scores: dict[str, int | None] | None = None) -> InspectResult:
+        judge_scores: dict[str, int | None] | None = None, teacher=None) -> InspectResult:
+    """Filter, split and write the run's train and eval files (and the exports and report). With
+    ``cfg.sentence_answers`` and a ``teacher``, the train split's bare answers are restated as full sentences
+    (:mod:`tunebook.restate`, cached in ``data/restate_cache.jsonl``)."""
     data_dir = Path(data_dir)
     chunk_text = {c["id"]: c["text"] for c in chunks}
     kept, dropped = filter_rows(rows, cfg, chunk_text, count_tokens, judge_scores)
     train, evals, leak = split(kept, cfg, seed, corpus="\n".join(chunk_text.values()))
+    restated: dict[str, str] = {}
+    if cfg.sentence_answers and teacher is not None:
+        from . import restate
+
+        restated = restate.sentences([r for r in train if not r.get("reworded_from")], teacher,
+                                     data_dir / "restate_cache.jsonl")
+        train = restate.apply(train, restated)
     write_jsonl((to_messages(r, "train") for r in train), data_dir / TRAIN_FILE)
     write_jsonl((to_messages(r, r["split"]) for r in evals), data_dir / EVAL_FILE)
     write_jsonl(dropped, data_dir / DROPPED_FILE)
@@ -232,6 +243,7 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
         "train_reverse": sum(bool(r.get("reverse_of")) for r in train),
         "train_abstain": sum(r.get("kind") == "abstain" and not r.get("swapped_from") for r in train),
         "train_abstain_swaps": sum(bool(r.get("swapped_from")) for r in train),
+        "train_sentence_answers": sum(bool(r.get("bare_answer")) for r in train),
         **leak,
         "train_chunks": len({r["chunk_id"] for r in train}),
         "eval_unseen_chunks": len({r["chunk_id"] for r in evals if r["split"] == "unseen"}),

@@ -117,6 +117,7 @@ class InspectSettings(_Section):
     abstain_eval_fraction: float = Field(0.5, ge=0, le=1)  # of the "docs don't say" items, asked in the outofdocs split
     abstain_train: bool = True  # the rest are trained on (answer: the docs don't cover it)
     reverse_train: bool = False  # each trained pair once more the other way round: its answer with the asked-about name blanked
+    sentence_answers: bool = False  # bare train answers ("4,000") restated by the teacher as a sentence naming what was asked
     abstain_swaps: float = Field(0.0, ge=0, le=1)  # share of trained pairs naming a `setting`/code that get a twin about a name the corpus lacks, answered "the docs don't cover this"
     show_samples: int = Field(8, ge=0)
 
