@@ -26,6 +26,21 @@ def test_a_question_sharing_no_term_finds_nothing_instead_of_failing():
     assert "no excerpt" in index.context([])
 
 
+def test_a_draft_answer_adds_the_chunk_it_names_and_takes_none_away():
+    """05's evaluate.draft_search: the demo's miss "如何启动仿真？" (s14demo-today) — the question alone finds the
+    serve page; the fine-tuned student's closed-book answer names the run command, and that page is added."""
+    chunks = [{"id": "serve", "breadcrumb": ["仪表盘"], "text": "执行 `bwatt serve --open` 启动仪表盘，仿真结果在左侧列表。"},
+              {"id": "run", "breadcrumb": ["运行"], "text": "执行 `bwatt run harbour.bwm` 命令，结果写入 harbour.bwr。"},
+              *CHUNKS]
+    index = retrieval.Index.build(chunks, "jieba")
+    q = "如何启动仿真？"
+    assert [index.chunk_ids[i] for i in index.search([q], 1)[0]] == ["serve"]
+    found = index.search_with_drafts([q, q], ["执行 `bwatt run harbour.bwm` 命令。", "The default port is 7432."], 1)
+    assert [index.chunk_ids[i] for i in found[0]] == ["serve", "run"]  # the question's chunk first, then the draft's
+    assert [index.chunk_ids[i] for i in found[1]][0] == "serve"  # a made-up draft adds a chunk, removes none
+    assert len(found[1]) <= 2
+
+
 def test_rag_prompt_follows_the_question_language():
     assert retrieval.rag_prompt("端口是多少？", "ctx").startswith("文档摘录")
     assert "Question: Which port?" in retrieval.rag_prompt("Which port?", "ctx")

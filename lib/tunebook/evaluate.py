@@ -76,9 +76,12 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
             d = paired_delta_ci([r.get(f"tuned_{m}") for r in rows], [r.get(f"base_{m}") for r in rows],
                                 groups=groups)
             out[f"{m}_gain"] = d
-    hits = [r["rag_hit"] for r in rows if r.get("rag_hit") is not None]
-    if hits:
-        out["retrieval_hit_rate"] = round(sum(hits) / len(hits), 4)
+    for key, name in (("rag_hit", "retrieval_hit_rate"), ("tuned_rag_hit", "tuned_retrieval_hit_rate")):
+        hits = [r[key] for r in rows if r.get(key) is not None]
+        if hits:
+            out[name] = round(sum(hits) / len(hits), 4)
+    if any(r.get("tuned_rag_chunks") for r in rows):
+        out["tuned_rag_chunks_mean"] = round(sum(len(r.get("tuned_rag_chunks") or []) for r in rows) / len(rows), 2)
     return out
 
 
@@ -136,13 +139,16 @@ def save_metrics(metrics: dict[str, Any], eval_dir: Path) -> Path:
 
 def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "",
             rag_index=None, rag_k: int = 2, server=None, abstain_below: float = 0.0,
-            train_rows: list[dict] | None = None, provenance_below: float = 0.0) -> list[dict]:
+            train_rows: list[dict] | None = None, provenance_below: float = 0.0, draft_search: bool = False
+            ) -> list[dict]:
     """Every eval question answered under each condition (:data:`CONDITIONS`; the RAG ones only with an index),
     greedily, with ROUGE-L and character F1 against the reference. Each answer's confidence is kept
     (``<condition>_confidence``); with ``abstain_below`` > 0 the fine-tuned student's answers below it are replaced
     by "the docs don't cover this" (:func:`gate`), the answer it gave kept as ``<condition>_ungated``; with
     ``provenance_below`` > 0 and the run's ``train_rows``, so are its answers whose trained values all come from
-    pairs about other questions (:func:`provenance_gate`)."""
+    pairs about other questions (:func:`provenance_gate`). With ``draft_search`` the fine-tuned + RAG prompts also
+    hold the chunks found with the student's closed-book answer added to the question
+    (:meth:`~tunebook.retrieval.Index.search_with_drafts`; ``tuned_rag_chunks``, ``tuned_rag_hit``)."""
     from .provenance import TrainedValues
     from .retrieval import hit_rate, rag_prompt
 
@@ -156,10 +162,15 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
         found = rag_index.search(questions, rag_k)
         prompts[True] = [rag_prompt(q, rag_index.context(idx)) for q, idx in zip(questions, found)]
     answers, confidence = {}, {}
+    guided: list[list[int]] = []
     for cond, (adapter, rag) in CONDITIONS.items():
         if rag in prompts:
+            todo = prompts[rag]
+            if cond == "tuned_rag" and draft_search:  # the closed-book answers ("tuned") came first
+                guided = rag_index.search_with_drafts(questions, answers["tuned"], rag_k)
+                todo = [rag_prompt(q, rag_index.context(idx)) for q, idx in zip(questions, guided)]
             answers[cond], confidence[cond] = generate_scored(
-                model, tok, prompts[rag], max_new_tokens, batch_size, adapter=adapter, system_prompt=system_prompt,
+                model, tok, todo, max_new_tokens, batch_size, adapter=adapter, system_prompt=system_prompt,
                 desc=CONDITION_LABELS[cond], server=server)
     if "tuned_rag" in answers:
         answers["surer"], confidence["surer"] = surer(answers, confidence)
@@ -180,6 +191,9 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
         if found:
             row["rag_chunks"] = [rag_index.chunk_ids[j] for j in found[i]]
             row["rag_hit"] = hit_rate([found[i]], rag_index, [row["chunk_id"]])
+        if guided:
+            row["tuned_rag_chunks"] = [rag_index.chunk_ids[j] for j in guided[i]]
+            row["tuned_rag_hit"] = hit_rate([guided[i]], rag_index, [row["chunk_id"]])
         rows.append(row)
     return rows
 
@@ -261,7 +275,9 @@ def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                          "exact key values": ci("exact_values"), "ROUGE-L": ci("rouge_l"),
                          "correct": o.get("correct"), "invents a value": o.get("invents"),
                          "abstains": o.get("abstains"), "degenerate": o.get("degenerate"),
-                         "retrieval hit": m.get("retrieval_hit_rate") if c in ("rag", "tuned_rag", "surer") else None})
+                         "retrieval hit": (m.get("tuned_retrieval_hit_rate", m.get("retrieval_hit_rate"))
+                                           if c in ("tuned_rag", "surer") else
+                                           m.get("retrieval_hit_rate") if c == "rag" else None)})
     return rows
 
 

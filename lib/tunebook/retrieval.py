@@ -76,6 +76,16 @@ class Index:
                 out[i] = [int(d) for d, s in zip(row, sc) if s > 0]
         return out
 
+    def search_with_drafts(self, questions: list[str], drafts: list[str], k: int) -> list[list[int]]:
+        """The question's top-``k`` chunks, then those the question *with a draft answer* finds that it did not
+        (best first, at most ``2k``): the fine-tuned student's closed-book answer names the terms of the chunk it
+        learned the fact from ("`bwatt run harbour.bwm`" for "如何启动仿真？") — HyDE's hypothetical document
+        (Gao et al. 2022), written by a model that studied the docs. The question's own chunks stay first, so a
+        made-up draft adds a chunk and takes none away."""
+        plain = self.search(questions, k)
+        guided = self.search([f"{q}\n{d}" for q, d in zip(questions, drafts)], k)
+        return [list(dict.fromkeys(a + b)) for a, b in zip(plain, guided)]
+
     def context(self, idx: list[int]) -> str:
         return "\n\n---\n\n".join(self.texts[i] for i in idx) or "(no excerpt matches this question)"
 
