@@ -159,8 +159,10 @@ class EvalSettings(_Section):
     rag: bool = True
     rag_k: int = Field(1, ge=1, le=10)  # chunks in a RAG prompt: 1 halves the prompt of 2 (hit rate 0.71 vs 0.75, demo)
     rag_tokenizer: Literal["jieba", "char2"] = "jieba"
-    # fine-tuned + RAG also searches with the student's own closed-book answer (HyDE) and adds the chunk that finds
-    draft_search: bool = False
+    # fine-tuned + RAG also searches with the student's own closed-book answer (HyDE) and adds the chunk that finds:
+    # retrieval hit 0.84 -> 1.00 and 0.67 -> 0.89, fine-tuned + RAG recall 4.69 -> 4.80 and 3.38 -> 3.66 (samples/docs,
+    # CloudPSS; same adapters, RESULTS.md session 14), 1.1-1.4 chunks per prompt
+    draft_search: bool = True
     # the fine-tuned student says "the docs don't cover this" when a token of its answer had a probability below
     # this (0: off). 0.4 measured on both corpora (benchmarks/abstain_gate.py): invented values on unseen questions
     # 0.60 -> 0.20 and 0.38 -> 0.12, recall 4.73 -> 4.73 and 4.81 -> 4.23
