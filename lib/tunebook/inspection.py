@@ -217,12 +217,11 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
     chunk_text = {c["id"]: c["text"] for c in chunks}
     kept, dropped = filter_rows(rows, cfg, chunk_text, count_tokens, judge_scores)
     train, evals, leak = split(kept, cfg, seed, corpus="\n".join(chunk_text.values()))
-    restated: dict[str, str] = {}
     if cfg.sentence_answers and teacher is not None:
         from . import restate
+        from .pairs import trained_facts
 
-        restated = restate.sentences([r for r in train if not r.get("reworded_from")], teacher,
-                                     data_dir / "restate_cache.jsonl")
+        restated = restate.sentences(trained_facts(train), teacher, data_dir / "restate_cache.jsonl")
         train = restate.apply(train, restated)
     write_jsonl((to_messages(r, "train") for r in train), data_dir / TRAIN_FILE)
     write_jsonl((to_messages(r, r["split"]) for r in evals), data_dir / EVAL_FILE)
