@@ -60,9 +60,10 @@ _QTY = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)*)\s*(" + "|".join(sorted(map(re.es
 
 
 def quantities(text: str) -> list[tuple[float, str]]:
-    """``(value, unit)`` of every number with a unit: "512 MB", "900 秒", "36 hours"."""
+    """``(value, unit)`` of every number with a unit: "512 MB", "900 秒", "36 hours" — Markdown aside ("`900`
+    seconds", "**512** MB": base + RAG answers write them so, and were judged to drop the unit)."""
     out = []
-    for num, unit in _QTY.findall(text):
+    for num, unit in _QTY.findall(re.sub(r"[`*]", "", text)):
         v = _num(num)
         if v is not None:
             out.append((v, _UNITS[unit.lower()]))
