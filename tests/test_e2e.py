@@ -69,6 +69,12 @@ def test_run_dir_has_every_artifact(ci_run):
         assert (data / f).is_file(), f
     gens = [json.loads(x) for x in (run_dir / "eval" / "generations.jsonl").read_text().splitlines()]
     assert gens and all({"question", "reference", "base", "tuned"} <= set(g) for g in gens)
+    # fine-tuned + RAG searched with the question and with the student's closed-book answer (evaluate.draft_search):
+    # the question's own chunks first, at most rag_k more, so it never retrieves less than base + RAG
+    assert all(g["tuned_rag_chunks"][:len(g["rag_chunks"])] == g["rag_chunks"]
+               and len(g["tuned_rag_chunks"]) <= 2 * max(1, len(g["rag_chunks"])) for g in gens)
+    hits = eval_metrics["all"]
+    assert hits.get("tuned_retrieval_hit_rate", 0) >= hits.get("retrieval_hit_rate", 0)
     # llama-server's token log-probabilities gave every answer its confidence; the gates (on by default) kept what
     # the fine-tuned student said, and the exports were compared with that
     assert all(0.0 < g[f"{c}_confidence"] <= 1.0 for g in gens for c in ("base", "tuned"))
