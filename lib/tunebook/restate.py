@@ -2,8 +2,11 @@
 Professional edition?") restated by the teacher as a sentence that names what was asked before the value ("The
 maximum number of generators per model for the Professional edition is 4,000."). The student then writes the
 asked-about name right before the value it learned for it, instead of a bare value that a sibling fact may take
-(buses 25,000 and generators 4,000 are rows of one table: the demo's students answered 25,000 for both). 03 does it for the train split when ``inspect.sentence_answers``
-is on; the eval's references stay as 02 wrote them.
+(buses 25,000 and generators 4,000 are rows of one table: the demo's students answered 25,000 for both). 03 does it
+for the train split when ``inspect.sentence_answers`` is on; the eval's references stay as 02 wrote them.
+
+Measured (knowledge.py ``today+sentences``, samples/docs, session 14): recall 4.90 → 4.39 — the student restates
+the *reworded* question and the value after it drifts; off by default.
 
 A sentence is kept only if it holds the answer verbatim (backticks and case aside), names no value the question
 and answer lack, says something of the question the answer did not, and is in the pair's language; otherwise the
