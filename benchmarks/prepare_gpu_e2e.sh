@@ -23,7 +23,7 @@ dl() {
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$WHL" "$@"
 }
 # The runner and notebooks (papermill → nbclient → ipykernel; nbconvert for the HTML reports), 02's client
-# (openai, tenacity, json-repair), 03 (datasketch), 05 (bm25s; jieba is not carried: the GPU profile uses
+# (openai, tenacity, json-repair), 03 (datasketch), 05 (bm25s, snowballstemmer for the provenance gate; jieba is not carried: the GPU profile uses
 # evaluate.rag_tokenizer=char2 on the English ci corpus), GGUF conversion (gguf). Versions as in the CPU .venv.
 # widgetsnbextension / jupyterlab_widgets (JupyterLab assets) and debugpy are not needed to execute notebooks.
 dl papermill==2.7.0 entrypoints==0.4.2 tenacity==9.2.1 nbformat==5.11.1 fastjsonschema==2.22.3 \
@@ -35,7 +35,7 @@ dl papermill==2.7.0 entrypoints==0.4.2 tenacity==9.2.1 nbformat==5.11.1 fastjson
    nbconvert==7.17.2 beautifulsoup4==4.15.0 soupsieve==4.1.3 bleach==6.4.0 webencodings==0.6.1 tinycss2==1.5.1 \
    defusedxml==0.7.1 jupyterlab_pygments==0.3.0 mistune==3.4.0 pandocfilters==1.5.1 ipywidgets==8.1.9 \
    openai==3.57.0 httpx2==2.16.2 httpcore2==2.16.2 truststore==0.10.5 jiter==0.19.0 sniffio==1.3.1 \
-   json_repair==0.64.6 datasketch==2.0.0 bm25s==0.3.16 gguf==0.19.0
+   json_repair==0.64.6 datasketch==2.0.0 bm25s==0.3.16 gguf==0.19.0 snowballstemmer==3.0.1
 du -sh "$WHL"
 # One site-packages tree, xz-compressed (25 % smaller than the wheels: more room for the model in a call):
 # each wheel unzipped, its .data/purelib|platlib moved in, .data/data/share (nbconvert's HTML templates) kept

@@ -3,7 +3,7 @@ question, a value no pair names, and an answer that names nothing pass."""
 
 from tunebook import evaluate
 from tunebook.outcomes import ABSTAIN_ANSWER
-from tunebook.provenance import TrainedValues, overlap
+from tunebook.provenance import TrainedValues, overlap, stems
 
 
 def _row(q, a):
@@ -36,6 +36,20 @@ def test_a_value_from_a_pair_about_the_same_question_passes():
     assert trained.transplanted("Up to 366 days, on port 7432.", q, 0.1) == []
     zh = "`max_iterations` 默认设为多少？"
     assert trained.transplanted("默认值是 60。", zh, 0.1) == []
+
+
+def test_questions_are_compared_by_word_stems():
+    """demo-s14b: the right answer to "How can I export my data in a different format?" was stopped — its trained
+    wordings said "exporting"; by stems the second shares "export" and "data" with it."""
+    rows = [_row("What are the other options for exporting results?", "The other options are `parquet` and `json`."),
+            _row("Are there any other options besides CSV for exporting data?",
+                 "The other options are `parquet` and `json`."),
+            *TRAIN]
+    q = "How can I export my data in a different format?"
+    assert stems("exporting results") == stems("export a result") == {"export", "result"}
+    assert stems("配置文件中 `max_iterations` 的默认值") >= {"max_iterations", "配置文件"}  # others are left as cut
+    assert overlap(q, rows[1]["messages"][0]["content"]) >= 0.1
+    assert TrainedValues(rows).transplanted("The other options are `parquet` and `json`.", q, 0.1) == []
 
 
 def test_values_no_pair_names_and_abstentions_are_not_its_business():

@@ -9,17 +9,39 @@ turns an answer whose trained values all come from pairs about other things into
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Iterable
 
 from .outcomes import mentions, new_values
 from .pairs import answer, question
-from .retrieval import Tokenizer, terms
+from .retrieval import Tokenizer
+
+
+def stems(text: str, tokenizer: Tokenizer = "jieba") -> set[str]:
+    """The text's terms (:func:`tunebook.retrieval.terms`: words, jieba for Chinese, no stop words), English words
+    cut to their Snowball stem: "exporting results" and "export a result" share both (a reworded question changes
+    the word's form more often than the word)."""
+    from .retrieval import terms
+
+    english = _english()
+    return {english.stemWord(t) if _WORD.fullmatch(t) else t for t in terms(text, tokenizer)}
+
+
+_WORD = re.compile(r"[a-z]+")
+
+
+@functools.cache
+def _english():
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("english")
 
 
 def overlap(a: str, b: str, tokenizer: Tokenizer = "jieba", common: frozenset[str] = frozenset()) -> float:
-    """Jaccard share of the two texts' terms (:func:`tunebook.retrieval.terms`: words, jieba for Chinese, no stop
-    words), leaving out ``common`` terms (the product's name, asked in every other question)."""
-    return _jaccard(set(terms(a, tokenizer)), set(terms(b, tokenizer)), common)
+    """Jaccard share of the two texts' :func:`stems`, leaving out ``common`` ones (the product's name, asked in
+    every other question)."""
+    return _jaccard(stems(a, tokenizer), stems(b, tokenizer), common)
 
 
 def _jaccard(x: set[str], y: set[str], common: frozenset[str]) -> float:
@@ -29,12 +51,12 @@ def _jaccard(x: set[str], y: set[str], common: frozenset[str]) -> float:
 
 class TrainedValues:
     """The trained pairs (rows of ``data/train.jsonl``, rewordings included) as (lower-cased answer, the question's
-    terms), the terms cut once."""
+    :func:`stems`), cut once."""
 
     def __init__(self, rows: Iterable[dict], tokenizer: Tokenizer = "jieba"):
         from collections import Counter
 
-        self.pairs = [(answer(r).lower(), set(terms(question(r), tokenizer)))
+        self.pairs = [(answer(r).lower(), stems(question(r), tokenizer))
                       for r in rows if question(r) and answer(r)]
         self.tokenizer = tokenizer
         df = Counter(t for _, ts in self.pairs for t in ts)
@@ -46,7 +68,7 @@ class TrainedValues:
         something else — each such pair's question shares < ``below`` of its terms with ``asked`` — when *every*
         trained value of ``text`` is such; else []. A value no pair names (made up, or from the base model) is
         not this check's business: the confidence gate and the invented-value rate see those."""
-        found, want = [], set(terms(asked, self.tokenizer))
+        found, want = [], stems(asked, self.tokenizer)
         for v in new_values(text, asked):
             src = [ts for a, ts in self.pairs if mentions(a, v)]  # the trained questions whose answer names v
             if not src:
