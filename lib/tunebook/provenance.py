@@ -15,15 +15,13 @@ from typing import Iterable
 
 from .outcomes import mentions, new_values
 from .pairs import answer, question
-from .retrieval import Tokenizer
+from .retrieval import Tokenizer, terms
 
 
 def stems(text: str, tokenizer: Tokenizer = "jieba") -> set[str]:
     """The text's terms (:func:`tunebook.retrieval.terms`: words, jieba for Chinese, no stop words), English words
     cut to their Snowball stem: "exporting results" and "export a result" share both (a reworded question changes
     the word's form more often than the word)."""
-    from .retrieval import terms
-
     english = _english()
     return {english.stemWord(t) if _WORD.fullmatch(t) else t for t in terms(text, tokenizer)}
 
