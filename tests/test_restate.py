@@ -36,8 +36,8 @@ def test_a_restated_pair_and_its_rewordings_train_the_sentence():
     train = [{"id": "a", "instruction": "BW-101 错误码表示什么？", "output": "找不到模型文件。", "kind": "fact"},
              {"id": "a-r1", "instruction": "错误码 BW-101 是什么意思？", "output": "找不到模型文件。", "kind": "fact",
               "reworded_from": "a"},
-             {"id": "b", "instruction": "BW-102 错误码表示什么？", "output": "文档中没有涉及这一点。", "kind": "abstain"}]
-    out = restate.apply(train, {"a": "BW-101 错误码表示找不到模型文件。"})
+             {"id": "b", "instruction": "BW-101 错误码表示什么？", "output": "文档中没有涉及这一点。", "kind": "abstain"}]
+    out = restate.apply(train, {"a": "BW-101 错误码表示找不到模型文件。", "b": "x"})
     assert [inspection.answer(r) for r in out] == ["BW-101 错误码表示找不到模型文件。"] * 2 + ["文档中没有涉及这一点。"]
     assert out[1]["bare_answer"] == "找不到模型文件。" and "bare_answer" not in out[2]
     assert train[0]["output"] == "找不到模型文件。"  # the input rows are not changed

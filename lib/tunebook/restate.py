@@ -87,12 +87,11 @@ def sentences(rows: list[dict], teacher, cache_path: Path) -> dict[str, str]:
 
 def apply(train: list[dict], restated: dict[str, str]) -> list[dict]:
     """The train rows with each restated pair's answer — and its rewordings' (same answer) — replaced by the
-    sentence; the answer 02 wrote kept as ``bare_answer``. Other rows (reverse questions, "docs don't say" items)
-    have ids of their own and stay as they are."""
+    sentence; the answer 02 wrote kept as ``bare_answer``."""
     out = []
     for r in train:
         s = restated.get(r["id"]) or restated.get(r.get("reworded_from") or "")
-        if s:
+        if s and r.get("kind", "fact") == "fact" and not r.get("reverse_of"):
             key = "output" if "output" in r or "answer" not in r else "answer"
             r = {**r, key: s, "bare_answer": answer(r)}
         out.append(r)
