@@ -1,0 +1,47 @@
+"""benchmarks/targets.py: which runs meet issue #16's targets, and the pooled paired comparisons, on run dirs
+written the way 05 writes them (metrics.json, generations.jsonl)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("targets", ROOT / "benchmarks" / "targets.py")
+targets = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(targets)
+
+
+def make_run(tmp: Path, name: str, tuned: list[float], rag: list[float], unseen: dict, change: float) -> Path:
+    d = tmp / name / "eval"
+    d.mkdir(parents=True)
+    rows = [{"id": f"f{i}-p", "split": "recall", "tuned_judge": t, "rag_judge": r, "tuned_rag_judge": r,
+             "surer_judge": max(t, r)} for i, (t, r) in enumerate(zip(tuned, rag))]
+    (d / "generations.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    metrics = {"recall": {"n": len(rows), "tuned_judge": mean(tuned), "rag_judge": mean(rag),
+                          "tuned_rag_judge": mean(rag), "surer_judge": mean([max(a, b) for a, b in zip(tuned, rag)]),
+                          "tuned_exact_values": 0.9},
+               "unseen": {"n": 5, **unseen}, "general": {"judge_change": {"mean": change}}}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    return tmp / name
+
+
+def test_targets_per_run_and_pooled(tmp_path, capsys):
+    good = make_run(tmp_path, "good", [5, 5, 5, 4], [5, 5, 0, 5], {"tuned_invents": 0.0, "base_invents": 1.0,
+                                                                   "tuned_judge": 1.0, "base_judge": 0.0}, -0.1)
+    bad = make_run(tmp_path, "bad", [0, 5, 5, 5], [5, 5, 5, 5], {"tuned_invents": 0.4, "base_invents": 1.0,
+                                                                 "tuned_judge": 0.0, "base_judge": 1.0}, -0.5)
+    (tmp_path / "unfinished").mkdir()
+    evals = [targets.load(p) for p in (good, bad)]
+    rows = [targets.run_row(e, 4.0) for e in evals]
+    assert rows[0]["meets"] == {"recall": True, "exact": True, "unseen_invents": True, "general": True,
+                                "tuned>=rag": True, "tuned_rag>=both": False, "surer>=both": True,
+                                "unseen_not_worse": True}
+    assert not any(rows[1]["meets"][k] for k in ("unseen_invents", "general", "tuned>=rag", "unseen_not_worse"))
+    p = targets.pooled(evals)
+    assert p["questions"] == 8 and p["facts"] == 8  # one fact per question, labelled by run
+    assert p["tuned-rag"]["mean"] == (19 + 15 - 15 - 20) / 8
+    assert targets.load(tmp_path / "unfinished") is None
+    assert targets.main([str(good), str(bad), str(tmp_path / "unfinished")]) == 0
+    out = capsys.readouterr().out
+    assert "tuned>=rag         1   (not: bad)" in out and "skipped (no judged 05): unfinished" in out
