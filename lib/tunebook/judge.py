@@ -167,10 +167,10 @@ def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference
                 v = "missing"
         else:
             share = grounding(f, answer)
-            if v == "contradicted" and abstaining and not conflict:
-                v = "missing"
-            elif v == "contradicted" and share >= overlap:
+            if v == "contradicted" and share >= overlap:  # first: "the docs don't cover this" states itself
                 v = "stated"
+            elif v == "contradicted" and abstaining and not conflict:
+                v = "missing"
             elif v == "missing" and share >= overlap + 0.2:
                 v = "stated"
             elif v == "stated" and conflict and grounding_beyond(f, answer, question) < overlap - 0.3:
