@@ -40,6 +40,8 @@ ROWS: dict[str, list[str]] = {
     "today": [_LR, "inspect.train_rewordings=1", *_NONE],  # the defaults (the demo has no "docs don't say" items)
     # full-sentence answers: each bare train answer ("4,000") restated by the teacher naming what was asked
     "today+sentences": [_LR, "inspect.train_rewordings=1", *_NONE, "inspect.sentence_answers=true"],
+    # sibling contrasts: facts whose questions differ in one name get one teacher-written item stating both answers
+    "today+contrast": [_LR, "inspect.train_rewordings=1", *_NONE, "inspect.sibling_contrasts=true"],
     "rewordings3": [_LR, "inspect.train_rewordings=3", *_NONE],
     # both directions: each pair's reverse question (value -> name, "Which error code means ...?") trained too
     "today+reverse": [_LR, "inspect.train_rewordings=1", *_NONE, "inspect.reverse_train=true"],  # a later -p wins

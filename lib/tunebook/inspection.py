@@ -184,6 +184,7 @@ def to_messages(r: dict, split_name: str) -> dict:
         **({"swapped_from": r["swapped_from"]} if r.get("swapped_from") else {}),
         **({"kind": r["kind"]} if r.get("kind") else {}),
         **({"bare_answer": r["bare_answer"]} if r.get("bare_answer") else {}),
+        **({"contrast_of": r["contrast_of"]} if r.get("contrast_of") else {}),
         "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer(r)}],
     }
 
@@ -207,22 +208,43 @@ def export_formats(train: list[dict], data_dir: Path) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
+def teacher_items(train: list[dict], evals: list[dict], cfg: InspectSettings, teacher, data_dir: Path,
+                  leak: dict[str, int]) -> list[dict]:
+    """The train split after the teacher's optional additions: bare answers restated as sentences
+    (``cfg.sentence_answers``, :mod:`tunebook.restate`) and sibling contrasts (``cfg.sibling_contrasts``,
+    :mod:`tunebook.contrast`; one whose question is near an eval question is left out and counted in ``leak``)."""
+    from .pairs import trained_facts
+
+    if cfg.sentence_answers:
+        from . import restate
+
+        train = restate.apply(train, restate.sentences(trained_facts(train), teacher, data_dir / "restate_cache.jsonl"))
+    if cfg.sibling_contrasts:
+        from . import contrast
+        from .splitting import near
+
+        close = near(evals, cfg.near_dup_threshold)
+        made = contrast.items(trained_facts(train), teacher, data_dir / "contrast_cache.jsonl")
+        kept = [r for r in made if not close(question(r))]
+        leak["contrasts_too_close_to_eval"] = len(made) - len(kept)
+        train = train + kept
+    return train
+
+
 def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, data_dir: Path,
         count_tokens: Callable[[str, str], int] | None = None,
         judge_scores: dict[str, int | None] | None = None, teacher=None) -> InspectResult:
     """Filter, split and write the run's train and eval files (and the exports and report). With
     ``cfg.sentence_answers`` and a ``teacher``, the train split's bare answers are restated as full sentences
-    (:mod:`tunebook.restate`, cached in ``data/restate_cache.jsonl``)."""
+    (:mod:`tunebook.restate`, cached in ``data/restate_cache.jsonl``); with ``cfg.sibling_contrasts``, facts the
+    student may mix up get a contrast item each (:mod:`tunebook.contrast`, ``data/contrast_cache.jsonl``), unless
+    its question is near one the eval asks."""
     data_dir = Path(data_dir)
     chunk_text = {c["id"]: c["text"] for c in chunks}
     kept, dropped = filter_rows(rows, cfg, chunk_text, count_tokens, judge_scores)
     train, evals, leak = split(kept, cfg, seed, corpus="\n".join(chunk_text.values()))
-    if cfg.sentence_answers and teacher is not None:
-        from . import restate
-        from .pairs import trained_facts
-
-        restated = restate.sentences(trained_facts(train), teacher, data_dir / "restate_cache.jsonl")
-        train = restate.apply(train, restated)
+    if teacher is not None:
+        train = teacher_items(train, evals, cfg, teacher, data_dir, leak)
     write_jsonl((to_messages(r, "train") for r in train), data_dir / TRAIN_FILE)
     write_jsonl((to_messages(r, r["split"]) for r in evals), data_dir / EVAL_FILE)
     write_jsonl(dropped, data_dir / DROPPED_FILE)
@@ -243,6 +265,7 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
         "train_abstain": sum(r.get("kind") == "abstain" and not r.get("swapped_from") for r in train),
         "train_abstain_swaps": sum(bool(r.get("swapped_from")) for r in train),
         "train_sentence_answers": sum(bool(r.get("bare_answer")) for r in train),
+        "train_contrasts": sum(bool(r.get("contrast_of")) for r in train),
         **leak,
         "train_chunks": len({r["chunk_id"] for r in train}),
         "eval_unseen_chunks": len({r["chunk_id"] for r in evals if r["split"] == "unseen"}),

@@ -24,8 +24,9 @@ def answer(r: dict) -> str:
 
 def trained_facts(train_rows: list[dict]) -> list[dict]:
     """The facts 04 trains (``data/train.jsonl`` rows): 03's pairs, not their rewordings, reverse questions,
-    "docs don't say" items or replay rows."""
-    return [r for r in train_rows if r.get("kind") == "fact" and not r.get("reworded_from") and not r.get("reverse_of")]
+    sibling contrasts, "docs don't say" items or replay rows."""
+    return [r for r in train_rows if r.get("kind") == "fact" and not r.get("reworded_from") and not r.get("reverse_of")
+            and not r.get("contrast_of")]
 
 
 _BLANK = "___"

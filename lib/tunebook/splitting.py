@@ -23,7 +23,7 @@ def split(rows: list[dict], cfg: InspectSettings, seed: int, corpus: str = ""
     rng = random.Random(seed)
     facts = [r for r in rows if r.get("kind") != "abstain"]
     train, unseen = _hold_out_chunks(facts, cfg, rng)
-    leaks = _near(train, cfg.near_dup_threshold)
+    leaks = near(train, cfg.near_dup_threshold)
     leak = {"unseen_dropped_as_duplicates": 0, "recall_paraphrases_too_close": 0, "recall_paraphrases_unusable": 0,
             "rewordings_too_close_to_recall": 0, "swaps_too_close_to_eval": 0, "reverse_too_close_to_eval": 0}
     clean_unseen = [r for r in unseen if not leaks(question(r))]
@@ -36,7 +36,7 @@ def split(rows: list[dict], cfg: InspectSettings, seed: int, corpus: str = ""
     return train + reverse + abstain_train + swapped, recall + clean_unseen + outofdocs, leak
 
 
-def _near(rows: list[dict], threshold: float) -> Callable[[str], bool]:
+def near(rows: list[dict], threshold: float) -> Callable[[str], bool]:
     """Is a question the same as (normalized) or a near duplicate of (MinHash) one of these rows' questions?"""
     index, exact = NearDup(threshold), {normalize(question(r)) for r in rows}
     for r in rows:
@@ -51,7 +51,7 @@ def _reverse(train: list[dict], evals: list[dict], cfg: InspectSettings, leak: d
 
     if not cfg.reverse_train:
         return []
-    asked = _near(evals, cfg.near_dup_threshold)
+    asked = near(evals, cfg.near_dup_threshold)
     out = []
     for r in train:
         item = None if r.get("reworded_from") or r.get("kind", "fact") != "fact" else reverse_item(r)
@@ -73,7 +73,7 @@ def _swaps(train: list[dict], evals: list[dict], corpus: str, cfg: InspectSettin
     from .swaps import swapped_items
 
     items = swapped_items(train, corpus, cfg.abstain_swaps, rng, ABSTAIN_ANSWER)
-    asked = _near(evals, cfg.near_dup_threshold)
+    asked = near(evals, cfg.near_dup_threshold)
     keep = [r for r in items if not asked(question(r))]
     leak["swaps_too_close_to_eval"] = len(items) - len(keep)
     return keep
@@ -133,7 +133,7 @@ def _rewordings(train: list[dict], recall: list[dict], cfg: InspectSettings, lea
     """Up to ``train_rewordings`` other paraphrases per train pair, as training items with the same answer."""
     if not cfg.train_rewordings:
         return []
-    asked = _near(recall, cfg.near_dup_threshold)
+    asked = near(recall, cfg.near_dup_threshold)
     out = []
     for r in train:
         seen = {normalize(question(r))}
