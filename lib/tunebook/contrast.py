@@ -19,6 +19,8 @@ from pathlib import Path
 
 from .pairs import answer, question
 from .paths import PARAMS_DIR
+from .retrieval import term_set
+from .text import plain
 
 CONTRAST_SCHEMA = {"type": "object",
                    "properties": {"question": {"type": "string", "minLength": 4, "maxLength": 300},
@@ -30,14 +32,8 @@ MAX_CONTRASTS = 40  # teacher requests per run, at most
 MIN_WORDING = 0.8  # an answer without values: share of its character bigrams the item's answer must hold
 
 
-def _terms(text: str) -> set[str]:
-    from .retrieval import terms
-
-    return {t.lower() for t in terms(text)}
-
-
 def _plain(text: str) -> str:
-    return " ".join(text.replace("`", "").replace("*", "").lower().split())
+    return plain(text.replace("*", ""))  # bold aside too: the teacher writes **names** in its combined answers
 
 
 def _core(ans: str) -> str:
@@ -70,7 +66,7 @@ def siblings(facts: list[dict]) -> list[tuple[dict, dict]]:
     """Pairs of trained facts (``pairs.trained_facts`` rows) that the student may mix up, closest first; each fact in
     one pair at most, at most :data:`MAX_CONTRASTS` pairs."""
     cands = [r for r in facts if 0 < len(answer(r)) <= MAX_ANSWER_CHARS]
-    qterms = [_terms(question(r)) for r in cands]
+    qterms = [term_set(question(r)) for r in cands]
     scored = []
     for i in range(len(cands)):
         for j in range(i + 1, len(cands)):
@@ -103,7 +99,7 @@ def usable(q: str, ans: str, a: dict, b: dict) -> bool:
         return False
     if new_values(ans + "\n" + q, "\n".join([question(a), answer(a), question(b), answer(b)])):
         return False
-    ta, tb, tq = _terms(question(a)), _terms(question(b)), _terms(q)
+    ta, tb, tq = term_set(question(a)), term_set(question(b)), term_set(q)
     if not ((ta - tb) & tq) or not ((tb - ta) & tq):
         return False
     if a.get("lang") == "zh":

@@ -19,26 +19,18 @@ from pathlib import Path
 
 from .pairs import answer, question
 from .paths import PARAMS_DIR
+from .retrieval import term_set
+from .text import plain
 
 SENTENCE_SCHEMA = {"type": "object", "properties": {"sentence": {"type": "string", "minLength": 2, "maxLength": 240}},
                    "required": ["sentence"], "additionalProperties": False}
 MAX_BARE_CHARS = 80  # a longer answer is a sentence or a list already
 
 
-def _terms(text: str) -> set[str]:
-    from .retrieval import terms
-
-    return set(terms(text))
-
-
 def bare(ans: str, q: str) -> bool:
     """A short answer that names nothing of its question ("25,000", "找不到模型文件。", "newton"): no search term
     (:func:`tunebook.retrieval.terms`: jieba words and ASCII words, stopwords out) in common."""
-    return 0 < len(ans.strip()) <= MAX_BARE_CHARS and not (_terms(ans) & _terms(q))
-
-
-def _plain(text: str) -> str:
-    return " ".join(text.replace("`", "").lower().split())
+    return 0 < len(ans.strip()) <= MAX_BARE_CHARS and not (term_set(ans) & term_set(q))
 
 
 def usable(sentence: str, ans: str, q: str, lang: str = "") -> bool:
@@ -50,9 +42,9 @@ def usable(sentence: str, ans: str, q: str, lang: str = "") -> bool:
 
     s = sentence.strip()
     core = ans.strip().rstrip("。.！!")
-    if not s or "\n" in s or len(s) > len(ans) + len(q) + 60 or _plain(core) not in _plain(s):
+    if not s or "\n" in s or len(s) > len(ans) + len(q) + 60 or plain(core) not in plain(s):
         return False
-    if not (_terms(s) & _terms(q)) - _terms(ans):
+    if not (term_set(s) & term_set(q)) - term_set(ans):
         return False
     if new_values(s, q + "\n" + ans):
         return False

@@ -36,6 +36,11 @@ def terms(text: str, tokenizer: Tokenizer = "jieba") -> list[str]:
     return [t for t in out if t not in _STOP] or out
 
 
+def term_set(text: str, tokenizer: Tokenizer = "jieba") -> set[str]:
+    """:func:`terms` as a set: what two questions have in common."""
+    return set(terms(text, tokenizer))
+
+
 @dataclass
 class Index:
     chunk_ids: list[str]

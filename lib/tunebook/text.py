@@ -12,6 +12,12 @@ def normalize(text: str) -> str:
     return re.sub(r"[\W_]+", "", text)
 
 
+def plain(text: str) -> str:
+    """Lower case, single spaces, no backticks: how an answer is looked for inside a longer text ("`900` seconds"
+    holds "900 seconds")."""
+    return " ".join(text.replace("`", "").lower().split())
+
+
 def shingles(text: str, k: int = 3) -> set[str]:
     t = normalize(text)
     return {t[i:i + k] for i in range(max(1, len(t) - k + 1))} if t else set()
