@@ -42,6 +42,8 @@ ROWS: dict[str, list[str]] = {
     "today+sentences": [_LR, "inspect.train_rewordings=1", *_NONE, "inspect.sentence_answers=true"],
     # sibling contrasts: facts whose questions differ in one name get one teacher-written item stating both answers
     "today+contrast": [_LR, "inspect.train_rewordings=1", *_NONE, "inspect.sibling_contrasts=true"],
+    # NEFTune: noise on the input embeddings while training (against fitting one wording)
+    "today+neftune": [_LR, "inspect.train_rewordings=1", *_NONE, "train.neftune_alpha=5"],
     "rewordings3": [_LR, "inspect.train_rewordings=3", *_NONE],
     # both directions: each pair's reverse question (value -> name, "Which error code means ...?") trained too
     "today+reverse": [_LR, "inspect.train_rewordings=1", *_NONE, "inspect.reverse_train=true"],  # a later -p wins

@@ -12,6 +12,10 @@ def test_cpu_training_arguments(tmp_path):
     # padded batches of similar length, from a fresh random mega-batch each time (HF's LengthGroupedSampler)
     assert args.train_sampling_strategy == "group_by_length"
     assert args.completion_only_loss and args.lr_scheduler_type == "cosine"
+    assert args.neftune_noise_alpha is None  # NEFTune off unless asked for
+    noisy = train.sft_config(cfg.model_copy(update={"neftune_alpha": 5.0}), tmp_path, seed=1, has_eval=False,
+                             backend="hf")
+    assert noisy.neftune_noise_alpha == 5.0
 
 
 def test_resume_skips_a_checkpoint_killed_while_it_was_being_saved(tmp_path, capsys):

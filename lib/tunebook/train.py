@@ -266,9 +266,7 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         optim="adamw_torch_fused" if cuda else "adamw_torch",
-        weight_decay=0.0,
-        lr_scheduler_type="cosine",
-        warmup_steps=0,
+        weight_decay=0.0, lr_scheduler_type="cosine", warmup_steps=0,
         include_num_input_tokens_seen="non_padding",
         **shape,
         save_strategy="steps",
@@ -281,6 +279,7 @@ def sft_config(cfg: TrainSettings, out_dir: Path, seed: int, has_eval: bool, bac
         metric_for_best_model="eval_loss" if evaluating else None,
         greater_is_better=False if evaluating else None,
         completion_only_loss=True,
+        neftune_noise_alpha=cfg.neftune_alpha or None,
         bf16=precision.resolve(cfg.precision) == "bf16",  # autocast; the LoRA weights stay float32
         fp16=False,
         gradient_checkpointing=False if not cuda else backend == "hf",  # Unsloth sets its own in load_student
