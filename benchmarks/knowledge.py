@@ -10,9 +10,12 @@ are held out whether or not the rest is trained on. Exports are switched off (th
     .venv/bin/python benchmarks/knowledge.py --corpus ../shared/corpora/cloudpss-sample --rows today,all
     .venv/bin/python benchmarks/knowledge.py --reuse                # rows only, over an existing synthesis
     .venv/bin/python benchmarks/knowledge.py --synth outputs/knowledge-20261201-synth --prefix knowledge-s8
+    .venv/bin/python benchmarks/knowledge.py --synth outputs/demo-s14c --prefix s16 --rows today,today+neftune --repeats 3
 
 Prints one table (recall judge and exact key values, unseen and out-of-docs invented-value rates, general judge,
-train seconds) and writes it as JSON next to the runs.
+train seconds) and writes it as JSON next to the runs; with ``--repeats N`` each row is trained N times and the
+mean and range per row follow the table — CPU training alone moves one recipe's recall by 0.25–0.4 (RESULTS.md,
+session 15), more than most levers.
 """
 
 from __future__ import annotations
@@ -106,6 +109,39 @@ def row_numbers(run_dir: Path) -> dict:
     }
 
 
+def run_row(d: Path, base: Path, settings: list[str], env: dict) -> float:
+    """A copy of the synthesis run dir ``base`` at ``d`` (01 and 02 done), continued from 03 with ``settings``."""
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    shutil.copytree(base / "data", d / "data")
+    for f in ("params.yaml", "teacher.json"):
+        shutil.copy(base / f, d / f)
+    rec = json.loads((base / "run.json").read_text())
+    rec["run_id"] = d.name
+    rec["steps"] = {k: v for k, v in rec["steps"].items() if k in ("01_serve", "02_synthesize")}
+    (d / "run.json").write_text(json.dumps(rec))
+    return run(["--run-id", d.name, "--from", "03", *sum((["-p", x] for x in settings), [])], env)
+
+
+def spread(results: list[dict]) -> list[str]:
+    """Per row trained more than once (``--repeats``): the mean and range of its recall and unseen numbers."""
+    by: dict[str, list[dict]] = {}
+    for r in results:
+        by.setdefault(r["row"].split("#")[0], []).append(r)
+    lines = []
+    for name, rs in by.items():
+        if len(rs) < 2:
+            continue
+        parts = []
+        for k in ("recall_judge", "recall_exact_values", "recall_tuned_rag_judge", "unseen_invents"):
+            v = [r[k] for r in rs if r.get(k) is not None]
+            if v:
+                parts.append(f"{k} {sum(v) / len(v):.2f} [{min(v):.2f}–{max(v):.2f}]")
+        lines.append(f"{name} ({len(rs)} trainings): " + ", ".join(parts))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -119,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="keep an existing synthesis run dir")
     ap.add_argument("--synth", default="", help="the synthesis run dir to reuse (default: <prefix>-synth)")
     ap.add_argument("-p", dest="extra", action="append", default=[], help="more settings for every row")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="train each row this many times (dirs <prefix>-<row>-r2 …): the spread of one recipe")
     a = ap.parse_args(argv)
     env = dict(os.environ)
     out = Path(env.get("TUNEBOOK_OUTPUTS", ROOT / "outputs"))
@@ -134,24 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     done = json.loads(results_path.read_text()) if results_path.is_file() else []
     results = []
     for name in a.rows.split(","):
-        d = out / f"{a.prefix}-{name}"
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        shutil.copytree(base / "data", d / "data")
-        for f in ("params.yaml", "teacher.json"):
-            shutil.copy(base / f, d / f)
-        rec = json.loads((base / "run.json").read_text())
-        rec["run_id"] = d.name
-        rec["steps"] = {k: v for k, v in rec["steps"].items() if k in ("01_serve", "02_synthesize")}
-        (d / "run.json").write_text(json.dumps(rec))
-        secs = run(["--run-id", d.name, "--from", "03", *sum((["-p", x] for x in ROWS[name] + QUIET_05 + a.extra), [])],
-                   env)
-        row = {"row": name, "settings": ROWS[name], "seconds": round(secs), **row_numbers(d)}
-        results.append(row)
-        print(json.dumps(row), flush=True)
-        names = {r["row"] for r in results}  # written after every row: a stopped call keeps the rows it finished
-        results_path.write_text(json.dumps([r for r in done if r["row"] not in names] + results, indent=2))
+        for k in range(1, a.repeats + 1):  # another training of the same row: CPU training is not repeatable
+            label = name if k == 1 else f"{name}#{k}"
+            d = out / f"{a.prefix}-{name}" if k == 1 else out / f"{a.prefix}-{name}-r{k}"
+            secs = run_row(d, base, ROWS[name] + QUIET_05 + a.extra, env)
+            row = {"row": label, "settings": ROWS[name], "seconds": round(secs), **row_numbers(d)}
+            results.append(row)
+            print(json.dumps(row), flush=True)
+            names = {r["row"] for r in results}  # written after every row: a stopped call keeps the rows it finished
+            results_path.write_text(json.dumps([r for r in done if r["row"] not in names] + results, indent=2))
     keys = ["row", "recall_n", "recall_judge", "recall_exact_values", "recall_rag_judge", "unseen_n", "unseen_judge",
             "unseen_base_judge", "unseen_invents", "unseen_base_invents", "outofdocs_n", "outofdocs_invents",
             "outofdocs_abstains", "general_base", "general_tuned", "train_rows", "train_s", "repair_hit_rates"]
@@ -163,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print("| " + " | ".join("–" if r.get(k) is None else (f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]))
                                 for k in keys) + " |")
+    for line in spread(results):
+        print(line)
     return 0
 
 
