@@ -36,10 +36,6 @@ def _plain(text: str) -> str:
     return plain(text.replace("*", ""))  # bold aside too: the teacher writes **names** in its combined answers
 
 
-def _core(ans: str) -> str:
-    return _plain(ans.strip().rstrip("。.！!"))
-
-
 def _holds(text: str, ans: str) -> bool:
     """Does ``text`` give the answer ``ans``: every hard value of it verbatim (backticks, bold, case and spacing
     aside), or, for an answer without values, :data:`MIN_WORDING` of its character bigrams?"""
