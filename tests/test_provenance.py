@@ -1,9 +1,11 @@
 """05's provenance gate: a trained value moved to another question is stopped; a value from a pair about the same
-question, a value no pair names, and an answer that names nothing pass."""
+question, a value no pair names, and an answer that names nothing pass. And the other source a value can have: the
+chunk in a fine-tuned + RAG prompt (``evaluate.context_grounding``)."""
 
 from tunebook import evaluate
 from tunebook.outcomes import ABSTAIN_ANSWER
-from tunebook.provenance import TrainedValues, overlap, stems
+from tunebook.provenance import TrainedValues, grounded, overlap, stems
+from tunebook.retrieval import Index
 
 
 def _row(q, a):
@@ -58,3 +60,64 @@ def test_values_no_pair_names_and_abstentions_are_not_its_business():
     assert trained.transplanted("30 days", q, 0.1) == []  # made up or right: the confidence gate's and the judge's
     assert trained.transplanted("The trial is free.", q, 0.1) == []  # names no value
     assert evaluate.provenance_gate(ABSTAIN_ANSWER["en"], q, trained, 0.1) == ABSTAIN_ANSWER["en"]
+
+
+# the chunk 05 put in a fine-tuned + RAG prompt (samples/docs, en/licensing.md, shortened)
+LICENSING = ("Brindlewatt starts in trial mode. The trial lasts 30 days and allows every feature of the Professional "
+             "edition.\nLicense keys are 25 characters long and start with `OTB-`.\n"
+             "| Edition | Price |\n|---|---|\n| Professional | 1,200 EUR per seat |")
+
+
+def test_an_answer_read_off_a_sentence_about_the_question_is_grounded():
+    assert grounded("30 days", "What is the default trial period for Brindlewatt?", LICENSING)  # demo-s14a, unseen
+    assert grounded("Keys start with `OTB-`.", "What is the format of Brindlewatt license keys?", LICENSING)
+    assert grounded("1200 EUR", "How much is a Professional seat?", LICENSING)  # a table row; numbers by value
+
+
+def test_copied_values_that_do_not_answer_the_question_are_not_grounded():
+    # the value is in the chunk, but in a sentence about something else (keys, not the trial)
+    assert not grounded("It lasts `OTB-`.", "How many days is the trial?", LICENSING)
+    # "25" stands in a sentence that shares a word with the question ("long"), but as 25 characters, not days
+    assert not grounded("25 days", "How long is the trial?", LICENSING)
+    assert grounded("A 30-day trial.", "How long is the trial?", LICENSING.replace("30 days", "30-day period"))
+    # the question names a parameter the chunk never names (an out-of-docs question): nothing the answer copies counts
+    assert not grounded("30 days", "What is the default `trial_grace` in Licensing?", LICENSING)
+    # no value, or no chunk: nothing to check against
+    assert not grounded("The trial is generous.", "How long is the trial?", LICENSING)
+    assert not grounded("30 days", "How long is the trial?", "")
+    # a term every page uses says nothing about which sentence answers: left out by the caller's common terms
+    assert grounded("30 days", "Brindlewatt trial?", LICENSING)
+    assert not grounded("`OTB-`", "Brindlewatt trial?", LICENSING, common=frozenset({"brindlewatt"}))
+
+
+def test_compare_lets_a_grounded_rag_answer_through_the_gates(monkeypatch):
+    chunks = [{"id": "lic", "text": LICENSING}, {"id": "cli", "text": "`bwatt run` solves a power flow.\n"
+                                                                       "`--threads` defaults to 4."}]
+    index = Index.build(chunks)
+    questions = ["What is the default trial period for Brindlewatt?", "How long is the Brindlewatt trial?",
+                 "What is the default `trial_grace` of Brindlewatt?"]
+    said = {"tuned": ["366 days", "366 days", "7 days"], "tuned_rag": ["30 days", "25 days", "30 days"]}
+
+    def fake(model, tok, prompts, max_new_tokens, batch_size, adapter, desc="", **kw):
+        key = "tuned_rag" if adapter and "excerpts" in prompts[0] else "tuned" if adapter else None
+        return (said[key] if key else ["base"] * len(prompts)), [0.1] * len(prompts)  # every answer unsure
+
+    monkeypatch.setattr(evaluate, "generate_scored", fake)
+    eval_rows = [{"id": f"q{i}", "split": "unseen", "messages": [{"role": "user", "content": q},
+                                                                 {"role": "assistant", "content": "30 days"}]}
+                 for i, q in enumerate(questions)]
+    on = evaluate.compare(None, None, eval_rows, 8, 2, rag_index=index, rag_k=1, abstain_below=0.4,
+                          context_grounding=True)
+    assert on[0]["tuned_rag"] == "30 days" and on[0]["tuned_rag_grounded"] is True
+    assert on[0]["tuned"] == ABSTAIN_ANSWER["en"] and "tuned_grounded" not in on[0]  # closed-book: no chunk
+    assert on[1]["tuned_rag"] == ABSTAIN_ANSWER["en"]  # "25 days" is not in the chunk
+    assert on[2]["tuned_rag"] == ABSTAIN_ANSWER["en"]  # `trial_grace` is not in the chunk
+    off = evaluate.compare(None, None, eval_rows, 8, 2, rag_index=index, rag_k=1, abstain_below=0.4)
+    assert [r["tuned_rag"] for r in off] == [ABSTAIN_ANSWER["en"]] * 3 and "tuned_rag_grounded" not in off[0]
+
+
+def test_common_terms_are_the_words_most_chunks_share():
+    index = Index.build([{"id": str(i), "text": t} for i, t in enumerate(
+        ["Brindlewatt trial lasts 30 days.", "Brindlewatt dashboard port 7432.", "Brindlewatt keys start OTB-.",
+         "The solver stops after 60 iterations."])])
+    assert index.common_terms() == {"brindlewatt"}

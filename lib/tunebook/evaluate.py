@@ -71,6 +71,8 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
             out[f"{c}_invents"] = out[f"{c}_outcomes"]["invents"]
         if any(r.get(f"{c}_ungated") is not None for r in rows):  # the confidence gate was on
             out[f"{c}_gated"] = round(sum(r.get(f"{c}_ungated") not in (None, r[c]) for r in rows) / len(rows), 4)
+        if any(f"{c}_grounded" in r for r in rows):  # evaluate.context_grounding let some through
+            out[f"{c}_grounded"] = round(sum(bool(r.get(f"{c}_grounded")) for r in rows) / len(rows), 4)
     for m in ("judge", "rouge_l"):
         if f"base_{m}" in out and f"tuned_{m}" in out:
             d = paired_delta_ci([r.get(f"tuned_{m}") for r in rows], [r.get(f"base_{m}") for r in rows],
@@ -139,8 +141,8 @@ def save_metrics(metrics: dict[str, Any], eval_dir: Path) -> Path:
 
 def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "",
             rag_index=None, rag_k: int = 2, server=None, abstain_below: float = 0.0,
-            train_rows: list[dict] | None = None, provenance_below: float = 0.0, draft_search: bool = False
-            ) -> list[dict]:
+            train_rows: list[dict] | None = None, provenance_below: float = 0.0, draft_search: bool = False,
+            context_grounding: bool = False) -> list[dict]:
     """Every eval question answered under each condition (:data:`CONDITIONS`; the RAG ones only with an index),
     greedily, with ROUGE-L and character F1 against the reference. Each answer's confidence is kept
     (``<condition>_confidence``); with ``abstain_below`` > 0 the fine-tuned student's answers below it are replaced
@@ -148,32 +150,18 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     ``provenance_below`` > 0 and the run's ``train_rows``, so are its answers whose trained values all come from
     pairs about other questions (:func:`provenance_gate`). With ``draft_search`` the fine-tuned + RAG prompts also
     hold the chunks found with the student's closed-book answer added to the question
-    (:meth:`~tunebook.retrieval.Index.search_with_drafts`; ``tuned_rag_chunks``, ``tuned_rag_hit``)."""
-    from .provenance import TrainedValues
-    from .retrieval import hit_rate, rag_prompt
+    (:meth:`~tunebook.retrieval.Index.search_with_drafts`; ``tuned_rag_chunks``, ``tuned_rag_hit``). With
+    ``context_grounding`` a fine-tuned answer given with chunks passes both gates when it reads its values from them
+    (:func:`tunebook.provenance.grounded`; marked ``<condition>_grounded``): the gates guard what the student recalls,
+    and a value copied from the chunk in its prompt is not recalled."""
+    from .provenance import TrainedValues, grounded
+    from .retrieval import hit_rate
 
     trained = TrainedValues(train_rows) if provenance_below > 0 and train_rows else None
-
     questions = [r["messages"][0]["content"] for r in eval_rows]
     refs = [r["messages"][-1]["content"] for r in eval_rows]
-    prompts = {False: questions}
-    found: list[list[int]] = []
-    if rag_index is not None:
-        found = rag_index.search(questions, rag_k)
-        prompts[True] = [rag_prompt(q, rag_index.context(idx)) for q, idx in zip(questions, found)]
-    answers, confidence = {}, {}
-    guided: list[list[int]] = []
-    for cond, (adapter, rag) in CONDITIONS.items():
-        if rag in prompts:
-            todo = prompts[rag]
-            if cond == "tuned_rag" and draft_search:  # the closed-book answers ("tuned") came first
-                guided = rag_index.search_with_drafts(questions, answers["tuned"], rag_k)
-                todo = [rag_prompt(q, rag_index.context(idx)) for q, idx in zip(questions, guided)]
-            answers[cond], confidence[cond] = generate_scored(
-                model, tok, todo, max_new_tokens, batch_size, adapter=adapter, system_prompt=system_prompt,
-                desc=CONDITION_LABELS[cond], server=server)
-    if "tuned_rag" in answers:
-        answers["surer"], confidence["surer"] = surer(answers, confidence)
+    answers, confidence, contexts, found, guided = _answer_all(
+        model, tok, questions, max_new_tokens, batch_size, system_prompt, rag_index, rag_k, server, draft_search)
     rows = []
     for i, (r, q, ref) in enumerate(zip(eval_rows, questions, refs)):
         row = {"id": r["id"], "source": r.get("source", ""), "chunk_id": r.get("chunk_id", ""),
@@ -183,7 +171,12 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
             a, conf = ans[i], confidence[cond][i]
             if CONDITIONS[cond][0] and (abstain_below > 0 or trained):  # the gates are the fine-tuned student's
                 row[f"{cond}_ungated"] = a
-                a = provenance_gate(gate(a, conf, abstain_below, q), q, trained, provenance_below)
+                gated = provenance_gate(gate(a, conf, abstain_below, q), q, trained, provenance_below)
+                ctx = contexts[cond][i] if context_grounding and cond in contexts else ""
+                if gated != a and ctx and grounded(a, q, ctx, rag_index.common_terms(), rag_index.tokenizer):
+                    row[f"{cond}_grounded"] = True  # a gate would have stopped it; the chunk backs it
+                else:
+                    a = gated
             row[cond] = a
             row[f"{cond}_confidence"] = conf
             row[f"{cond}_rouge_l"] = round(rouge_l(a, ref), 4)
@@ -196,6 +189,40 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
             row["tuned_rag_hit"] = hit_rate([guided[i]], rag_index, [row["chunk_id"]])
         rows.append(row)
     return rows
+
+
+def _answer_all(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, system_prompt: str,
+                rag_index, rag_k: int, server, draft_search: bool):
+    """:func:`compare`'s answers: per condition the answers and their confidences, per RAG condition the chunks each
+    prompt held, and the chunks found with the question (``found``) and with the draft too (``guided``)."""
+    from .retrieval import rag_prompt
+
+    prompts = {False: questions}
+    found: list[list[int]] = []
+    contexts: dict[str, list[str]] = {}  # per RAG condition, the chunks each prompt held
+    if rag_index is not None:
+        found = rag_index.search(questions, rag_k)
+        contexts["rag"] = [rag_index.context(idx) for idx in found]
+        prompts[True] = [rag_prompt(q, c) for q, c in zip(questions, contexts["rag"])]
+    answers, confidence = {}, {}
+    guided: list[list[int]] = []
+    for cond, (adapter, rag) in CONDITIONS.items():
+        if rag in prompts:
+            todo = prompts[rag]
+            if rag:
+                contexts[cond] = contexts["rag"]
+            if cond == "tuned_rag" and draft_search:  # the closed-book answers ("tuned") came first
+                guided = rag_index.search_with_drafts(questions, answers["tuned"], rag_k)
+                contexts[cond] = [rag_index.context(idx) for idx in guided]
+                todo = [rag_prompt(q, c) for q, c in zip(questions, contexts[cond])]
+            answers[cond], confidence[cond] = generate_scored(
+                model, tok, todo, max_new_tokens, batch_size, adapter=adapter, system_prompt=system_prompt,
+                desc=CONDITION_LABELS[cond], server=server)
+    if "tuned_rag" in answers:
+        answers["surer"], confidence["surer"] = surer(answers, confidence)
+        contexts["surer"] = [c if surer_pick(t, tr) == "tuned_rag" else ""
+                             for c, t, tr in zip(contexts["tuned_rag"], confidence["tuned"], confidence["tuned_rag"])]
+    return answers, confidence, contexts, found, guided
 
 
 def provenance_gate(answer: str, question: str, trained, below: float) -> str:
@@ -342,6 +369,8 @@ def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
         gated = r.get(f"{c}_ungated") not in (None, r[c])
         if gated:
             notes.append(f"gated; said: {r[c + '_ungated']}")
+        elif r.get(f"{c}_grounded"):
+            notes.append("unsure, but read off the chunk: kept")
         return (f"<td style='text-align:left;vertical-align:top'>{html.escape(r[c])}"
                 f"<br><small><i>{html.escape(' · '.join(notes))}</i></small></td>")
 

@@ -132,6 +132,11 @@ def mentions(text: str, value: str) -> bool:
     return bool(re.search(rf"([`'\"‘“]){name}[`'\"’”]|(?<![\w-]){name}\s*(?:flag|option|switch|参数|选项)", text))
 
 
+def names(text: str, value: str) -> bool:
+    """``text`` names ``value``: a number by value ("4,000" in "4000"), anything else as :func:`mentions` reads it."""
+    return _known(value, text.lower(), _nums(text))
+
+
 def _known(value: str, sources: str, source_numbers: list[float]) -> bool:
     n = _num(value)
     if n is not None and _NUMBER.fullmatch(value):

@@ -1,4 +1,4 @@
-"""Where a fine-tuned answer's values come from: the run's own training pairs.
+"""Where a fine-tuned answer's values come from: the run's own training pairs, or the chunks in its prompt.
 
 A small student that has learned "the simulation limit is 366 days" answers "366 days" when asked about the trial
 period, and is sure of it — the confidence gate (:func:`tunebook.answering.gate`) cannot see such a *transplanted*
@@ -13,9 +13,9 @@ import functools
 import re
 from typing import Iterable
 
-from .outcomes import mentions, new_values
+from .outcomes import mentions, names, new_values, quantities, values
 from .pairs import answer, question
-from .retrieval import Tokenizer, terms
+from .retrieval import Tokenizer, term_set, terms
 
 
 def stems(text: str, tokenizer: Tokenizer = "jieba") -> set[str]:
@@ -75,3 +75,28 @@ class TrainedValues:
                 return []  # one value comes from a pair about this very question: the answer is grounded
             found.append(v)
         return found
+
+
+_SENTENCE = re.compile(r"\n|(?<=[。！？；])|(?<=[.!?;])\s")
+
+
+def grounded(text: str, asked: str, context: str, common: frozenset[str] = frozenset(),
+             tokenizer: Tokenizer = "jieba") -> bool:
+    """``text`` (an answer given with ``context``, a RAG prompt's chunks, in it) reads its values from the context:
+    it names at least one value ``asked`` does not, each of them stands in a sentence (or table row) of the context
+    that shares a term with the question — ``common`` terms (:meth:`tunebook.retrieval.Index.common_terms`) and
+    one-character words aside — and every value the question names (`max_memory`, a flag) is in the context. A
+    question about a parameter the chunk never names is not grounded, nor is a value copied from a sentence that
+    shares no term with the question — one generic shared word ("how *long* is the trial" and "keys are 25
+    characters *long*") is enough, so a copied number must also keep its unit."""
+    said = new_values(text, asked)
+    if not context or not said or not all(names(context, v) for v in values(asked)):
+        return False
+    want = {t for t in term_set(asked, tokenizer) if len(t) > 1} - common
+    about = [s for s in _SENTENCE.split(context) if s.strip() and want & term_set(s, tokenizer)]
+    # a number with a unit needs that unit there too ("25 days" is not read off "25 characters"; "30-day" counts)
+    there = {q for s in about for q in quantities(_HYPHEN.sub(r"\1 ", s))}
+    return all(any(names(s, v) for s in about) for v in said) and set(quantities(text)) <= there
+
+
+_HYPHEN = re.compile(r"(\d)-(?=[^\W\d])")

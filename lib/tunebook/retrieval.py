@@ -47,6 +47,7 @@ class Index:
     texts: list[str]
     tokenizer: Tokenizer
     _bm25: object = None
+    _common: frozenset[str] | None = None
 
     @classmethod
     def build(cls, chunks: list[dict], tokenizer: Tokenizer = "jieba") -> "Index":
@@ -90,6 +91,16 @@ class Index:
         plain = self.search(questions, k)
         guided = self.search([f"{q}\n{d}" for q, d in zip(questions, drafts)], k)
         return [list(dict.fromkeys(a + b)) for a, b in zip(plain, guided)]
+
+    def common_terms(self, share: float = 0.5) -> frozenset[str]:
+        """Terms in at least ``share`` of the chunks (and in two): the product's and the docs' own words, which say
+        what every page is about rather than which fact a question asks for."""
+        if self._common is None:
+            from collections import Counter
+
+            df = Counter(t for text in self.texts for t in term_set(text, self.tokenizer))
+            self._common = frozenset(t for t, n in df.items() if n >= max(2, share * len(self.texts)))
+        return self._common
 
     def context(self, idx: list[int]) -> str:
         return "\n\n---\n\n".join(self.texts[i] for i in idx) or "(no excerpt matches this question)"

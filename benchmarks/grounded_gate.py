@@ -1,0 +1,177 @@
+"""Should a fine-tuned + RAG answer that reads its values from the chunk in its prompt pass 05's gates?
+
+05's gates (the confidence gate, ``evaluate.abstain_below``; the provenance gate, ``evaluate.provenance_below``) turn
+the fine-tuned student's unsure or transplanted answers into "the docs don't cover this". They were built for what
+the student *recalls*; with the retrieved chunk in its prompt they stop answers copied from it too ("30 days" for
+the trial period of a page it never trained on, read off that very page). ``evaluate.context_grounding`` lets an
+answer through when :func:`tunebook.outcomes.grounded` holds: every value it names (and every value the question
+names) is in the prompt's chunks, each in a sentence that shares a term with the question. The looser rule — the
+values anywhere in the chunks — is measured beside it (``--rule anywhere``).
+
+Needs no new answer: a finished run keeps each gated answer as ``<condition>_ungated`` and the ids of the chunks
+its prompt held. Each run is re-gated offline; the answers that change are judged by the run's teacher (start it
+first, as 01 would: the judge cache is copied, the run dir is not touched). Baseline (the run as judged) and the
+lever in the same table, per run and pooled per corpus with paired, fact-level 95 % intervals.
+
+    .venv/bin/python benchmarks/grounded_gate.py --label samples/docs outputs/demo-s1[1-4]*
+    .venv/bin/python benchmarks/grounded_gate.py --label CloudPSS outputs/s1[2-5]cps*-today
+
+Prints per run and pooled: recall / unseen / out-of-docs judge and invented-value rate of fine-tuned + RAG and of
+the surer of ± RAG, before → after, and how many answers the lever let through; writes the table as JSON to
+benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from tunebook import evaluate  # noqa: E402
+from tunebook.evaluate import fact_group  # noqa: E402
+from tunebook.jsonio import read_jsonl  # noqa: E402
+from tunebook.outcomes import names, new_values, values  # noqa: E402
+from tunebook.provenance import grounded  # noqa: E402
+from tunebook.retrieval import Index  # noqa: E402
+from tunebook.serve import Teacher  # noqa: E402
+from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
+
+LEVER = ("tuned_rag", "surer")  # the answers given with chunks (surer: when it picked the RAG answer)
+SCORED = ("_judge", "_verdicts", "_outcome", "_exact_values")
+SPLITS = ("recall", "unseen", "outofdocs")
+
+
+def context(row: dict, cond: str, chunks: dict[str, str]) -> str:
+    """The chunks the ``cond`` answer's prompt held, as 05 joined them ("" for a closed-book surer pick)."""
+    if cond == "surer" and evaluate.surer_pick(row.get("tuned_confidence"), row.get("tuned_rag_confidence")) != "tuned_rag":
+        return ""
+    ids = row.get("tuned_rag_chunks") or row.get("rag_chunks") or []
+    return "\n\n---\n\n".join(chunks[i] for i in ids if i in chunks)
+
+
+def anywhere(text: str, asked: str, ctx: str) -> bool:
+    """The looser rule: every value the answer names (and the question's) is somewhere in the chunks."""
+    said = new_values(text, asked)
+    return bool(ctx and said) and all(names(ctx, v) for v in said + values(asked))
+
+
+def regated(rows: list[dict], chunks: dict[str, str], index: Index, rule: str = "sentence") -> tuple[list[dict], int]:
+    """The rows as 05 would have written them with ``context_grounding``: a gated answer that is grounded in its
+    prompt's chunks is put back (its scores dropped, to be judged); how many were."""
+    out, passed = copy.deepcopy(rows), 0
+    for r in out:
+        for c in LEVER:
+            said, ctx = r.get(f"{c}_ungated"), context(r, c, chunks)
+            if said is None or said == r.get(c) or not ctx:
+                continue
+            ok = (anywhere(said, r["question"], ctx) if rule == "anywhere" else
+                  grounded(said, r["question"], ctx, index.common_terms(), index.tokenizer))
+            if not ok:
+                continue
+            r[c], r[f"{c}_grounded"] = said, True
+            for k in SCORED:
+                r.pop(c + k, None)
+            passed += 1
+    return out, passed
+
+
+def split_numbers(rows: list[dict]) -> dict:
+    m = {}
+    for s in SPLITS:
+        part = [r for r in rows if r.get("split") == s]
+        if not part:
+            continue
+        summary = evaluate.summarize(part)
+        m[s] = {"n": len(part), **{f"{c}_{k}": summary.get(f"{c}_{k}") for c in ("tuned", "rag", *LEVER)
+                                    for k in ("judge", "invents")}}
+    return m
+
+
+def pooled(pairs: list[tuple[str, list[dict], list[dict]]], split: str) -> dict:
+    """Before vs after over every run's ``split`` questions: means and paired differences by fact."""
+    b_rows = [(run, r) for run, before, _ in pairs for r in before if r.get("split") == split]
+    a_rows = [r for _, _, after in pairs for r in after if r.get("split") == split]
+    groups = [f"{run}:{fact_group(r)}" for run, r in b_rows]
+    out = {"n": len(b_rows)}
+    for c in LEVER:
+        b = [r.get(f"{c}_judge") for _, r in b_rows]
+        a = [r.get(f"{c}_judge") for r in a_rows]
+        out[c] = {"before": mean_ci(b, groups=groups), "after": mean_ci(a, groups=groups),
+                  "delta": paired_delta_ci(a, b, groups=groups),
+                  "invents_before": _share([r.get(f"{c}_outcome") for _, r in b_rows], "invents"),
+                  "invents_after": _share([r.get(f"{c}_outcome") for r in a_rows], "invents")}
+    for c in ("tuned", "rag"):
+        out[c] = mean_ci([r.get(f"{c}_judge") for _, r in b_rows], groups=groups)
+    return out
+
+
+def _share(outcomes: list, which: str) -> float | None:
+    seen = [o for o in outcomes if o is not None]
+    return round(sum(o == which for o in seen) / len(seen), 3) if seen else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="finished, judged run dirs (05 with a gate on)")
+    ap.add_argument("--label", default="", help="the corpus, for the printed table and the JSON file's name")
+    ap.add_argument("--rule", choices=("sentence", "anywhere"), default="sentence",
+                    help="sentence: 05's rule (provenance.grounded); anywhere: the values anywhere in the chunks")
+    a = ap.parse_args(argv)
+    table, pairs = [], []
+    for run in a.runs:
+        gen = run / "eval" / evaluate.GENERATIONS_FILE
+        if not gen.is_file():
+            print(f"{run.name}: no eval/{evaluate.GENERATIONS_FILE}, skipped")
+            continue
+        before = list(read_jsonl(gen))
+        if not any("tuned_rag_ungated" in r for r in before):
+            print(f"{run.name}: no gated fine-tuned + RAG answers kept (gates off or no RAG), skipped")
+            continue
+        rows = list(read_jsonl(run / "data" / "chunks.jsonl"))
+        chunks = {c["id"]: c["text"] for c in rows}
+        after, passed = regated(before, chunks, Index.build(rows), a.rule)
+        if passed:
+            with tempfile.TemporaryDirectory() as scratch:  # the run's judge cache, not the run dir
+                cache = run / "eval" / "judge_cache.jsonl"
+                if cache.is_file():
+                    shutil.copy(cache, Path(scratch) / cache.name)
+                evaluate.score([{k: v for k, v in r.items()} for r in after], Teacher.load(run), Path(scratch))
+                after = list(read_jsonl(Path(scratch) / evaluate.GENERATIONS_FILE))
+        pairs.append((run.name, before, after))
+        row = {"run": run.name, "passed": passed, "before": split_numbers(before), "after": split_numbers(after)}
+        table.append(row)
+        f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+        cells = [f"{s} {c} {f(row['before'][s][c + '_judge'])}→{f(row['after'][s][c + '_judge'])}"
+                 f" (invents {f(row['before'][s][c + '_invents'])}→{f(row['after'][s][c + '_invents'])})"
+                 for s in SPLITS if s in row["before"] for c in LEVER]
+        print(f"{run.name}: {passed} let through · " + " · ".join(cells), flush=True)
+    if not pairs:
+        sys.exit("no run with gated fine-tuned + RAG answers among the given dirs")
+    summary = {s: pooled(pairs, s) for s in SPLITS}
+    print(f"\npooled over {len(pairs)} runs ({a.label or 'runs given'}, rule: {a.rule}), judge 0–5 with 95 % CI, paired by fact:")
+    for s, p in summary.items():
+        if not p["n"]:
+            continue
+        print(f"  {s} (n={p['n']}): fine-tuned {fmt(p['tuned'])} · base + RAG {fmt(p['rag'])}")
+        for c in LEVER:
+            q = p[c]
+            print(f"    {c:10s} {fmt(q['before'])} → {fmt(q['after'])}   Δ {fmt(q['delta'])}   "
+                  f"invents {q['invents_before']} → {q['invents_after']}")
+    name = f"grounded_gate-{(a.label or 'runs').replace('/', '_')}-{a.rule}-{date.today()}.json"
+    out = ROOT / "benchmarks" / "results" / name
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"runs": table, "pooled": summary}, indent=2, ensure_ascii=False))
+    print(f"\nwrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
