@@ -113,6 +113,19 @@ def pooled(pairs: list[tuple[str, list[dict], list[dict]]], split: str) -> dict:
     return out
 
 
+def at_or_above_both(table: list[dict]) -> dict[str, tuple[int, int, int]]:
+    """Issue #16's per-run target "fine-tuned + RAG ≥ both" (and the surer's), before and after: how many runs meet it."""
+    out = {}
+    for c in LEVER:
+        def meets(m: dict) -> bool:
+            r = m.get("recall") or {}
+            return None not in (r.get(f"{c}_judge"), r.get("tuned_judge")) and \
+                r[f"{c}_judge"] >= max(r["tuned_judge"], r.get("rag_judge") or 0)
+        runs = [t for t in table if (t["before"].get("recall") or {}).get("n")]
+        out[c] = (sum(meets(t["before"]) for t in runs), sum(meets(t["after"]) for t in runs), len(runs))
+    return out
+
+
 def _share(outcomes: list, which: str) -> float | None:
     seen = [o for o in outcomes if o is not None]
     return round(sum(o == which for o in seen) / len(seen), 3) if seen else None
@@ -156,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     if not pairs:
         sys.exit("no run with gated fine-tuned + RAG answers among the given dirs")
     summary = {s: pooled(pairs, s) for s in SPLITS}
+    summary["runs_at_or_above_both"] = at_or_above_both(table)
     print(f"\npooled over {len(pairs)} runs ({a.label or 'runs given'}, rule: {a.rule}), judge 0–5 with 95 % CI, paired by fact:")
-    for s, p in summary.items():
+    for s in SPLITS:
+        p = summary[s]
         if not p["n"]:
             continue
         print(f"  {s} (n={p['n']}): fine-tuned {fmt(p['tuned'])} · base + RAG {fmt(p['rag'])}")
@@ -167,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"invents {q['invents_before']} → {q['invents_after']}")
     name = f"grounded_gate-{(a.label or 'runs').replace('/', '_')}-{a.rule}-{date.today()}.json"
     out = ROOT / "benchmarks" / "results" / name
+    for c, (b, n, k) in summary["runs_at_or_above_both"].items():
+        print(f"  runs where {c} ≥ both fine-tuned and base + RAG on recall: {b} → {n} of {k}")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"runs": table, "pooled": summary}, indent=2, ensure_ascii=False))
     print(f"\nwrote {out.relative_to(ROOT)}")
