@@ -56,7 +56,8 @@ ALT_CORPUS = ROOT / "tests" / "data" / "corpus_alt"
 E2E_PORT = 18810
 CI_RUN_ARGS = ["--profile", "ci", "--corpus", str(ALT_CORPUS), "-p", "synth.reproducible=true",
                "-p", "train.max_steps=6", "-p", f"serve.port={E2E_PORT}",
-               "-p", "evaluate.engine=llama.cpp"]  # the newcomer path runs the default engine (transformers)
+               "-p", "evaluate.engine=llama.cpp",  # the newcomer path runs the default engine (transformers)
+               "-p", 'evaluate.ask=["What is this project about?"]']  # 05's "Ask your own"
 
 
 @pytest.fixture(scope="session")

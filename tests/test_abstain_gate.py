@@ -96,3 +96,15 @@ def test_confidence_is_the_lowest_probability_of_a_chosen_token(smollm2_gguf):
             logits = model(torch.tensor([ids_p + own])).logits[0, len(ids_p) - 1:-1]
             lp = torch.log_softmax(logits.float(), -1)[torch.arange(len(own)), torch.tensor(own)]
         assert abs(math.exp(float(lp.min())) - c) < 2e-3, (a, c)
+
+
+def test_your_own_questions_are_answered_like_the_eval_without_a_score(monkeypatch):
+    monkeypatch.setattr(evaluate, "generate_scored",
+                        lambda model, tok, prompts, n, b, adapter, **kw: ([f"{'tuned' if adapter else 'base'} says 8080"]
+                                                                          * len(prompts), [0.9] * len(prompts)))
+    rows = evaluate.question_rows(["Which port?", "  ", "默认端口是多少？"])
+    assert [r["split"] for r in rows] == ["ask", "ask"] and rows[1]["messages"][0]["content"] == "默认端口是多少？"
+    answered = evaluate.compare(None, None, rows, 8, 2, abstain_below=0.4)
+    assert [r["tuned"] for r in answered] == ["tuned says 8080"] * 2 and answered[0]["reference"] == ""
+    html = evaluate.side_by_side_html(answered)
+    assert "tuned says 8080" in html and "ROUGE-L" not in html  # no reference: no score shown

@@ -101,7 +101,9 @@ def test_notebooks_ran_clean_with_plots_and_reports(ci_run):
     assert len(pngs) == 1, "04 ends with exactly one loss plot"
     assert "data:image/png;base64" in (run_dir / "reports" / "04_train.html").read_text()
     nb5 = nbformat.read(str(run_dir / "notebooks" / "05_eval_export.ipynb"), as_version=4)
-    assert any("tunebook-compare" in o.get("data", {}).get("text/html", "") for o in _outputs(nb5))
+    tables = [o.get("data", {}).get("text/html", "") for o in _outputs(nb5)]
+    assert any("tunebook-compare" in h for h in tables)
+    assert any("What is this project about?" in h for h in tables)  # evaluate.ask, answered four ways
 
 
 def test_progress_bars_end_at_100_percent(ci_run):

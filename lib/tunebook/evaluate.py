@@ -139,6 +139,13 @@ def save_metrics(metrics: dict[str, Any], eval_dir: Path) -> Path:
     return write_json(metrics, Path(eval_dir) / METRICS_FILE)
 
 
+def question_rows(questions: list[str]) -> list[dict]:
+    """Questions of one's own (``evaluate.ask``) as eval rows :func:`compare` takes: split ``ask``, no reference."""
+    return [{"id": f"ask-{i}", "split": "ask", "messages": [{"role": "user", "content": q},
+                                                            {"role": "assistant", "content": ""}]}
+            for i, q in enumerate(q for q in questions if q.strip())]
+
+
 def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "",
             rag_index=None, rag_k: int = 2, server=None, abstain_below: float = 0.0,
             train_rows: list[dict] | None = None, provenance_below: float = 0.0, draft_search: bool = False,
@@ -359,7 +366,7 @@ def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
         return f"<td style='text-align:left;vertical-align:top'>{html.escape(text)}</td>"
 
     def answer(r: dict, c: str) -> str:
-        notes = [f"ROUGE-L {r[c + '_rouge_l']:.2f}"] if r.get(f"{c}_rouge_l") is not None else []
+        notes = [f"ROUGE-L {r[c + '_rouge_l']:.2f}"] if r.get(f"{c}_rouge_l") is not None and r["reference"] else []
         if r.get(f"{c}_judge") is not None:
             notes.append(f"judge {r[c + '_judge']:.1f}")
         if r.get(f"{c}_outcome"):

@@ -204,6 +204,7 @@ class EvalSettings(_Section):
     general_prompts: int = Field(30, ge=0)  # how many of params/prompts/general.yaml to ask (0: all)
     export_adapter: bool = True
     export_merged: bool = True
+    ask: list[str] = []  # your own questions: 05 answers them four ways after the eval (no reference, so no score)
     gguf_types: list[str] = ["q8_0", "q4_k_m"]
     export_modelfile: bool = True
     verify_gguf: list[str] = ["f16", "q8_0"]  # served back and asked verify_questions (q4_k_m: add it)
