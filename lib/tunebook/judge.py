@@ -146,7 +146,10 @@ def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference
       value the reference lacks while saying little of the fact beyond the question's words
       (:func:`text.grounding_beyond` < ``overlap`` − 0.3): then "stated" is "missing" (the judge read an invented
       file name as "an empty template", an invented URL as "the current platform's address"; the labeled stated
-      facts of this kind say 0.33–0.43 of theirs).
+      facts of this kind say 0.33–0.43 of theirs) — or says next to nothing of it beyond the question's words
+      (< ``overlap`` − 0.35, value or not): the base's generic answers on CloudPSS ("a tab list" for "the project
+      description and docs preview", another product's console steps, "是的，可以" for "可以，再次点击保存按钮…")
+      were called stated; every labeled stated fact without hard tokens says ≥ 0.18 of its own.
     """
     from .outcomes import abstains, degenerate, invented
     from .text import grounding, grounding_beyond
@@ -173,7 +176,7 @@ def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference
                 v = "missing"
             elif v == "missing" and share >= overlap + 0.2:
                 v = "stated"
-            elif v == "stated" and conflict and grounding_beyond(f, answer, question) < overlap - 0.3:
+            elif v == "stated" and grounding_beyond(f, answer, question) < overlap - (0.3 if conflict else 0.35):
                 v = "missing"  # "生成一份名为 `file_not_found.txt` 的文件" does not state "只包含注释的空模板"
         out.append(v)
     return out
