@@ -1,0 +1,118 @@
+"""How many of the teacher's rewordings can 03 use, per prompt variant and language?
+
+Rewordings carry the recipe (one asked in the recall eval, one trained: benchmarks/RESULTS.md), and 03 drops every
+paraphrase that is not a usable rewording of its question (:func:`tunebook.splitting.rewording`: a question, the
+question's language, not the answer, naming the question's values, no JSON debris). This asks 02's paraphrase
+request again for the questions of finished syntheses — the same request as 02 (:func:`tunebook.qa_requests.
+paraphrases`: schema-constrained JSON, a fixed seed per question; the baseline is asked again in the same run, not
+read from 02's output) — once per prompts folder, and counts per
+language: paraphrases usable, paraphrases that start with the template's placeholder ("..."), and questions with
+``k`` distinct usable ones (what 03 needs for one recall wording and one trained rewording). The first folder is the
+baseline (default: params/prompts).
+
+    .venv/bin/python benchmarks/paraphrase_yield.py outputs/demo-s16a outputs/cps-s16a \\
+        --prompts params/prompts,benchmarks/prompt_variants/paraphrase-example --lang zh
+
+Needs the runs' teacher on its port (as 01 starts it). Writes the table and every paraphrase (with its verdict) as JSON to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from tunebook import qa_requests, settings  # noqa: E402
+from tunebook.client import Client  # noqa: E402
+from tunebook.corpus import Chunk  # noqa: E402
+from tunebook.jsonio import read_jsonl  # noqa: E402
+from tunebook.serve import Teacher  # noqa: E402
+from tunebook.splitting import rewording  # noqa: E402
+from tunebook.text import is_chinese  # noqa: E402
+
+
+def questions(run: Path, lang: str, limit: int) -> list[tuple[dict, Chunk]]:
+    chunks = {c["id"]: Chunk(**{k: c[k] for k in Chunk.__dataclass_fields__}) for c in read_jsonl(run / "data" / "chunks.jsonl")}
+    out = []
+    for r in read_jsonl(run / "data" / "dataset.jsonl"):
+        q_lang = "zh" if is_chinese(r["instruction"]) else "en"
+        if r.get("kind", "fact") == "fact" and r["chunk_id"] in chunks and lang in ("all", q_lang):
+            out.append((r, chunks[r["chunk_id"]]))
+    return out[:limit] if limit else out
+
+
+async def ask_all(run: Path, items: list[tuple[dict, Chunk]], prompts: Path, cfg: settings.SynthSettings) -> list[list[str]]:
+    teacher = Teacher.load(run)
+    async with Client(teacher.base_url, teacher.api_key(), cfg.request_timeout, cfg.max_retries) as client:
+        sem = asyncio.Semaphore(max(1, teacher.capacity))
+
+        async def one(r: dict, chunk: Chunk) -> list[str]:
+            seed = qa_requests.seed_for(hashlib.sha256(r["instruction"].encode()).hexdigest())
+            async with sem:
+                try:
+                    return await qa_requests.paraphrases(client, teacher, r["instruction"], chunk, cfg, seed, prompts)
+                except Exception as e:  # noqa: BLE001 — a failed request counts as no paraphrase
+                    print(f"  request failed: {e}", file=sys.stderr)
+                    return []
+
+        return await asyncio.gather(*(one(r, c) for r, c in items))
+
+
+def count(items: list[tuple[dict, Chunk]], said: list[list[str]], k: int) -> dict[str, Counter]:
+    by: dict[str, Counter] = {}
+    for (r, _), ps in zip(items, said):
+        c = by.setdefault("zh" if is_chinese(r["instruction"]) else "en", Counter())
+        usable = {p for p in ps if rewording(p, r)}
+        c["questions"] += 1
+        c["paraphrases"] += len(ps)
+        c["usable"] += sum(rewording(p, r) for p in ps)
+        c["placeholder"] += sum(p.lstrip().startswith(("...", "…")) for p in ps)
+        c[f"questions_with_{k}_usable"] += len(usable) >= k
+    return by
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="run dirs with 02 done (data/dataset.jsonl, chunks.jsonl)")
+    ap.add_argument("--prompts", default="params/prompts", help="comma-separated prompts folders; the first is the baseline")
+    ap.add_argument("--lang", choices=("zh", "en", "all"), default="all")
+    ap.add_argument("--limit", type=int, default=0, help="questions per run (0: all)")
+    ap.add_argument("-k", type=int, default=2, help="paraphrases asked per question (synth.paraphrases)")
+    a = ap.parse_args(argv)
+    cfg = settings.SynthSettings(paraphrases=a.k)
+    table, said_by = [], {}
+    for folder in a.prompts.split(","):
+        prompts = (ROOT / folder).resolve()
+        total: dict[str, Counter] = {}
+        for run in a.runs:
+            items = questions(run, a.lang, a.limit)
+            said = asyncio.run(ask_all(run, items, prompts, cfg))
+            said_by.setdefault(folder, []).extend(
+                {"run": run.name, "question": r["instruction"], "paraphrases": ps,
+                 "usable": [rewording(p, r) for p in ps]} for (r, _), ps in zip(items, said))
+            for lang, c in count(items, said, a.k).items():
+                total.setdefault(lang, Counter()).update(c)
+                table.append({"prompts": folder, "run": run.name, "lang": lang, **c})
+        for lang, c in sorted(total.items()):
+            row = {"prompts": folder, "run": "all", "lang": lang, **c}
+            table.append(row)
+            print(f"{folder} [{lang}]: {c['usable']}/{c['paraphrases']} usable ({c['usable'] / max(1, c['paraphrases']):.0%}), "
+                  f"{c['placeholder']} start with the placeholder, {c[f'questions_with_{a.k}_usable']}/{c['questions']} "
+                  f"questions with {a.k} usable", flush=True)
+    out = ROOT / "benchmarks" / "results" / f"paraphrase_yield-{date.today()}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"table": table, "paraphrases": said_by}, indent=2, ensure_ascii=False))
+    print(f"wrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
