@@ -377,7 +377,7 @@ def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
         if gated:
             notes.append(f"gated; said: {r[c + '_ungated']}")
         elif r.get(f"{c}_grounded"):
-            notes.append("unsure, but read off the chunk: kept")
+            notes.append("a gate would have stopped it; read off the chunk: kept")
         return (f"<td style='text-align:left;vertical-align:top'>{html.escape(r[c])}"
                 f"<br><small><i>{html.escape(' · '.join(notes))}</i></small></td>")
 

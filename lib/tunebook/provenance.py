@@ -78,6 +78,7 @@ class TrainedValues:
 
 
 _SENTENCE = re.compile(r"\n|(?<=[。！？；])|(?<=[.!?;])\s")
+_HYPHEN = re.compile(r"(\d)-(?=[^\W\d])")  # "30-day" → "30 day": a quantity as quantities() reads it
 
 
 def grounded(text: str, asked: str, context: str, common: frozenset[str] = frozenset(),
@@ -98,5 +99,3 @@ def grounded(text: str, asked: str, context: str, common: frozenset[str] = froze
     there = {q for s in about for q in quantities(_HYPHEN.sub(r"\1 ", s))}
     return all(any(names(s, v) for s in about) for v in said) and set(quantities(text)) <= there
 
-
-_HYPHEN = re.compile(r"(\d)-(?=[^\W\d])")

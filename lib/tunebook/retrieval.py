@@ -92,14 +92,14 @@ class Index:
         guided = self.search([f"{q}\n{d}" for q, d in zip(questions, drafts)], k)
         return [list(dict.fromkeys(a + b)) for a, b in zip(plain, guided)]
 
-    def common_terms(self, share: float = 0.5) -> frozenset[str]:
-        """Terms in at least ``share`` of the chunks (and in two): the product's and the docs' own words, which say
-        what every page is about rather than which fact a question asks for."""
+    def common_terms(self) -> frozenset[str]:
+        """Terms in at least half of the chunks (and in two): the product's and the docs' own words, which say what
+        every page is about rather than which fact a question asks for. Counted once per index."""
         if self._common is None:
             from collections import Counter
 
             df = Counter(t for text in self.texts for t in term_set(text, self.tokenizer))
-            self._common = frozenset(t for t, n in df.items() if n >= max(2, share * len(self.texts)))
+            self._common = frozenset(t for t, n in df.items() if n >= max(2, len(self.texts) / 2))
         return self._common
 
     def context(self, idx: list[int]) -> str:
