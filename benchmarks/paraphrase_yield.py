@@ -6,8 +6,9 @@ question's language, not the answer, naming the question's values, no JSON debri
 request again for the questions of finished syntheses — the same request as 02 (:func:`tunebook.qa_requests.
 paraphrases`: schema-constrained JSON, a fixed seed per question; the baseline is asked again in the same run, not
 read from 02's output) — once per prompts folder, and counts per
-language: paraphrases usable, paraphrases that start with the template's placeholder ("..."), and questions with
-``k`` distinct usable ones (what 03 needs for one recall wording and one trained rewording). The first folder is the
+language: paraphrases usable, paraphrases that start with the template's placeholder ("..."), questions with ``k``
+distinct usable ones (what 03 needs for one recall wording and one trained rewording), and how much of the question's
+terms a usable one keeps (one that drops its subject — "中间区域显示了什么？" — passes 03 but asks something vague). The first folder is the
 baseline (default: params/prompts).
 
     .venv/bin/python benchmarks/paraphrase_yield.py outputs/demo-s16a outputs/cps-s16a \\
@@ -36,6 +37,7 @@ from tunebook.corpus import Chunk  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.serve import Teacher  # noqa: E402
 from tunebook.splitting import rewording  # noqa: E402
+from tunebook.retrieval import term_set  # noqa: E402
 from tunebook.text import is_chinese  # noqa: E402
 
 
@@ -76,6 +78,11 @@ def count(items: list[tuple[dict, Chunk]], said: list[list[str]], k: int) -> dic
         c["usable"] += sum(rewording(p, r) for p in ps)
         c["placeholder"] += sum(p.lstrip().startswith(("...", "…")) for p in ps)
         c[f"questions_with_{k}_usable"] += len(usable) >= k
+        asked = {t for t in term_set(r["instruction"]) if len(t) > 1}  # does a usable rewording still say what about?
+        for p in usable:
+            kept = len(asked & term_set(p)) / max(1, len(asked))
+            c["terms_kept_x100"] += round(100 * kept)
+            c["usable_keeping_half"] += kept >= 0.5
     return by
 
 
@@ -106,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             table.append(row)
             print(f"{folder} [{lang}]: {c['usable']}/{c['paraphrases']} usable ({c['usable'] / max(1, c['paraphrases']):.0%}), "
                   f"{c['placeholder']} start with the placeholder, {c[f'questions_with_{a.k}_usable']}/{c['questions']} "
-                  f"questions with {a.k} usable", flush=True)
+                  f"questions with {a.k} usable; usable ones keep {c['terms_kept_x100'] / max(1, c['usable']):.0f} % of the "
+                  f"question's terms on average, {c['usable_keeping_half']}/{c['usable']} keep half or more", flush=True)
     out = ROOT / "benchmarks" / "results" / f"paraphrase_yield-{date.today()}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"table": table, "paraphrases": said_by}, indent=2, ensure_ascii=False))
