@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lang", choices=("zh", "en", "all"), default="all")
     ap.add_argument("--limit", type=int, default=0, help="questions per run (0: all)")
     ap.add_argument("-k", type=int, default=2, help="paraphrases asked per question (synth.paraphrases)")
+    ap.add_argument("--label", default="", help="in the JSON file's name, so a second call the same day keeps the first")
     a = ap.parse_args(argv)
     cfg = settings.SynthSettings(paraphrases=a.k)
     table, said_by = [], {}
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{c['placeholder']} start with the placeholder, {c[f'questions_with_{a.k}_usable']}/{c['questions']} "
                   f"questions with {a.k} usable; usable ones keep {c['terms_kept_x100'] / max(1, c['usable']):.0f} % of the "
                   f"question's terms on average, {c['usable_keeping_half']}/{c['usable']} keep half or more", flush=True)
-    out = ROOT / "benchmarks" / "results" / f"paraphrase_yield-{date.today()}.json"
+    out = ROOT / "benchmarks" / "results" / f"paraphrase_yield-{a.label + '-' if a.label else ''}{date.today()}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"table": table, "paraphrases": said_by}, indent=2, ensure_ascii=False))
     print(f"wrote {out.relative_to(ROOT)}")
