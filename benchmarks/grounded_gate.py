@@ -49,12 +49,14 @@ SCORED = ("_judge", "_verdicts", "_outcome", "_exact_values")
 SPLITS = ("recall", "unseen", "outofdocs")
 
 
-def context(row: dict, cond: str, chunks: dict[str, str]) -> str:
-    """The chunks the ``cond`` answer's prompt held, as 05 joined them ("" for a closed-book surer pick)."""
+def context(row: dict, cond: str, index: Index) -> str:
+    """The chunks the ``cond`` answer's prompt held, joined as 05 joins them (:meth:`Index.context`; "" for a
+    closed-book surer pick or no chunk)."""
     if cond == "surer" and evaluate.surer_pick(row.get("tuned_confidence"), row.get("tuned_rag_confidence")) != "tuned_rag":
         return ""
     ids = row.get("tuned_rag_chunks") or row.get("rag_chunks") or []
-    return "\n\n---\n\n".join(chunks[i] for i in ids if i in chunks)
+    idx = [index.chunk_ids.index(i) for i in ids if i in index.chunk_ids]
+    return index.context(idx) if idx else ""
 
 
 def anywhere(text: str, asked: str, ctx: str) -> bool:
@@ -63,13 +65,13 @@ def anywhere(text: str, asked: str, ctx: str) -> bool:
     return bool(ctx and said) and all(names(ctx, v) for v in said + values(asked))
 
 
-def regated(rows: list[dict], chunks: dict[str, str], index: Index, rule: str = "sentence") -> tuple[list[dict], int]:
+def regated(rows: list[dict], index: Index, rule: str = "sentence") -> tuple[list[dict], int]:
     """The rows as 05 would have written them with ``context_grounding``: a gated answer that is grounded in its
     prompt's chunks is put back (its scores dropped, to be judged); how many were."""
     out, passed = copy.deepcopy(rows), 0
     for r in out:
         for c in LEVER:
-            said, ctx = r.get(f"{c}_ungated"), context(r, c, chunks)
+            said, ctx = r.get(f"{c}_ungated"), context(r, c, index)
             if said is None or said == r.get(c) or not ctx:
                 continue
             ok = (anywhere(said, r["question"], ctx) if rule == "anywhere" else
@@ -148,15 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         if not any("tuned_rag_ungated" in r for r in before):
             print(f"{run.name}: no gated fine-tuned + RAG answers kept (gates off or no RAG), skipped")
             continue
-        rows = list(read_jsonl(run / "data" / "chunks.jsonl"))
-        chunks = {c["id"]: c["text"] for c in rows}
-        after, passed = regated(before, chunks, Index.build(rows), a.rule)
+        after, passed = regated(before, Index.build(list(read_jsonl(run / "data" / "chunks.jsonl"))), a.rule)
         if passed:
             with tempfile.TemporaryDirectory() as scratch:  # the run's judge cache, not the run dir
                 cache = run / "eval" / "judge_cache.jsonl"
                 if cache.is_file():
                     shutil.copy(cache, Path(scratch) / cache.name)
-                evaluate.score([{k: v for k, v in r.items()} for r in after], Teacher.load(run), Path(scratch))
+                evaluate.score(after, Teacher.load(run), Path(scratch))
                 after = list(read_jsonl(Path(scratch) / evaluate.GENERATIONS_FILE))
         pairs.append((run.name, before, after))
         row = {"run": run.name, "passed": passed, "before": split_numbers(before), "after": split_numbers(after)}
