@@ -111,6 +111,21 @@ def test_a_single_clause_reference_is_its_own_fact_without_asking_the_teacher(tm
     assert facts == [["Capped at 2048 MB."], ["17"]]
 
 
+def test_a_parenthetical_with_its_own_value_is_a_fact_of_its_own():
+    """"4.2.1" for "Brindlewatt 版本是什么？" stated nothing of the one fact "…4.2.1（2025-03-14 发布）" (demo-s14b,
+    demo-s16a): the aside is a second fact, so the version alone is half the answer, not none of it."""
+    q = "Brindlewatt 版本是什么？"
+    ref = "Brindlewatt 的版本是 4.2.1（2025-03-14 发布）。"
+    facts = judge.asides(ref, q)
+    assert facts == ["Brindlewatt 的版本是 4.2.1。", "2025-03-14 发布"]
+    assert judge.check_verdicts(["missing", "missing"], facts, "4.2.1", ref, q) == ["stated", "missing"]
+    assert judge.check_verdicts(["missing"] * 2, facts, "Brindlewatt 的版本是 4.2.1（2025-03-14 发布）", ref, q) == \
+        ["stated", "stated"]
+    assert judge.asides("默认是 24 小时（`--horizon 24h`）。", "默认仿真时长是多少？") == ["默认是 24 小时。", "`--horizon 24h`"]
+    assert judge.asides("资源 ID（`RID`）中的项目ID和名称", "保存项目时需要填写哪些信息？") == ["资源 ID（`RID`）中的项目ID和名称"]
+    assert judge.asides("The cache (in MB) is small", "Cache?") == ["The cache (in MB) is small"]  # no value in it
+
+
 def test_a_quantity_in_code_is_stated_by_value_and_unit():
     ref = "The default value for the simulation time horizon is `24h`."
     q = "What is the default simulation time horizon?"

@@ -156,3 +156,23 @@ def test_context_rows_with_distractors_get_only_other_chunks_and_keep_their_answ
     # no distractors: the same rows as before the knob existed
     assert [r["messages"] for r in context_rows(tmp_path, 1.0, 1, "jieba", seed=0, swaps=0.25)] == \
         [r["messages"] for r in context_rows(tmp_path, 1.0, 1, "jieba", seed=0, swaps=0.25, distractors=0.0)]
+
+
+def test_table_rows_name_each_cell_by_its_column_and_leave_other_lines_alone():
+    """evaluate.table_rows: fine-tuned + RAG read the neighbouring row of a table in its prompt (25,000 buses for
+    "how many generators"); written as rows, each line says which row and column a value is in."""
+    text = ("Limits by edition.\n\n| Limit | Community | Professional |\n|-------|-----------|:------------:|\n"
+            "| Buses per model | 2,000 | 25,000 |\n| Generators per model | 150 | 4,000 |\n\nAfter the table.\n"
+            "| 错误码 | 含义 | 常见处理方法 |\n|---|---|---|\n| BW-310 | 许可证已过期 | 续费后重新设置 `BWATT_LICENSE` |\n"
+            "A line with a | pipe is not a table.")
+    rows = retrieval.table_rows(text).splitlines()
+    assert rows[0] == "Limits by edition."
+    assert "Generators per model — Community: 150; Professional: 4,000" in rows
+    assert "Buses per model — Community: 2,000; Professional: 25,000" in rows
+    assert "BW-310 — 含义：许可证已过期；常见处理方法：续费后重新设置 `BWATT_LICENSE`" in rows
+    assert not any(r.startswith("|") for r in rows)  # header and rule lines are folded into the rows
+    assert rows[-1] == "A line with a | pipe is not a table." and "After the table." in rows
+    assert retrieval.table_rows("no table here\n| a | b |") == "no table here\n| a | b |"  # no rule line: left as is
+    index = retrieval.Index.build([{"id": "t", "text": text}], "jieba", table_rows=True)
+    assert "Generators per model — Community: 150" in index.context([0])
+    assert "| Generators per model |" in retrieval.Index.build([{"id": "t", "text": text}], "jieba").context([0])

@@ -281,14 +281,39 @@ def one_fact(reference: str) -> bool:
     return not _FACT_BREAK.search(reference.strip().rstrip("。.!！?？"))
 
 
+_ASIDE = re.compile(r"\s*[（(]([^（）()]+)[）)]")
+
+
+def asides(reference: str, question: str) -> list[str]:
+    """A single-clause reference's key facts: itself, or — when a parenthetical aside in it holds a hard token
+    (:func:`hard_tokens`: "4.2.1（2025-03-14 发布）", "24 小时（`--horizon 24h`）", "Otterbay's “电网工具组”（Grid Tools
+    team）") — the clause without its asides, and each such aside as a fact of its own. One fact with every token of
+    both needed "4.2.1" for "Brindlewatt 版本是什么？" to state nothing (0 of 5, the closed-book "4.2.1（2025-03-14
+    发布）" 5 of 5); as two facts the release date is still worth half. The clause must keep a hard token of its own
+    ("资源 ID（`RID`）…" stays one fact)."""
+    held = [m for m in _ASIDE.finditer(reference) if hard_tokens(m.group(1), reference, question)]
+    rest = "".join(reference[a:b] for a, b in _outside(reference, held)).strip()
+    if not held or not hard_tokens(rest, reference, question):  # the clause itself must still say something exact
+        return [reference]
+    return [rest, *(m.group(1).strip() for m in held)]
+
+
+def _outside(text: str, spans: list) -> list[tuple[int, int]]:
+    cuts, start = [], 0
+    for m in spans:
+        cuts.append((start, m.start()))
+        start = m.end()
+    return cuts + [(start, len(text))]
+
+
 def key_facts(teacher, items: list[dict[str, str]], cache_path: Path) -> list[list[str] | None]:
     """The key facts (1–3) a correct answer to each question must state, taken by the teacher from the reference
     answer alone — once per question, so base and fine-tuned answers are checked against the same list. A
     single-clause reference is its own one fact (:func:`one_fact`), without a request."""
     from .prompts import render_fields
 
-    out: list[list[str] | None] = [[_EMPHASIS.sub("", it["reference"]).strip()] if one_fact(it["reference"]) else None
-                                   for it in items]
+    out: list[list[str] | None] = [asides(_EMPHASIS.sub("", it["reference"]).strip(), it["question"])
+                                   if one_fact(it["reference"]) else None for it in items]
     asked = [i for i, f in enumerate(out) if f is None]
     template = _template("facts")
     prompts = [render_fields(template, items[i]) for i in asked]

@@ -48,10 +48,12 @@ class Index:
     tokenizer: Tokenizer
     _bm25: object = None
     _common: frozenset[str] | None = None
+    table_rows: bool = False  # :meth:`context` writes Markdown tables one self-contained line per row
 
     @classmethod
-    def build(cls, chunks: list[dict], tokenizer: Tokenizer = "jieba") -> "Index":
-        """One BM25 index over the chunks (``data/chunks.jsonl`` rows); the headings count as text."""
+    def build(cls, chunks: list[dict], tokenizer: Tokenizer = "jieba", table_rows: bool = False) -> "Index":
+        """One BM25 index over the chunks (``data/chunks.jsonl`` rows); the headings count as text. ``table_rows``:
+        :meth:`context` writes tables as :func:`table_rows` (the index searches the chunks as written)."""
         import os
 
         # bm25s runs a JAX call at import; with CUDA JAX installed that preallocates 75 % of the GPU in this process
@@ -64,7 +66,7 @@ class Index:
         docs = [terms(" ".join(c.get("breadcrumb") or []) + "\n" + c["text"], tokenizer) for c in chunks]
         bm25 = bm25s.BM25()
         bm25.index(docs, show_progress=False)
-        return cls([c["id"] for c in chunks], texts, tokenizer, bm25)
+        return cls([c["id"] for c in chunks], texts, tokenizer, bm25, table_rows=table_rows)
 
     def search(self, questions: list[str], k: int) -> list[list[int]]:
         """Indices of the top-``k`` chunks for each question (best first)."""
@@ -103,7 +105,41 @@ class Index:
         return self._common
 
     def context(self, idx: list[int]) -> str:
-        return "\n\n---\n\n".join(self.texts[i] for i in idx) or "(no excerpt matches this question)"
+        """The chunks ``idx`` as a RAG prompt holds them (with :attr:`table_rows`, tables as :func:`table_rows`)."""
+        texts = [table_rows(self.texts[i]) if self.table_rows else self.texts[i] for i in idx]
+        return "\n\n---\n\n".join(texts) or "(no excerpt matches this question)"
+
+
+_TABLE_LINE = re.compile(r"^\s*\|.*\|\s*$")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def table_rows(text: str) -> str:
+    """``text`` with each Markdown table written one line per row, every cell after the first named by its column:
+    "Generators per model — Community: 150; Professional: 4,000" for ``| Generators per model | 150 | 4,000 |``
+    under ``| Limit | Community | Professional |``. A small model reading a table in its prompt loses which column
+    and row a cell is in and answers with the neighbouring row's value (25,000 buses for "how many generators",
+    BW-204's fix for BW-310); a row that names its columns is a sentence of its own. Other lines are unchanged."""
+    lines, out, i = text.splitlines(), [], 0
+    while i < len(lines):
+        if i + 1 < len(lines) and _TABLE_LINE.match(lines[i]) and _TABLE_RULE.match(lines[i + 1]):
+            head, j = _cells(lines[i]), i + 2
+            while j < len(lines) and _TABLE_LINE.match(lines[j]):
+                cells = _cells(lines[j])
+                zh = bool(_CJK_RUN.search(lines[j] + lines[i]))
+                named = [f"{h}{'：' if zh else ': '}{c}" if h else c for h, c in zip(head[1:], cells[1:]) if c]
+                sep = "；" if zh else "; "
+                out.append(f"{cells[0]} — {sep.join(named)}" if named else cells[0])
+                j += 1
+            i = j
+            continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
 
 
 RAG_TEMPLATE = {

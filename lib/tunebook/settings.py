@@ -192,6 +192,9 @@ class EvalSettings(_Section):
     # [0.03, 0.20], unseen +0.69 and +0.28 (samples/docs, CloudPSS); out-of-docs unchanged; its unseen invented values
     # 0.11 -> 0.15 and 0.07 -> 0.09
     context_grounding: bool = True
+    # RAG prompts write each Markdown table row as a line of its own with its column names ("Generators per model —
+    # Community: 150; Professional: 4,000"): retrieval.table_rows, measured by benchmarks/table_rows.py
+    table_rows: bool = False
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)  # most questions per generate() batch (equal batches); with llama.cpp, the server's parallel slots
     # who answers as the student: transformers, or llama.cpp (its GGUF + the LoRA as GGUF; faster on a CPU for short

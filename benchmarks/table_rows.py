@@ -1,0 +1,158 @@
+"""Do RAG prompts read tables better with each row written as a line of its own (``evaluate.table_rows``)?
+
+Looking at where fine-tuned + RAG lost to the closed-book student or to base + RAG (RESULTS.md, session 17), most of
+its wrong answers read the neighbouring row of a Markdown table in its prompt: 25,000 (buses) for "how many
+generators" in 8 of 13 samples/docs runs, BW-204's fix for BW-310, `--threads` 8 from an example command next to the
+flag table. :func:`tunebook.retrieval.table_rows` writes each row as "Generators per model — Community: 150;
+Professional: 4,000": the row names its columns.
+
+Same run, same code, both ways: for each finished run, the eval questions whose RAG prompts hold a table (the
+others' prompts do not change) are answered again by 05's :func:`tunebook.evaluate.compare` — the run's adapter and
+settings, gates included — once with tables as written and once as rows, and both are judged by the run's teacher
+(start it first, as 01 would; the judge cache is copied, the run dir is not touched). Printed per run and pooled per
+split with paired, fact-level 95 % intervals; the run-level "fine-tuned + RAG ≥ both" target uses the recorded rows
+for the questions without a table.
+
+    .venv/bin/python benchmarks/table_rows.py --label samples/docs outputs/demo-s1[1-6]*
+    .venv/bin/python benchmarks/table_rows.py --label CloudPSS outputs/cps-s16b
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from tunebook import evaluate, models  # noqa: E402
+from tunebook import settings as st  # noqa: E402
+from tunebook.evaluate import fact_group  # noqa: E402
+from tunebook.jsonio import read_jsonl  # noqa: E402
+from tunebook.retrieval import Index, table_rows  # noqa: E402
+from tunebook.serve import Teacher  # noqa: E402
+from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
+
+CONDS = ("rag", "tuned_rag", "surer")
+SPLITS = ("recall", "unseen", "outofdocs")
+
+
+def with_tables(rows: list[dict], index: Index) -> set[str]:
+    """Ids of the rows whose RAG prompts (base + RAG's chunks, fine-tuned + RAG's) hold a Markdown table."""
+    tabled = {cid for cid, text in zip(index.chunk_ids, index.texts) if table_rows(text) != text}
+    return {r["id"] for r in rows if tabled & set((r.get("rag_chunks") or []) + (r.get("tuned_rag_chunks") or []))}
+
+
+def answer(run: Path, eval_rows: list[dict], index: Index, cfg, model, tok, trained: dict) -> list[dict]:
+    ev = cfg.evaluate
+    return evaluate.compare(model, tok, eval_rows, ev.max_new_tokens, ev.batch_size, trained["system_prompt"],
+                            rag_index=index, rag_k=ev.rag_k, abstain_below=ev.abstain_below,
+                            train_rows=list(read_jsonl(run / "data" / "train.jsonl")),
+                            provenance_below=ev.provenance_below, draft_search=ev.draft_search,
+                            context_grounding=ev.context_grounding)
+
+
+def judged(rows: list[dict], run: Path) -> list[dict]:
+    with tempfile.TemporaryDirectory() as scratch:  # the run's judge cache, not the run dir
+        cache = run / "eval" / "judge_cache.jsonl"
+        if cache.is_file():
+            shutil.copy(cache, Path(scratch) / cache.name)
+        evaluate.score(rows, Teacher.load(run), Path(scratch))
+        return list(read_jsonl(Path(scratch) / evaluate.GENERATIONS_FILE))
+
+
+def means(rows: list[dict], split: str) -> dict:
+    part = [r for r in rows if r.get("split") == split]
+    return {c: (round(sum(r[f"{c}_judge"] for r in part) / len(part), 3) if part else None)
+            for c in ("tuned", *CONDS)} | {"n": len(part)}
+
+
+def meets(m: dict, c: str) -> bool:
+    return None not in (m.get(c), m.get("tuned")) and m[c] >= max(m["tuned"], m.get("rag") or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="finished, judged run dirs")
+    ap.add_argument("--label", default="", help="the corpus, for the printed table and the JSON file's name")
+    a = ap.parse_args(argv)
+    table, pooled_rows = [], []  # pooled: (run, off row, on row)
+    for run in a.runs:
+        gen = run / "eval" / evaluate.GENERATIONS_FILE
+        if not gen.is_file():
+            print(f"{run.name}: no eval/{evaluate.GENERATIONS_FILE}, skipped")
+            continue
+        recorded = list(read_jsonl(gen))
+        cfg = st.build(st._flatten(st.load_yaml(run / "params.yaml")), str(run / "params.yaml"))
+        chunks = list(read_jsonl(run / "data" / "chunks.jsonl"))
+        plain = Index.build(chunks, cfg.evaluate.rag_tokenizer)
+        rows_index = Index.build(chunks, cfg.evaluate.rag_tokenizer, table_rows=True)
+        ids = with_tables(recorded, plain)
+        eval_rows = [r for r in read_jsonl(run / "data" / "eval.jsonl") if r["id"] in ids]
+        if not eval_rows:
+            print(f"{run.name}: no RAG prompt held a table, skipped")
+            continue
+        t0 = time.time()
+        adapter_dir = run / "train" / "adapter"
+        trained = evaluate.trained_record(adapter_dir)
+        model, tok = evaluate.load_tuned(adapter_dir, models.hf_model(trained["student"]), cfg.evaluate.precision)
+        off = judged(answer(run, eval_rows, plain, cfg, model, tok, trained), run)
+        on = judged(answer(run, eval_rows, rows_index, cfg, model, tok, trained), run)
+        del model
+        off_by, on_by = {r["id"]: r for r in off}, {r["id"]: r for r in on}
+        whole_off = [off_by.get(r["id"], r) for r in recorded]
+        whole_on = [on_by.get(r["id"], r) for r in recorded]
+        changed = {c: sum(off_by[i][c] != on_by[i][c] for i in off_by) for c in CONDS}
+        row = {"run": run.name, "questions": len(eval_rows), "changed": changed, "seconds": round(time.time() - t0),
+               "off": {s: means(off, s) for s in SPLITS}, "on": {s: means(on, s) for s in SPLITS},
+               "run_off": {s: means(whole_off, s) for s in SPLITS}, "run_on": {s: means(whole_on, s) for s in SPLITS}}
+        table.append(row)
+        pooled_rows += [(run.name, off_by[i], on_by[i]) for i in off_by]
+        f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+        r_off, r_on = row["off"]["recall"], row["on"]["recall"]
+        print(f"{run.name}: {len(eval_rows)} questions with a table ({r_off['n']} recall), {row['seconds']} s, "
+              f"answers changed {changed} · recall " + " · ".join(f"{c} {f(r_off[c])}→{f(r_on[c])}" for c in CONDS)
+              + f" · whole run fine-tuned + RAG ≥ both: {meets(row['run_off']['recall'], 'tuned_rag')} → "
+              f"{meets(row['run_on']['recall'], 'tuned_rag')}", flush=True)
+    if not table:
+        sys.exit("no run with a table in its RAG prompts among the given dirs")
+    summary: dict = {}
+    print(f"\npooled over {len(table)} runs ({a.label or 'runs given'}), the questions whose RAG prompts hold a table; "
+          "judge 0–5 with 95 % CI, paired by fact:")
+    for s in SPLITS:
+        part = [(run, b, n) for run, b, n in pooled_rows if b.get("split") == s]
+        if not part:
+            continue
+        groups = [f"{run}:{fact_group(b)}" for run, b, _ in part]
+        summary[s] = {"n": len(part)}
+        print(f"  {s} (n={len(part)}): fine-tuned {fmt(mean_ci([b['tuned_judge'] for _, b, _ in part], groups=groups))}")
+        for c in CONDS:
+            b = [x[f"{c}_judge"] for _, x, _ in part]
+            n = [x[f"{c}_judge"] for _, _, x in part]
+            inv = [sum(x[f"{c}_outcome"] == "invents" for x in xs) / len(part)
+                   for xs in ([x for _, x, _ in part], [x for _, _, x in part])]
+            summary[s][c] = {"off": mean_ci(b, groups=groups), "on": mean_ci(n, groups=groups),
+                             "delta": paired_delta_ci(n, b, groups=groups), "invents": [round(v, 3) for v in inv]}
+            print(f"    {c:10s} {fmt(summary[s][c]['off'])} → {fmt(summary[s][c]['on'])}   "
+                  f"Δ {fmt(summary[s][c]['delta'])}   invents {inv[0]:.2f} → {inv[1]:.2f}")
+    for c in CONDS:
+        b = sum(meets(t["run_off"]["recall"], c) for t in table)
+        n = sum(meets(t["run_on"]["recall"], c) for t in table)
+        summary[f"runs_{c}_at_or_above_both"] = [b, n, len(table)]
+        print(f"  runs where {c} ≥ both fine-tuned and base + RAG on recall: {b} → {n} of {len(table)}")
+    name = f"table_rows-{(a.label or 'runs').replace('/', '_')}-{date.today()}.json"
+    out = ROOT / "benchmarks" / "results" / name
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"runs": table, "pooled": summary}, indent=2, ensure_ascii=False))
+    print(f"\nwrote {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
