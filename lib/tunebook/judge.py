@@ -130,6 +130,34 @@ def unit_mismatch(fact: str, answer: str) -> bool:
     return False
 
 
+_YES_NO_EN = re.compile(r"^\s*(is|are|does|do|can|will|should|has|have|was|were|could|would|must|may)\b", re.I)
+_YES_NO_ZH = re.compile(r"吗\s*[？?]?\s*$|是否|能否|可否")
+_LEAD = re.compile(r"^\W*(?:(是的|是|对|可以|会|能|支持|yes\b)|(不|否|没有|no\b))", re.I)
+_NEGATION = re.compile(r"(?:不会|不能|不可以|不支持|无法|没有|不是|不再|并不|不|cannot|can't|can not|does not|doesn't|"
+                       r"do not|don't|will not|won't|is not|isn't|are not|aren't|not)\s*(\w{1,2}|[A-Za-z]+)", re.I)
+
+
+def yes_no(question: str) -> bool:
+    """A question answered by yes or no ("…会覆盖旧的项目吗？", "Does the dashboard …?") that negates nothing itself."""
+    q = question.strip()
+    return bool(_YES_NO_ZH.search(q) or _YES_NO_EN.match(q)) and not _NEGATION.search(q)
+
+
+def says_yes(text: str, question: str) -> bool | None:
+    """Whether ``text`` answers the yes/no ``question`` yes (True) or no (False): its opening word ("是的", "不", "No")
+    if it has one, else whether its first sentence negates a word of the question ("点击保存按钮*不会覆盖*旧的项目" for
+    "…会覆盖旧的项目吗？"). None when it says neither clearly (no sentence, or negations of other words only count as
+    a yes)."""
+    first = re.split(r"[。.!！\n]", text.strip(), maxsplit=1)[0]
+    if not first:
+        return None
+    lead = _LEAD.match(first)
+    if lead:
+        return lead.group(1) is not None
+    q = question.lower()
+    return not any(m.group(1).lower() in q for m in _NEGATION.finditer(first))
+
+
 def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference: str, question: str,
                    overlap: float = 0.5) -> list[str]:
     """The judge's verdicts, corrected by exact checks where they can decide. Measured on the 90 hand-labeled cases
@@ -137,6 +165,8 @@ def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference
     correct answers "contradicted" (43 of 184 facts) and read "1000" as stating "60". So:
 
     * a degenerate answer (empty, a loop, an echo) states nothing;
+    * a yes/no question answered the other way than the reference (:func:`says_yes`) contradicts every fact — the
+      1.5B judge credited "点击保存按钮不会覆盖旧的项目" for "是的，…新的修改将会覆盖旧的项目" (cps-s16b, base and base + RAG);
     * a fact with hard tokens (its numbers, `code` and names that the question does not give away) is stated
       exactly when all of them are in the answer (numbers by value, and with the fact's unit);
     * a "contradicted" needs evidence: an abstaining answer, or a fact with hard tokens while the answer names no
@@ -158,6 +188,11 @@ def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference
         return ["missing"] * len(verdicts)
     conflict = bool(invented(answer, reference, question))
     abstaining = abstains(answer)
+    if yes_no(question) and not abstaining:  # "不会覆盖" for "是的，…会覆盖…" is a contradiction, however close its words
+        yes = says_yes(reference, question)
+        said = says_yes(answer, question)
+        if None not in (yes, said) and yes != said:
+            return ["contradicted"] * len(verdicts)
     out = []
     for v, f in zip(verdicts, facts):
         tokens = hard_tokens(f, reference, question)
