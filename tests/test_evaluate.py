@@ -195,3 +195,17 @@ def test_a_made_up_value_that_only_repeats_the_question_states_nothing():
     assert judge.check_verdicts(["stated"], ["当前平台的地址"], a, "当前平台的地址", q) == ["missing"]
     right = "对于其他平台的用户，需要将 `HOME URL` 修改为当前平台的地址，例如 `https://cloudpss.net`。"
     assert judge.check_verdicts(["stated"], ["当前平台的地址"], right, "当前平台的地址", q) == ["stated"]
+
+
+def test_a_yes_no_question_answered_the_other_way_contradicts_the_fact():
+    """cps-s16b: the 1.5B judge called "点击保存按钮不会覆盖旧的项目" stated for "是的，…新的修改将会覆盖旧的项目"."""
+    q, ref = "保存项目时，点击保存按钮会覆盖旧的项目吗？", "是的，对于已保存过的项目，再次点击保存按钮，新的修改将会覆盖旧的项目。"
+    assert judge.yes_no(q) and not judge.yes_no("What is the port?") and not judge.yes_no("为什么不能保存吗？")
+    assert judge.check_verdicts(["stated"], [ref], "点击保存按钮不会覆盖旧的项目。", ref, q) == ["contradicted"]
+    assert judge.check_verdicts(["stated"], [ref], "是的，新的修改会覆盖旧的项目。", ref, q) == ["stated"]
+    assert judge.check_verdicts(["missing"], [ref], "文档中没有涉及这一点。", ref, q) == ["missing"]  # abstaining
+    q2, ref2 = "Is a 32-bit system supported?", "32-bit systems are not supported."
+    assert judge.says_yes(ref2, q2) is False and judge.says_yes("No.", q2) is False
+    assert judge.check_verdicts(["stated"], [ref2], "Yes, 32-bit systems are supported.", ref2, q2) == ["contradicted"]
+    # a negation of another word is not a "no": 支持，没有次数限制 answers "支持…吗？" yes
+    assert judge.says_yes("支持，没有次数限制。", "支持撤销和重做吗？") is True
