@@ -1,4 +1,5 @@
 """Should a fine-tuned + RAG answer that reads its values from the chunk in its prompt pass 05's gates?
+(And, with ``--rule recited``: should a gated fine-tuned answer that repeats a trained answer to this question?)
 
 05's gates (the confidence gate, ``evaluate.abstain_below``; the provenance gate, ``evaluate.provenance_below``) turn
 the fine-tuned student's unsure or transplanted answers into "the docs don't cover this". They were built for what
@@ -39,12 +40,13 @@ from tunebook import evaluate  # noqa: E402
 from tunebook.evaluate import fact_group  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.outcomes import names, new_values, values  # noqa: E402
-from tunebook.provenance import grounded  # noqa: E402
+from tunebook.provenance import TrainedValues, grounded  # noqa: E402
 from tunebook.retrieval import Index  # noqa: E402
 from tunebook.serve import Teacher  # noqa: E402
 from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
 
 LEVER = ("tuned_rag", "surer")  # the answers given with chunks (surer: when it picked the RAG answer)
+RECITED = ("tuned", "tuned_rag", "surer")  # rule "recited": every fine-tuned answer
 SCORED = ("_judge", "_verdicts", "_outcome", "_exact_values")
 SPLITS = ("recall", "unseen", "outofdocs")
 
@@ -65,20 +67,27 @@ def anywhere(text: str, asked: str, ctx: str) -> bool:
     return bool(ctx and said) and all(names(ctx, v) for v in said + values(asked))
 
 
-def regated(rows: list[dict], index: Index, rule: str = "sentence") -> tuple[list[dict], int]:
-    """The rows as 05 would have written them with ``context_grounding``: a gated answer that is grounded in its
-    prompt's chunks is put back (its scores dropped, to be judged); how many were."""
+def regated(rows: list[dict], index: Index, rule: str = "sentence", trained: TrainedValues | None = None,
+            about: float = 0.3) -> tuple[list[dict], int]:
+    """The rows as 05 would have written them with ``context_grounding`` (rules ``sentence``, ``anywhere``: a gated
+    answer grounded in its prompt's chunks is put back) or with ``recited_above`` (rule ``recited``: a gated
+    fine-tuned answer, closed-book or not, that repeats a trained answer to a question sharing ≥ ``about`` of the
+    asked one's terms is put back); the put-back answers' scores are dropped, to be judged. Returns how many."""
     out, passed = copy.deepcopy(rows), 0
     for r in out:
-        for c in LEVER:
-            said, ctx = r.get(f"{c}_ungated"), context(r, c, index)
-            if said is None or said == r.get(c) or not ctx:
+        for c in (RECITED if rule == "recited" else LEVER):
+            said = r.get(f"{c}_ungated")
+            if said is None or said == r.get(c) or r.get(f"{c}_grounded"):
                 continue
-            ok = (anywhere(said, r["question"], ctx) if rule == "anywhere" else
-                  grounded(said, r["question"], ctx, index.common_terms(), index.tokenizer))
+            if rule == "recited":
+                ok = trained is not None and trained.recites(said, r["question"], about)
+            else:
+                ctx = context(r, c, index)
+                ok = bool(ctx) and (anywhere(said, r["question"], ctx) if rule == "anywhere" else
+                                    grounded(said, r["question"], ctx, index.common_terms(), index.tokenizer))
             if not ok:
                 continue
-            r[c], r[f"{c}_grounded"] = said, True
+            r[c], r[f"{c}_{'recited' if rule == 'recited' else 'grounded'}"] = said, True
             for k in SCORED:
                 r.pop(c + k, None)
             passed += 1
@@ -97,13 +106,13 @@ def split_numbers(rows: list[dict]) -> dict:
     return m
 
 
-def pooled(pairs: list[tuple[str, list[dict], list[dict]]], split: str) -> dict:
+def pooled(pairs: list[tuple[str, list[dict], list[dict]]], split: str, conds: tuple[str, ...] = LEVER) -> dict:
     """Before vs after over every run's ``split`` questions: means and paired differences by fact."""
     b_rows = [(run, r) for run, before, _ in pairs for r in before if r.get("split") == split]
     a_rows = [r for _, _, after in pairs for r in after if r.get("split") == split]
     groups = [f"{run}:{fact_group(r)}" for run, r in b_rows]
     out = {"n": len(b_rows)}
-    for c in LEVER:
+    for c in conds:
         b = [r.get(f"{c}_judge") for _, r in b_rows]
         a = [r.get(f"{c}_judge") for r in a_rows]
         out[c] = {"before": mean_ci(b, groups=groups), "after": mean_ci(a, groups=groups),
@@ -111,14 +120,16 @@ def pooled(pairs: list[tuple[str, list[dict], list[dict]]], split: str) -> dict:
                   "invents_before": _share([r.get(f"{c}_outcome") for _, r in b_rows], "invents"),
                   "invents_after": _share([r.get(f"{c}_outcome") for r in a_rows], "invents")}
     for c in ("tuned", "rag"):
+        if c in conds:
+            continue
         out[c] = mean_ci([r.get(f"{c}_judge") for _, r in b_rows], groups=groups)
     return out
 
 
-def at_or_above_both(table: list[dict]) -> dict[str, tuple[int, int, int]]:
+def at_or_above_both(table: list[dict], conds: tuple[str, ...] = LEVER) -> dict[str, tuple[int, int, int]]:
     """Issue #16's per-run target "fine-tuned + RAG ≥ both" (and the surer's), before and after: how many runs meet it."""
     out = {}
-    for c in LEVER:
+    for c in conds:
         def meets(m: dict) -> bool:
             r = m.get("recall") or {}
             return None not in (r.get(f"{c}_judge"), r.get("tuned_judge")) and \
@@ -137,9 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path, help="finished, judged run dirs (05 with a gate on)")
     ap.add_argument("--label", default="", help="the corpus, for the printed table and the JSON file's name")
-    ap.add_argument("--rule", choices=("sentence", "anywhere"), default="sentence",
-                    help="sentence: 05's rule (provenance.grounded); anywhere: the values anywhere in the chunks")
+    ap.add_argument("--rule", choices=("sentence", "anywhere", "recited"), default="sentence",
+                    help="sentence: 05's rule (provenance.grounded); anywhere: the values anywhere in the chunks; "
+                         "recited: a gated answer that repeats a trained answer to this question (--about)")
+    ap.add_argument("--about", type=float, default=0.3,
+                    help="rule recited: the least share of terms the trained question shares with the asked one")
     a = ap.parse_args(argv)
+    conds = RECITED if a.rule == "recited" else LEVER
     table, pairs = [], []
     for run in a.runs:
         gen = run / "eval" / evaluate.GENERATIONS_FILE
@@ -150,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         if not any("tuned_rag_ungated" in r for r in before):
             print(f"{run.name}: no gated fine-tuned + RAG answers kept (gates off or no RAG), skipped")
             continue
-        after, passed = regated(before, Index.build(list(read_jsonl(run / "data" / "chunks.jsonl"))), a.rule)
+        trained = TrainedValues(read_jsonl(run / "data" / "train.jsonl")) if a.rule == "recited" else None
+        after, passed = regated(before, Index.build(list(read_jsonl(run / "data" / "chunks.jsonl"))), a.rule,
+                                trained, a.about)
         if passed:
             with tempfile.TemporaryDirectory() as scratch:  # the run's judge cache, not the run dir
                 cache = run / "eval" / "judge_cache.jsonl"
@@ -164,23 +181,25 @@ def main(argv: list[str] | None = None) -> int:
         f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
         cells = [f"{s} {c} {f(row['before'][s][c + '_judge'])}→{f(row['after'][s][c + '_judge'])}"
                  f" (invents {f(row['before'][s][c + '_invents'])}→{f(row['after'][s][c + '_invents'])})"
-                 for s in SPLITS if s in row["before"] for c in LEVER]
+                 for s in SPLITS if s in row["before"] for c in conds]
         print(f"{run.name}: {passed} let through · " + " · ".join(cells), flush=True)
     if not pairs:
         sys.exit("no run with gated fine-tuned + RAG answers among the given dirs")
-    summary = {s: pooled(pairs, s) for s in SPLITS}
-    summary["runs_at_or_above_both"] = at_or_above_both(table)
+    summary = {s: pooled(pairs, s, conds) for s in SPLITS}
+    summary["runs_at_or_above_both"] = at_or_above_both(table, conds)
     print(f"\npooled over {len(pairs)} runs ({a.label or 'runs given'}, rule: {a.rule}), judge 0–5 with 95 % CI, paired by fact:")
     for s in SPLITS:
         p = summary[s]
         if not p["n"]:
             continue
-        print(f"  {s} (n={p['n']}): fine-tuned {fmt(p['tuned'])} · base + RAG {fmt(p['rag'])}")
-        for c in LEVER:
+        print(f"  {s} (n={p['n']}): base + RAG {fmt(p['rag'])}"
+              + ("" if "tuned" in conds else f" · fine-tuned {fmt(p['tuned'])}"))
+        for c in conds:
             q = p[c]
             print(f"    {c:10s} {fmt(q['before'])} → {fmt(q['after'])}   Δ {fmt(q['delta'])}   "
                   f"invents {q['invents_before']} → {q['invents_after']}")
-    name = f"grounded_gate-{(a.label or 'runs').replace('/', '_')}-{a.rule}-{date.today()}.json"
+    rule = f"recited{a.about:g}" if a.rule == "recited" else a.rule
+    name = f"grounded_gate-{(a.label or 'runs').replace('/', '_')}-{rule}-{date.today()}.json"
     out = ROOT / "benchmarks" / "results" / name
     for c, (b, n, k) in summary["runs_at_or_above_both"].items():
         print(f"  runs where {c} ≥ both fine-tuned and base + RAG on recall: {b} → {n} of {k}")

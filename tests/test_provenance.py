@@ -121,3 +121,28 @@ def test_common_terms_are_the_words_most_chunks_share():
         ["Brindlewatt trial lasts 30 days.", "Brindlewatt dashboard port 7432.", "Brindlewatt keys start OTB-.",
          "The solver stops after 60 iterations."])])
     assert index.common_terms() == {"brindlewatt"}
+
+
+def test_a_gated_answer_that_recites_what_was_trained_for_this_question_is_kept(monkeypatch):
+    """``evaluate.recited_above``: cps-s16b's "选择一个配置好参数方案，点击工具栏的**启动任务**按钮…" was the trained answer,
+    gated at confidence 0.27; a trained answer to another question, or a loose paraphrase, is not a recital."""
+    steps = "选择一个配置好参数方案，点击工具栏的**启动任务**按钮，在该参数方案下远程调用函数，得到相应的输出结果。"
+    trained = TrainedValues([*TRAIN, _row("FuncStudio 中如何远程调用函数？", steps)])
+    assert trained.recites(steps, "如何通过远程调用函数？", 0.3)
+    assert not trained.recites(steps, "如何通过远程调用函数？", 0.0)  # off
+    assert not trained.recites(steps, "如何安装 FuncStudio 执行器？", 0.3)  # trained for another question
+    assert not trained.recites("点击启动任务按钮即可。", "如何通过远程调用函数？", 0.3)  # not the trained answer
+    assert not trained.recites("366 days", "What is the default trial period for Brindlewatt?", 0.3)
+
+    def fake(model, tok, prompts, max_new_tokens, batch_size, adapter, desc="", **kw):
+        return ([steps] if adapter else ["base"]) * len(prompts), [0.27] * len(prompts)
+
+    monkeypatch.setattr(evaluate, "generate_scored", fake)
+    rows = [{"id": "q", "split": "recall", "messages": [{"role": "user", "content": "如何通过远程调用函数？"},
+                                                         {"role": "assistant", "content": steps}]}]
+    train = [*TRAIN, _row("FuncStudio 中如何远程调用函数？", steps)]
+    kept = evaluate.compare(None, None, rows, 8, 2, abstain_below=0.4, train_rows=train, recited_above=0.3)
+    assert kept[0]["tuned"] == steps and kept[0]["tuned_recited"] is True
+    gated = evaluate.compare(None, None, rows, 8, 2, abstain_below=0.4, train_rows=train)
+    assert gated[0]["tuned"] == ABSTAIN_ANSWER["zh"] and "tuned_recited" not in gated[0]
+    assert evaluate.summarize(kept)["tuned_recited"] == 1.0

@@ -71,8 +71,9 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
             out[f"{c}_invents"] = out[f"{c}_outcomes"]["invents"]
         if any(r.get(f"{c}_ungated") is not None for r in rows):  # the confidence gate was on
             out[f"{c}_gated"] = round(sum(r.get(f"{c}_ungated") not in (None, r[c]) for r in rows) / len(rows), 4)
-        if any(f"{c}_grounded" in r for r in rows):  # evaluate.context_grounding let some through
-            out[f"{c}_grounded"] = round(sum(bool(r.get(f"{c}_grounded")) for r in rows) / len(rows), 4)
+        for kept in ("grounded", "recited"):  # evaluate.context_grounding / recited_above let some through
+            if any(f"{c}_{kept}" in r for r in rows):
+                out[f"{c}_{kept}"] = round(sum(bool(r.get(f"{c}_{kept}")) for r in rows) / len(rows), 4)
     for m in ("judge", "rouge_l"):
         if f"base_{m}" in out and f"tuned_{m}" in out:
             d = paired_delta_ci([r.get(f"tuned_{m}") for r in rows], [r.get(f"base_{m}") for r in rows],
@@ -149,7 +150,7 @@ def question_rows(questions: list[str]) -> list[dict]:
 def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "",
             rag_index=None, rag_k: int = 2, server=None, abstain_below: float = 0.0,
             train_rows: list[dict] | None = None, provenance_below: float = 0.0, draft_search: bool = False,
-            context_grounding: bool = False) -> list[dict]:
+            context_grounding: bool = False, recited_above: float = 0.0) -> list[dict]:
     """Every eval question answered under each condition (:data:`CONDITIONS`; the RAG ones only with an index),
     greedily, with ROUGE-L and character F1 against the reference. Each answer's confidence is kept
     (``<condition>_confidence``); with ``abstain_below`` > 0 the fine-tuned student's answers below it are replaced
@@ -160,11 +161,13 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     (:meth:`~tunebook.retrieval.Index.search_with_drafts`; ``tuned_rag_chunks``, ``tuned_rag_hit``). With
     ``context_grounding`` a fine-tuned answer given with chunks passes both gates when it reads its values from them
     (:func:`tunebook.provenance.grounded`; marked ``<condition>_grounded``): the gates guard what the student recalls,
-    and a value copied from the chunk in its prompt is not recalled."""
+    and a value copied from the chunk in its prompt is not recalled. With ``recited_above`` > 0 a gated fine-tuned answer
+    that repeats a trained answer to a question sharing at least that share of the asked one's terms passes too
+    (:meth:`tunebook.provenance.TrainedValues.recites`; marked ``<condition>_recited``)."""
     from .provenance import TrainedValues, grounded
     from .retrieval import hit_rate
 
-    trained = TrainedValues(train_rows) if provenance_below > 0 and train_rows else None
+    trained = TrainedValues(train_rows) if (provenance_below > 0 or recited_above > 0) and train_rows else None
     questions = [r["messages"][0]["content"] for r in eval_rows]
     refs = [r["messages"][-1]["content"] for r in eval_rows]
     answers, confidence, contexts, found, guided = _answer_all(
@@ -182,6 +185,8 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
                 ctx = contexts[cond][i] if context_grounding and cond in contexts else ""
                 if gated != a and ctx and grounded(a, q, ctx, rag_index.common_terms(), rag_index.tokenizer):
                     row[f"{cond}_grounded"] = True  # a gate would have stopped it; the chunk backs it
+                elif gated != a and trained is not None and trained.recites(a, q, recited_above):
+                    row[f"{cond}_recited"] = True  # ... it says what the student learned for this question
                 else:
                     a = gated
             row[cond] = a
@@ -378,6 +383,8 @@ def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
             notes.append(f"gated; said: {r[c + '_ungated']}")
         elif r.get(f"{c}_grounded"):
             notes.append("a gate would have stopped it; read off the chunk: kept")
+        elif r.get(f"{c}_recited"):
+            notes.append("a gate would have stopped it; what it learned for this question: kept")
         return (f"<td style='text-align:left;vertical-align:top'>{html.escape(r[c])}"
                 f"<br><small><i>{html.escape(' · '.join(notes))}</i></small></td>")
 

@@ -77,6 +77,19 @@ class TrainedValues:
         return found
 
 
+    def recites(self, text: str, asked: str, about: float, same: float = 0.8) -> bool:
+        """``text`` repeats a trained answer (character ROUGE-L ≥ ``same``: the same characters in the same order) of
+        a pair whose question shares ≥ ``about`` of its terms with ``asked``: the student reciting what it learned
+        for this question, however unsure one of its tokens was. Measured (RESULTS.md, session 17): the confidence gate stopped such recitals of right answers on
+        CloudPSS — long Chinese answers have more chances for one token under 0.4."""
+        from .text import rouge_l
+
+        if not text.strip() or about <= 0:
+            return False
+        want, low = stems(asked, self.tokenizer), text.lower()
+        return any(_jaccard(want, ts, self.common) >= about and rouge_l(low, a) >= same for a, ts in self.pairs)
+
+
 _SENTENCE = re.compile(r"\n|(?<=[。！？；])|(?<=[.!?;])\s")
 _HYPHEN = re.compile(r"(\d)-(?=[^\W\d])")  # "30-day" → "30 day": a quantity as quantities() reads it
 

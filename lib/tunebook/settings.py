@@ -192,6 +192,10 @@ class EvalSettings(_Section):
     # [0.03, 0.20], unseen +0.69 and +0.28 (samples/docs, CloudPSS); out-of-docs unchanged; its unseen invented values
     # 0.11 -> 0.15 and 0.07 -> 0.09
     context_grounding: bool = True
+    # a gated fine-tuned answer that repeats a trained answer (character ROUGE-L >= 0.8) to a question sharing at least
+    # this share of the asked one's terms passes both gates (0: off): provenance.TrainedValues.recites, measured by
+    # benchmarks/grounded_gate.py --rule recited
+    recited_above: float = Field(0.0, ge=0.0, le=1.0)
     # RAG prompts write each Markdown table row as a line of its own with its column names ("Generators per model —
     # Community: 150; Professional: 4,000"): retrieval.table_rows, measured by benchmarks/table_rows.py
     table_rows: bool = False
