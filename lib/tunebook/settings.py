@@ -199,6 +199,8 @@ class EvalSettings(_Section):
     recited_above: float = Field(0.5, ge=0.0, le=1.0)
     # RAG prompts write each Markdown table row as a line of its own with its column names ("Generators per model —
     # Community: 150; Professional: 4,000"): retrieval.table_rows, measured by benchmarks/table_rows.py
+    # Measured on 8 samples/docs runs: base + RAG +0.22 [-0.04, 0.48], fine-tuned + RAG -0.04 [-0.11, 0.00] (it answers
+    # from memory whatever the layout): off
     table_rows: bool = False
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)  # most questions per generate() batch (equal batches); with llama.cpp, the server's parallel slots
