@@ -133,6 +133,10 @@ def test_a_gated_answer_that_recites_what_was_trained_for_this_question_is_kept(
     assert not trained.recites(steps, "如何安装 FuncStudio 执行器？", 0.3)  # trained for another question
     assert not trained.recites("点击启动任务按钮即可。", "如何通过远程调用函数？", 0.3)  # not the trained answer
     assert not trained.recites("366 days", "What is the default trial period for Brindlewatt?", 0.3)
+    # a sibling's trained answer: the question names a code the trained question does not
+    codes = TrainedValues([_row("Brindlewatt 中错误码 BW-310 的含义是什么？", "许可证已过期。续费后重新设置 `BWATT_LICENSE`。")])
+    assert codes.recites("许可证已过期。续费后重新设置 `BWATT_LICENSE`。", "Brindlewatt 错误码 BW-310 是什么意思？", 0.3)
+    assert not codes.recites("许可证已过期。续费后重新设置 `BWATT_LICENSE`。", "Brindlewatt 中错误码 BW-101 的含义是什么？", 0.3)
 
     def fake(model, tok, prompts, max_new_tokens, batch_size, adapter, desc="", **kw):
         return ([steps] if adapter else ["base"]) * len(prompts), [0.27] * len(prompts)

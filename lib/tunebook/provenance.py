@@ -54,8 +54,9 @@ class TrainedValues:
     def __init__(self, rows: Iterable[dict], tokenizer: Tokenizer = "jieba"):
         from collections import Counter
 
-        self.pairs = [(answer(r).lower(), stems(question(r), tokenizer))
-                      for r in rows if question(r) and answer(r)]
+        rows = [r for r in rows if question(r) and answer(r)]
+        self.pairs = [(answer(r).lower(), stems(question(r), tokenizer)) for r in rows]
+        self.questions = [question(r).lower() for r in rows]
         self.tokenizer = tokenizer
         df = Counter(t for _, ts in self.pairs for t in ts)
         # terms in a quarter of the trained questions (at least 3) say what the docs are about, not which fact
@@ -80,14 +81,18 @@ class TrainedValues:
     def recites(self, text: str, asked: str, about: float, same: float = 0.8) -> bool:
         """``text`` repeats a trained answer (character ROUGE-L ≥ ``same``: the same characters in the same order) of
         a pair whose question shares ≥ ``about`` of its terms with ``asked``: the student reciting what it learned
-        for this question, however unsure one of its tokens was. Measured (RESULTS.md, session 17): the confidence gate stopped such recitals of right answers on
+        for this question, however unsure one of its tokens was. Every value the asked question names (`BW-101`,
+        `--seed`) must be in the trained question too: "BW-310 的含义是什么？" shares most of its words with "BW-101 的含义
+        是什么？" and is not about it. Measured (RESULTS.md, session 17): the confidence gate stopped such recitals of right answers on
         CloudPSS — long Chinese answers have more chances for one token under 0.4."""
         from .text import rouge_l
 
         if not text.strip() or about <= 0:
             return False
         want, low = stems(asked, self.tokenizer), text.lower()
-        return any(_jaccard(want, ts, self.common) >= about and rouge_l(low, a) >= same for a, ts in self.pairs)
+        named = [v for v in values(asked) if v.lower() not in self.common]  # the product's name is no fact's
+        return any(_jaccard(want, ts, self.common) >= about and all(mentions(q, v) for v in named)
+                   and rouge_l(low, a) >= same for (a, ts), q in zip(self.pairs, self.questions))
 
 
 _SENTENCE = re.compile(r"\n|(?<=[。！？；])|(?<=[.!?;])\s")
