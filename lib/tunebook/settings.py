@@ -193,7 +193,7 @@ class EvalSettings(_Section):
     # 0.11 -> 0.15 and 0.07 -> 0.09
     context_grounding: bool = True
     # a gated fine-tuned answer that repeats a trained answer (character ROUGE-L >= 0.8) to a question sharing at least
-    # this share of the asked one's terms passes both gates (0: off): provenance.TrainedValues.recites. 53 finished runs
+    # this share of the asked one's terms passes both gates (0: off): provenance.TrainedValues.recites. 51 finished runs
     # re-gated and judged (benchmarks/grounded_gate.py --rule recited): recall +0.02 [0.01, 0.04] and +0.15 [0.07, 0.23]
     # (samples/docs, CloudPSS), unseen and out-of-docs unchanged; at 0.3 CloudPSS out-of-docs -0.12
     recited_above: float = Field(0.5, ge=0.0, le=1.0)
