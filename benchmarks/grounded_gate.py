@@ -54,7 +54,8 @@ SPLITS = ("recall", "unseen", "outofdocs")
 def context(row: dict, cond: str, index: Index) -> str:
     """The chunks the ``cond`` answer's prompt held, joined as 05 joins them (:meth:`Index.context`; "" for a
     closed-book surer pick or no chunk)."""
-    if cond == "surer" and evaluate.surer_pick(row.get("tuned_confidence"), row.get("tuned_rag_confidence")) != "tuned_rag":
+    took = row.get("surer_from") or evaluate.surer_pick(row.get("tuned_confidence"), row.get("tuned_rag_confidence"))
+    if cond == "surer" and took != "tuned_rag":
         return ""
     ids = row.get("tuned_rag_chunks") or row.get("rag_chunks") or []
     idx = [index.chunk_ids.index(i) for i in ids if i in index.chunk_ids]
@@ -68,14 +69,27 @@ def anywhere(text: str, asked: str, ctx: str) -> bool:
 
 
 def regated(rows: list[dict], index: Index, rule: str = "sentence", trained: TrainedValues | None = None,
-            about: float = 0.3) -> tuple[list[dict], int]:
+            about: float = 0.3, surer_recital: bool = False) -> tuple[list[dict], int]:
     """The rows as 05 would have written them with ``context_grounding`` (rules ``sentence``, ``anywhere``: a gated
     answer grounded in its prompt's chunks is put back) or with ``recited_above`` (rule ``recited``: a gated
     fine-tuned answer, closed-book or not, that repeats a trained answer to a question sharing ≥ ``about`` of the
     asked one's terms is put back); the put-back answers' scores are dropped, to be judged. Returns how many."""
     out, passed = copy.deepcopy(rows), 0
     for r in out:
+        repicked = False
+        if surer_recital and trained is not None and "surer" in r and r.get("surer_from") is None:
+            took = evaluate.surer_pick(r.get("tuned_confidence"), r.get("tuned_rag_confidence"))
+            said = r.get("tuned_ungated", r["tuned"])
+            if took == "tuned_rag" and trained.recites(said, r["question"], about):  # 05's surer now takes it
+                r["surer"], r["surer_ungated"], r["surer_from"] = said, said, "tuned"
+                r["surer_confidence"] = r.get("tuned_confidence")
+                for k in SCORED:
+                    r.pop("surer" + k, None)
+                passed += 1
+                repicked = True
         for c in (RECITED if rule == "recited" else LEVER):
+            if c == "surer" and repicked:
+                continue
             said = r.get(f"{c}_ungated")
             if said is None or said == r.get(c) or r.get(f"{c}_grounded"):
                 continue
@@ -151,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rule", choices=("sentence", "anywhere", "recited"), default="sentence",
                     help="sentence: 05's rule (provenance.grounded); anywhere: the values anywhere in the chunks; "
                          "recited: a gated answer that repeats a trained answer to this question (--about)")
+    ap.add_argument("--surer-recital", action="store_true",
+                    help="rule recited: the surer of ± RAG also takes a recited closed-book answer over a surer RAG one")
     ap.add_argument("--about", type=float, default=0.3,
                     help="rule recited: the least share of terms the trained question shares with the asked one")
     a = ap.parse_args(argv)
@@ -167,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         trained = TrainedValues(read_jsonl(run / "data" / "train.jsonl")) if a.rule == "recited" else None
         after, passed = regated(before, Index.build(list(read_jsonl(run / "data" / "chunks.jsonl"))), a.rule,
-                                trained, a.about)
+                                trained, a.about, a.surer_recital)
         if passed:
             with tempfile.TemporaryDirectory() as scratch:  # the run's judge cache, not the run dir
                 cache = run / "eval" / "judge_cache.jsonl"
@@ -198,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             q = p[c]
             print(f"    {c:10s} {fmt(q['before'])} → {fmt(q['after'])}   Δ {fmt(q['delta'])}   "
                   f"invents {q['invents_before']} → {q['invents_after']}")
-    rule = f"recited{a.about:g}" if a.rule == "recited" else a.rule
+    rule = f"recited{a.about:g}{'-surer' if a.surer_recital else ''}" if a.rule == "recited" else a.rule
     name = f"grounded_gate-{(a.label or 'runs').replace('/', '_')}-{rule}-{date.today()}.json"
     out = ROOT / "benchmarks" / "results" / name
     for c, (b, n, k) in summary["runs_at_or_above_both"].items():

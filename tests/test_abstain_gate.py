@@ -48,7 +48,10 @@ def test_compare_gates_only_the_fine_tuned_answers_and_keeps_what_they_said(monk
 def test_surer_picks_the_fine_tuned_answer_the_student_was_more_confident_of():
     answers = {"tuned": ["closed 1", "closed 2", "closed 3"], "tuned_rag": ["rag 1", "rag 2", "rag 3"]}
     confidence = {"tuned": [0.9, 0.2, None], "tuned_rag": [0.5, 0.6, 0.3]}
-    assert evaluate.surer(answers, confidence) == (["closed 1", "rag 2", "rag 3"], [0.9, 0.6, 0.3])
+    assert evaluate.surer(answers, confidence) == (["closed 1", "rag 2", "rag 3"], [0.9, 0.6, 0.3],
+                                                   ["tuned", "tuned_rag", "tuned_rag"])
+    # a closed-book answer that recites the trained answer to this question is taken, however unsure
+    assert evaluate.surer(answers, confidence, [False, True, False])[0] == ["closed 1", "closed 2", "rag 3"]
 
 
 def test_llama_servers_token_logprobs_give_the_same_confidence():

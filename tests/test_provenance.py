@@ -150,3 +150,24 @@ def test_a_gated_answer_that_recites_what_was_trained_for_this_question_is_kept(
     gated = evaluate.compare(None, None, rows, 8, 2, abstain_below=0.4, train_rows=train)
     assert gated[0]["tuned"] == ABSTAIN_ANSWER["zh"] and "tuned_recited" not in gated[0]
     assert evaluate.summarize(kept)["tuned_recited"] == 1.0
+
+
+def test_the_surer_takes_a_recited_closed_book_answer_over_a_surer_rag_one(monkeypatch):
+    steps = "选择一个配置好参数方案，点击工具栏的**启动任务**按钮，在该参数方案下远程调用函数，得到相应的输出结果。"
+    train = [*TRAIN, _row("FuncStudio 中如何远程调用函数？", steps)]
+    index = Index.build([{"id": "run", "text": "运行标签页：" + steps}, {"id": "x", "text": "其他内容。"}])
+
+    def fake(model, tok, prompts, max_new_tokens, batch_size, adapter, desc="", **kw):
+        if not adapter:
+            return ["base"] * len(prompts), [0.5] * len(prompts)
+        rag = "文档摘录" in prompts[0]
+        return ([("点击运行。" if rag else steps)] * len(prompts), [(0.9 if rag else 0.27)] * len(prompts))
+
+    monkeypatch.setattr(evaluate, "generate_scored", fake)
+    rows = [{"id": "q", "split": "recall", "messages": [{"role": "user", "content": "如何通过远程调用函数？"},
+                                                         {"role": "assistant", "content": steps}]}]
+    on = evaluate.compare(None, None, rows, 8, 2, rag_index=index, rag_k=1, abstain_below=0.4, train_rows=train,
+                          recited_above=0.5)
+    assert on[0]["surer"] == steps and on[0]["surer_from"] == "tuned"
+    off = evaluate.compare(None, None, rows, 8, 2, rag_index=index, rag_k=1, abstain_below=0.4, train_rows=train)
+    assert off[0]["surer"] == "点击运行。" and off[0]["surer_from"] == "tuned_rag"

@@ -170,8 +170,10 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     trained = TrainedValues(train_rows) if (provenance_below > 0 or recited_above > 0) and train_rows else None
     questions = [r["messages"][0]["content"] for r in eval_rows]
     refs = [r["messages"][-1]["content"] for r in eval_rows]
-    answers, confidence, contexts, found, guided = _answer_all(
-        model, tok, questions, max_new_tokens, batch_size, system_prompt, rag_index, rag_k, server, draft_search)
+    recites = (lambda a, q: trained.recites(a, q, recited_above)) if trained is not None and recited_above > 0 else None
+    answers, confidence, contexts, found, guided, picked = _answer_all(
+        model, tok, questions, max_new_tokens, batch_size, system_prompt, rag_index, rag_k, server, draft_search,
+        recites)
     rows = []
     for i, (r, q, ref) in enumerate(zip(eval_rows, questions, refs)):
         row = {"id": r["id"], "source": r.get("source", ""), "chunk_id": r.get("chunk_id", ""),
@@ -196,6 +198,8 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
         if found:
             row["rag_chunks"] = [rag_index.chunk_ids[j] for j in found[i]]
             row["rag_hit"] = hit_rate([found[i]], rag_index, [row["chunk_id"]])
+        if picked:
+            row["surer_from"] = picked[i]
         if guided:
             row["tuned_rag_chunks"] = [rag_index.chunk_ids[j] for j in guided[i]]
             row["tuned_rag_hit"] = hit_rate([guided[i]], rag_index, [row["chunk_id"]])
@@ -204,9 +208,10 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
 
 
 def _answer_all(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, system_prompt: str,
-                rag_index, rag_k: int, server, draft_search: bool):
+                rag_index, rag_k: int, server, draft_search: bool, recites=None):
     """:func:`compare`'s answers: per condition the answers and their confidences, per RAG condition the chunks each
-    prompt held, and the chunks found with the question (``found``) and with the draft too (``guided``)."""
+    prompt held, the chunks found with the question (``found``) and with the draft too (``guided``), and which answer
+    the surer took per question (``picked``; ``recites(answer, question)``: a closed-book recital wins it)."""
     from .retrieval import rag_prompt
 
     prompts = {False: questions}
@@ -230,11 +235,12 @@ def _answer_all(model, tok, questions: list[str], max_new_tokens: int, batch_siz
             answers[cond], confidence[cond] = generate_scored(
                 model, tok, todo, max_new_tokens, batch_size, adapter=adapter, system_prompt=system_prompt,
                 desc=CONDITION_LABELS[cond], server=server)
+    picked: list[str] = []
     if "tuned_rag" in answers:
-        answers["surer"], confidence["surer"] = surer(answers, confidence)
-        contexts["surer"] = [c if surer_pick(t, tr) == "tuned_rag" else ""
-                             for c, t, tr in zip(contexts["tuned_rag"], confidence["tuned"], confidence["tuned_rag"])]
-    return answers, confidence, contexts, found, guided
+        recited = [bool(recites and recites(a, q)) for a, q in zip(answers["tuned"], questions)]
+        answers["surer"], confidence["surer"], picked = surer(answers, confidence, recited)
+        contexts["surer"] = [c if p == "tuned_rag" else "" for c, p in zip(contexts["tuned_rag"], picked)]
+    return answers, confidence, contexts, found, guided, picked
 
 
 def provenance_gate(answer: str, question: str, trained, below: float) -> str:
@@ -247,16 +253,20 @@ def provenance_gate(answer: str, question: str, trained, below: float) -> str:
     return abstain_answer(question)
 
 
-def surer_pick(tuned: float | None, tuned_rag: float | None) -> str:
+def surer_pick(tuned: float | None, tuned_rag: float | None, recited: bool = False) -> str:
     """Which fine-tuned answer, ``tuned`` (closed-book) or ``tuned_rag``, the student was more confident of: with the
-    wrong chunk it is usually less sure than without it, and with the right one surer (a tie keeps closed-book)."""
-    return "tuned_rag" if (tuned_rag or 0.0) > (tuned or 0.0) else "tuned"
+    wrong chunk it is usually less sure than without it, and with the right one surer (a tie keeps closed-book). A
+    closed-book answer that ``recited`` what the student was trained to answer to this question
+    (:meth:`tunebook.provenance.TrainedValues.recites`) is taken however unsure one of its tokens was."""
+    return "tuned_rag" if not recited and (tuned_rag or 0.0) > (tuned or 0.0) else "tuned"
 
 
-def surer(answers: dict[str, list[str]], confidence: dict[str, list]) -> tuple[list[str], list]:
-    """Per question, the fine-tuned answer (:func:`surer_pick`) and its confidence."""
-    picked = [surer_pick(t, tr) for t, tr in zip(confidence["tuned"], confidence["tuned_rag"])]
-    return ([answers[c][i] for i, c in enumerate(picked)], [confidence[c][i] for i, c in enumerate(picked)])
+def surer(answers: dict[str, list[str]], confidence: dict[str, list], recited: list[bool] | None = None
+          ) -> tuple[list[str], list, list[str]]:
+    """Per question, the fine-tuned answer (:func:`surer_pick`), its confidence, and which one it is."""
+    recited = recited or [False] * len(answers["tuned"])
+    picked = [surer_pick(t, tr, rc) for t, tr, rc in zip(confidence["tuned"], confidence["tuned_rag"], recited)]
+    return ([answers[c][i] for i, c in enumerate(picked)], [confidence[c][i] for i, c in enumerate(picked)], picked)
 
 
 def add_outcomes(rows: list[dict]) -> None:
