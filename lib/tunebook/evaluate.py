@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .answering import balanced_batch, gate, generate, generate_scored, load_tuned, merged_weights  # noqa: F401
+from .surer import surer, surer_pick  # noqa: F401  (05's fifth answerer; benchmarks read surer_pick from here)
 from .judge import judge
 from .jsonio import write_json, write_jsonl
 from .paths import PARAMS_DIR
@@ -251,22 +252,6 @@ def provenance_gate(answer: str, question: str, trained, below: float) -> str:
     if trained is None or abstains(answer) or not trained.transplanted(answer, question, below):
         return answer
     return abstain_answer(question)
-
-
-def surer_pick(tuned: float | None, tuned_rag: float | None, recited: bool = False) -> str:
-    """Which fine-tuned answer, ``tuned`` (closed-book) or ``tuned_rag``, the student was more confident of: with the
-    wrong chunk it is usually less sure than without it, and with the right one surer (a tie keeps closed-book). A
-    closed-book answer that ``recited`` what the student was trained to answer to this question
-    (:meth:`tunebook.provenance.TrainedValues.recites`) is taken however unsure one of its tokens was."""
-    return "tuned_rag" if not recited and (tuned_rag or 0.0) > (tuned or 0.0) else "tuned"
-
-
-def surer(answers: dict[str, list[str]], confidence: dict[str, list], recited: list[bool] | None = None
-          ) -> tuple[list[str], list, list[str]]:
-    """Per question, the fine-tuned answer (:func:`surer_pick`), its confidence, and which one it is."""
-    recited = recited or [False] * len(answers["tuned"])
-    picked = [surer_pick(t, tr, rc) for t, tr, rc in zip(confidence["tuned"], confidence["tuned_rag"], recited)]
-    return ([answers[c][i] for i, c in enumerate(picked)], [confidence[c][i] for i, c in enumerate(picked)], picked)
 
 
 def add_outcomes(rows: list[dict]) -> None:
