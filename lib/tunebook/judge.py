@@ -326,19 +326,18 @@ def asides(reference: str, question: str) -> list[str]:
     both needed "4.2.1" for "Brindlewatt 版本是什么？" to state nothing (0 of 5, the closed-book "4.2.1（2025-03-14
     发布）" 5 of 5); as two facts the release date is still worth half. The clause must keep a hard token of its own
     ("资源 ID（`RID`）…" stays one fact)."""
-    held = [m for m in _ASIDE.finditer(reference) if hard_tokens(m.group(1), reference, question)]
-    rest = "".join(reference[a:b] for a, b in _outside(reference, held)).strip()
+    held: list[str] = []
+
+    def cut(m: re.Match) -> str:
+        if not hard_tokens(m.group(1), reference, question):
+            return m.group(0)
+        held.append(m.group(1).strip())
+        return ""
+
+    rest = _ASIDE.sub(cut, reference).strip()
     if not held or not hard_tokens(rest, reference, question):  # the clause itself must still say something exact
         return [reference]
-    return [rest, *(m.group(1).strip() for m in held)]
-
-
-def _outside(text: str, spans: list) -> list[tuple[int, int]]:
-    cuts, start = [], 0
-    for m in spans:
-        cuts.append((start, m.start()))
-        start = m.end()
-    return cuts + [(start, len(text))]
+    return [rest, *held]
 
 
 def key_facts(teacher, items: list[dict[str, str]], cache_path: Path) -> list[list[str] | None]:

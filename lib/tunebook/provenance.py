@@ -77,14 +77,13 @@ class TrainedValues:
             found.append(v)
         return found
 
-
     def recites(self, text: str, asked: str, about: float, same: float = 0.8) -> bool:
         """``text`` repeats a trained answer (character ROUGE-L ≥ ``same``: the same characters in the same order) of
         a pair whose question shares ≥ ``about`` of its terms with ``asked``: the student reciting what it learned
         for this question, however unsure one of its tokens was. Every value the asked question names (`BW-101`,
         `--seed`) must be in the trained question too: "BW-310 的含义是什么？" shares most of its words with "BW-101 的含义
-        是什么？" and is not about it. Measured (RESULTS.md, session 17): the confidence gate stopped such recitals of right answers on
-        CloudPSS — long Chinese answers have more chances for one token under 0.4."""
+        是什么？" and is not about it. Measured (RESULTS.md, session 17): the confidence gate stopped such recitals of
+        right answers on CloudPSS — long Chinese answers have more chances for one token under 0.4."""
         from .text import rouge_l
 
         if not text.strip() or about <= 0:
