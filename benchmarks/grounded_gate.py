@@ -26,11 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import shutil
 import sys
-import tempfile
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +38,7 @@ from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.outcomes import names, new_values, values  # noqa: E402
 from tunebook.provenance import TrainedValues, grounded  # noqa: E402
 from tunebook.retrieval import Index  # noqa: E402
-from tunebook.serve import Teacher  # noqa: E402
+from bench_io import judged, write_result  # noqa: E402
 from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
 
 LEVER = ("tuned_rag", "surer")  # the answers given with chunks (surer: when it picked the RAG answer)
@@ -81,10 +77,8 @@ def regated(rows: list[dict], index: Index, rule: str = "sentence", trained: Tra
             took = evaluate.surer_pick(r.get("tuned_confidence"), r.get("tuned_rag_confidence"))
             said = r.get("tuned_ungated", r["tuned"])
             if took == "tuned_rag" and trained.recites(said, r["question"], about):  # 05's surer now takes it
-                r["surer"], r["surer_ungated"], r["surer_from"] = said, said, "tuned"
-                r["surer_confidence"] = r.get("tuned_confidence")
-                for k in SCORED:
-                    r.pop("surer" + k, None)
+                r["surer_ungated"], r["surer_from"], r["surer_confidence"] = said, "tuned", r.get("tuned_confidence")
+                put_back(r, "surer", said)
                 passed += 1
                 repicked = True
         for c in (RECITED if rule == "recited" else LEVER):
@@ -101,11 +95,17 @@ def regated(rows: list[dict], index: Index, rule: str = "sentence", trained: Tra
                                     grounded(said, r["question"], ctx, index.common_terms(), index.tokenizer))
             if not ok:
                 continue
-            r[c], r[f"{c}_{'recited' if rule == 'recited' else 'grounded'}"] = said, True
-            for k in SCORED:
-                r.pop(c + k, None)
+            r[f"{c}_{'recited' if rule == 'recited' else 'grounded'}"] = True
+            put_back(r, c, said)
             passed += 1
     return out, passed
+
+
+def put_back(row: dict, cond: str, said: str) -> None:
+    """``cond``'s answer is ``said`` again; its scores are dropped, to be judged."""
+    row[cond] = said
+    for k in SCORED:
+        row.pop(cond + k, None)
 
 
 def split_numbers(rows: list[dict]) -> dict:
@@ -185,12 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         after, passed = regated(before, Index.build(list(read_jsonl(run / "data" / "chunks.jsonl"))), a.rule,
                                 trained, a.about, a.surer_recital)
         if passed:
-            with tempfile.TemporaryDirectory() as scratch:  # the run's judge cache, not the run dir
-                cache = run / "eval" / "judge_cache.jsonl"
-                if cache.is_file():
-                    shutil.copy(cache, Path(scratch) / cache.name)
-                evaluate.score(after, Teacher.load(run), Path(scratch))
-                after = list(read_jsonl(Path(scratch) / evaluate.GENERATIONS_FILE))
+            after = judged(after, run)
         pairs.append((run.name, before, after))
         row = {"run": run.name, "passed": passed, "before": split_numbers(before), "after": split_numbers(after)}
         table.append(row)
@@ -215,13 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {c:10s} {fmt(q['before'])} → {fmt(q['after'])}   Δ {fmt(q['delta'])}   "
                   f"invents {q['invents_before']} → {q['invents_after']}")
     rule = f"recited{a.about:g}{'-surer' if a.surer_recital else ''}" if a.rule == "recited" else a.rule
-    name = f"grounded_gate-{(a.label or 'runs').replace('/', '_')}-{rule}-{date.today()}.json"
-    out = ROOT / "benchmarks" / "results" / name
     for c, (b, n, k) in summary["runs_at_or_above_both"].items():
         print(f"  runs where {c} ≥ both fine-tuned and base + RAG on recall: {b} → {n} of {k}")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"runs": table, "pooled": summary}, indent=2, ensure_ascii=False))
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    write_result(f"grounded_gate-{(a.label or 'runs').replace('/', '_')}-{rule}", {"runs": table, "pooled": summary})
     return 0
 
 

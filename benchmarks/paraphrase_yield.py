@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import sys
 from collections import Counter
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +37,7 @@ from tunebook.serve import Teacher  # noqa: E402
 from tunebook.splitting import rewording  # noqa: E402
 from tunebook.retrieval import term_set  # noqa: E402
 from tunebook.text import is_chinese  # noqa: E402
+from bench_io import write_result  # noqa: E402
 
 
 def questions(run: Path, lang: str, limit: int) -> list[tuple[dict, Chunk]]:
@@ -116,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{c['placeholder']} start with the placeholder, {c[f'questions_with_{a.k}_usable']}/{c['questions']} "
                   f"questions with {a.k} usable; usable ones keep {c['terms_kept_x100'] / max(1, c['usable']):.0f} % of the "
                   f"question's terms on average, {c['usable_keeping_half']}/{c['usable']} keep half or more", flush=True)
-    out = ROOT / "benchmarks" / "results" / f"paraphrase_yield-{a.label + '-' if a.label else ''}{date.today()}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"table": table, "paraphrases": said_by}, indent=2, ensure_ascii=False))
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_result(f"paraphrase_yield{'-' + a.label if a.label else ''}", {"table": table, "paraphrases": said_by})
     return 0
 
 

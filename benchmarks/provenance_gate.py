@@ -19,7 +19,6 @@ import argparse
 import copy
 import json
 import sys
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT / "lib"))
 from tunebook import evaluate  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.provenance import TrainedValues  # noqa: E402
+from bench_io import write_result  # noqa: E402
 
 GATED = ("tuned", "tuned_rag", "surer")
 
@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in table:
         print("| " + " | ".join("–" if t[k] is None else (f"{t[k]:.2f}" if isinstance(t[k], float) else str(t[k]))
                                 for k in keys) + " |")
-    out = ROOT / "benchmarks" / "results" / f"provenance_gate-{date.today()}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(table, indent=2))
+    write_result("provenance_gate", table)
     return 0
 
 

@@ -20,12 +20,8 @@ for the questions without a table.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +32,7 @@ from tunebook import settings as st  # noqa: E402
 from tunebook.evaluate import fact_group  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.retrieval import Index, table_rows  # noqa: E402
-from tunebook.serve import Teacher  # noqa: E402
+from bench_io import judged, write_result  # noqa: E402
 from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
 
 CONDS = ("rag", "tuned_rag", "surer")
@@ -56,15 +52,6 @@ def answer(run: Path, eval_rows: list[dict], index: Index, cfg, model, tok, trai
                             train_rows=list(read_jsonl(run / "data" / "train.jsonl")),
                             provenance_below=ev.provenance_below, draft_search=ev.draft_search,
                             context_grounding=ev.context_grounding)
-
-
-def judged(rows: list[dict], run: Path) -> list[dict]:
-    with tempfile.TemporaryDirectory() as scratch:  # the run's judge cache, not the run dir
-        cache = run / "eval" / "judge_cache.jsonl"
-        if cache.is_file():
-            shutil.copy(cache, Path(scratch) / cache.name)
-        evaluate.score(rows, Teacher.load(run), Path(scratch))
-        return list(read_jsonl(Path(scratch) / evaluate.GENERATIONS_FILE))
 
 
 def means(rows: list[dict], split: str) -> dict:
@@ -146,11 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         n = sum(meets(t["run_on"]["recall"], c) for t in table)
         summary[f"runs_{c}_at_or_above_both"] = [b, n, len(table)]
         print(f"  runs where {c} ≥ both fine-tuned and base + RAG on recall: {b} → {n} of {len(table)}")
-    name = f"table_rows-{(a.label or 'runs').replace('/', '_')}-{date.today()}.json"
-    out = ROOT / "benchmarks" / "results" / name
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"runs": table, "pooled": summary}, indent=2, ensure_ascii=False))
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    write_result(f"table_rows-{(a.label or 'runs').replace('/', '_')}", {"runs": table, "pooled": summary})
     return 0
 
 
