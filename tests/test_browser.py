@@ -144,55 +144,111 @@ class CellsNotStarted(AssertionError):
     pass
 
 
-def start_session(base: str, token: str, path: str) -> None:
-    body = json.dumps({"path": path, "name": path, "type": "notebook", "kernel": {"name": "python3"}}).encode()
-    req = urllib.request.Request(f"{base}/api/sessions", data=body, method="POST",
+def _api(base: str, token: str, path: str, body: dict | None = None):
+    req = urllib.request.Request(f"{base}{path}", data=None if body is None else json.dumps(body).encode(),
+                                 method="GET" if body is None else "POST",
                                  headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
-    urllib.request.urlopen(req, timeout=60).close()
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read() or b"null")
 
 
-def run_all_cells(page, timeout_ms: int, poll=None) -> list[str]:
+def start_session(base: str, token: str, path: str) -> str:
+    """The notebook's session and kernel, started through the REST API; returns the kernel's id."""
+    session = _api(base, token, "/api/sessions",
+                   {"path": path, "name": path, "type": "notebook", "kernel": {"name": "python3"}})
+    return session["kernel"]["id"]
+
+
+def wait_kernel_connected(base: str, token: str, kernel: str, timeout: float = 180) -> None:
+    """The server sees the page connected to ``kernel`` and the kernel idle (it says "starting" until a client
+    connects): a Run All clicked before that was lost once on a clean machine's first, cold kernel."""
+    deadline = time.monotonic() + timeout
+    while True:
+        k = _api(base, token, f"/api/kernels/{kernel}")
+        if k.get("connections", 0) >= 1 and k.get("execution_state") == "idle":
+            return
+        assert time.monotonic() < deadline, f"kernel {kernel} not connected and idle after {timeout:.0f} s: {k}"
+        time.sleep(0.5)
+
+
+STATE_JS = f"""() => {{
+    const prompts = Array.from(document.querySelectorAll('{PANEL} .jp-Notebook .jp-CodeCell .jp-InputPrompt'))
+                         .map(p => p.textContent.trim());
+    const running = Array.from(document.querySelectorAll('{PANEL} .jp-Notebook .jp-CodeCell'))
+                         .filter(c => /\\[\\*\\]/.test(c.querySelector('.jp-InputPrompt')?.textContent || ''));
+    const first = running[0];
+    const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+    const dialog = document.querySelector('.jp-Dialog');
+    return {{prompts, indicator: status ? status.dataset.status : null,
+             dialog: dialog ? dialog.innerText.slice(0, 500) : null,
+             running_source: first ? (first.querySelector('.jp-InputArea-editor')?.innerText || '').slice(0, 300) : null,
+             running_output: first ? (first.querySelector('.jp-OutputArea')?.innerText || '').slice(-1500) : null}};
+  }}"""
+
+
+def page_state(page, base: str, token: str) -> str:
+    """What the page and the server say (prompts, execution indicator, an open dialog, the running cell and its
+    output so far, the kernels' states, the busiest processes): the message of a Run All that did not finish."""
+    try:
+        state = page.evaluate(STATE_JS)
+    except Exception as e:  # the page itself is gone
+        state = {"page": repr(e)}
+    try:
+        state["kernels"] = [(k["id"][:8], k["execution_state"]) for k in _api(base, token, "/api/kernels")]
+    except Exception as e:
+        state["kernels"] = repr(e)
+    # a stalled cell may be one starved by a process another test left behind
+    ps = subprocess.run(["ps", "-eo", "pid,pcpu,etimes,args", "--sort=-pcpu"], capture_output=True, text=True)
+    state["busiest_processes"] = [line[:200] for line in ps.stdout.splitlines()[:6]]
+    return json.dumps(state, ensure_ascii=False, indent=1)
+
+
+def run_all_cells(page, timeout_ms: int, poll=None, base: str = "", token: str = "") -> list[str]:
     """Run ▸ Run All Cells from the menu bar, then wait for the kernel to be idle and every cell to have a count.
-    ``poll(page)``, if given, is called every second while the cells run (to watch live output)."""
+    ``poll(page)``, if given, is called every second while the cells run (to watch live output). A Run All that
+    does not finish fails with the page's state (which cell runs, its output so far, the kernel's state)."""
     page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-content .lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-    try:  # the first cell starts ([*] or a count) within two minutes, or the page is talking to no kernel
+    try:  # the first cell starts ([*] or a count) within a minute, or the page is talking to no kernel
         page.wait_for_function(
             rf"""() => {{ const p = document.querySelector('{PANEL} .jp-Notebook .jp-CodeCell .jp-InputPrompt');
-                       return p && /\[(\*|\d+)\]/.test(p.textContent); }}""", timeout=120_000, polling=500)
+                       return p && /\[(\*|\d+)\]/.test(p.textContent); }}""", timeout=60_000, polling=500)
     except Exception as e:
-        raise CellsNotStarted(f"Run All did not start the first cell: {e}") from e
+        raise CellsNotStarted(f"Run All did not start the first cell: {e}\n{page_state(page, base, token)}") from e
     done_js = f"""() => {{
              const prompts = Array.from(document.querySelectorAll('{PANEL} .jp-Notebook .jp-CodeCell .jp-InputPrompt'));
              const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
              return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent))
                     && status && status.dataset.status === 'idle';
            }}"""
-    if poll is None:
-        page.wait_for_function(done_js, timeout=timeout_ms, polling=500)
-    else:
-        deadline = time.monotonic() + timeout_ms / 1000
-        while not page.evaluate(done_js):
-            assert time.monotonic() < deadline, f"cells still running after {timeout_ms / 1000:.0f} s"
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(done_js):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"cells still running after {timeout_ms / 1000:.0f} s:\n{page_state(page, base, token)}")
+        if page.evaluate("() => document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status") == "dead":
+            raise AssertionError(f"the kernel died during Run All:\n{page_state(page, base, token)}")
+        if poll is not None:
             poll(page)
-            page.wait_for_timeout(1000)
+        page.wait_for_timeout(1000)
     return page.evaluate(PROMPTS_JS)
 
 
 def open_and_run_all(page, base: str, token: str, name: str, timeout_ms: int, poll=None) -> list[str]:
     """Open notebook ``name`` in JupyterLab and Run All, as a person would; returns the cells' prompts."""
-    # the notebook's session and kernel exist before the page opens: JupyterLab attaches to it instead of
-    # racing two kernel starts (seen once: the page kept a kernel that was shut down, and Run All did nothing)
-    start_session(base, token, name)
+    # the notebook's session and kernel exist before the page opens: JupyterLab attaches to it
+    # instead of racing two kernel starts (seen once: the page kept a kernel that was shut down, and Run All did nothing)
+    kernel = start_session(base, token, name)
     for attempt in range(2):
         page.goto(f"{base}/lab/tree/{name}?token={token}&reset")  # reset: a workspace with only this notebook
         page.wait_for_selector(".jp-Notebook .jp-CodeCell", state="visible")
         page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=180_000)
+        wait_kernel_connected(base, token, kernel)
         try:
-            return run_all_cells(page, timeout_ms=timeout_ms, poll=poll)
-        except CellsNotStarted:
+            return run_all_cells(page, timeout_ms=timeout_ms, poll=poll, base=base, token=token)
+        except CellsNotStarted as e:
             if attempt:
                 raise
+            print(f"{name}: reloading the page once: {e}")
     raise AssertionError("unreachable")
 
 
