@@ -39,6 +39,8 @@ def test_filters_record_a_reason_for_each_drop():
     rows.append({**rows[3], "id": "near", "instruction": rows[3]["instruction"].replace("?", " exactly?")})
     rows.append({**rows[1], "id": "meta", "instruction": "According to the text, what is the port?"})
     rows.append({**rows[1], "id": "meta-zh", "instruction": "根据文本，默认端口是多少？"})
+    rows.append({**rows[1], "id": "section-zh", "instruction": "本节介绍什么？"})
+    rows.append({**rows[1], "id": "section", "instruction": "What does this section cover?"})
     rows.append({**rows[2], "id": "empty", "output": "  "})
     rows.append({**rows[2], "id": "refuse", "instruction": "What is the limit of Brindlewatt?",
                  "output": "I'm sorry, I cannot say."})
@@ -59,6 +61,7 @@ def test_filters_record_a_reason_for_each_drop():
     assert reasons == {
         "dup": "exact duplicate of 0-0", "near": "near duplicate of 1-0",
         "meta": "meta-phrasing in question", "meta-zh": "meta-phrasing in question", "empty": "empty field",
+        "section-zh": "meta-phrasing in question", "section": "meta-phrasing in question",
         "refuse": "refusal", "trunc": "truncated", "ungrounded": "not grounded in its chunk",
         "long": "over max_tokens", "statement": "not a question", "breadcrumb": "not a question",
         "echo": "answer repeats the question"}

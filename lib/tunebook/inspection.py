@@ -32,9 +32,12 @@ EVAL_FILE = "eval.jsonl"
 REPORT_FILE = "inspect_report.json"
 DROPPED_FILE = "dropped.jsonl"
 
-_META = re.compile(r"(根据(文本|文档|上文|本文|片段|材料)|文中|本文|上文|该片段|"
+# a question that points at its passage ("根据上文", "according to the text") or at "this section" ("本节介绍什么？": a
+# CloudPSS pair of 2026-12-06, whose recall rewording "这节主要讲什么？" could be either of two sibling pages) names
+# nothing a reader of the whole docs could look up; "本节点" (this node) and "该节能" (energy saving) are no section
+_META = re.compile(r"(根据(文本|文档|上文|本文|片段|材料)|文中|本文|上文|该片段|(本|这|该)(一)?(小)?节(?![点约省能日奏假制流])|本章|本页|"
                    r"according to the (text|passage|document|excerpt)|the (text|passage|excerpt) (says|states|mentions)|"
-                   r"in (this|the) (text|passage|excerpt))", re.I)
+                   r"in (this|the) (text|passage|excerpt)|\bthis (section|chapter|page|tutorial)\b)", re.I)
 _REFUSAL = re.compile(r"(I('m| am) sorry|I cannot|I can't|as an AI|无法回答|抱歉|我不知道)", re.I)
 # a question that asks for a count or a size, and an answer that states one (digits, 两千, "three", 三)
 _ASKS_NUMBER = re.compile(r"\bhow (many|much|long|large|big|often)\b|\b(maximum|minimum|max|min) (number|size|length|count)\b|"
