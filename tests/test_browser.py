@@ -215,18 +215,19 @@ def run_all_cells(page, timeout_ms: int, poll=None, base: str = "", token: str =
                        return p && /\[(\*|\d+)\]/.test(p.textContent); }}""", timeout=60_000, polling=500)
     except Exception as e:
         raise CellsNotStarted(f"Run All did not start the first cell: {e}\n{page_state(page, base, token)}") from e
-    done_js = f"""() => {{
+    progress_js = f"""() => {{
              const prompts = Array.from(document.querySelectorAll('{PANEL} .jp-Notebook .jp-CodeCell .jp-InputPrompt'));
-             const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+             const status = document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status;
+             if (status === 'dead') return 'dead';
              return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent))
-                    && status && status.dataset.status === 'idle';
+                    && status === 'idle' ? 'done' : 'running';
            }}"""
     deadline = time.monotonic() + timeout_ms / 1000
-    while not page.evaluate(done_js):
+    while (progress := page.evaluate(progress_js)) != "done":
+        if progress == "dead":
+            raise AssertionError(f"the kernel died during Run All:\n{page_state(page, base, token)}")
         if time.monotonic() > deadline:
             raise AssertionError(f"cells still running after {timeout_ms / 1000:.0f} s:\n{page_state(page, base, token)}")
-        if page.evaluate("() => document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status") == "dead":
-            raise AssertionError(f"the kernel died during Run All:\n{page_state(page, base, token)}")
         if poll is not None:
             poll(page)
         page.wait_for_timeout(1000)
