@@ -1,14 +1,11 @@
 """Replay against forgetting: how many rows, which prompts, and how they join the train split (no model)."""
 
-import yaml
-
-from tunebook import replay, train
-from tunebook.paths import PARAMS_DIR
+from tunebook import evaluate, replay, train
 
 
 def test_replay_prompts_never_overlap_the_forgetting_check():
     rp = replay.prompts()
-    general = yaml.safe_load((PARAMS_DIR / "prompts" / "general.yaml").read_text(encoding="utf-8"))
+    general = [g["question"] for g in evaluate.general_prompts()]
     assert len(rp) >= 40 and not set(rp) & set(general)
     from tunebook.inspection import NearDup
 

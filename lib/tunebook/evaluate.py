@@ -13,14 +13,13 @@ from typing import Any
 
 from .answering import balanced_batch, gate, generate, generate_scored, load_tuned, merged_weights  # noqa: F401
 from .surer import surer, surer_pick  # noqa: F401  (05's fifth answerer; benchmarks read surer_pick from here)
+from .forgetting import GENERAL_FILE, forgetting_check, general_metrics, general_prompts, score_general  # noqa: F401
 from .judge import judge
 from .jsonio import write_json, write_jsonl
-from .paths import PARAMS_DIR
 from .text import char_f1, rouge_l
 
 GENERATIONS_FILE = "generations.jsonl"
 METRICS_FILE = "metrics.json"
-GENERAL_FILE = "general.jsonl"  # the forgetting check's prompts, both answers and their grades
 
 
 # ---- metrics --------------------------------------------------------------------------------------------------
@@ -405,39 +404,3 @@ def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
 
 
 # ---- LLM judge through the teacher --------------------------------------------------------------------------
-
-
-def general_prompts(path: Path = PARAMS_DIR / "prompts" / "general.yaml") -> list[str]:
-    import yaml
-
-    return [str(q) for q in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
-
-
-def forgetting_check(model, tok, teacher, eval_dir: Path, max_new_tokens: int, batch_size: int,
-                     system_prompt: str = "", limit: int = 0, server=None) -> dict[str, Any]:
-    """Both models answer general prompts (``params/prompts/general.yaml``, zh + en); the judge scores them without
-    a reference (0–5), with intervals and the paired change."""
-    from .stats import mean_ci, paired_delta_ci
-
-    qs = general_prompts()
-    qs = qs[:limit] if limit else qs
-    base = generate(model, tok, qs, max_new_tokens, batch_size, adapter=False, system_prompt=system_prompt,
-                    desc="general: base", server=server)
-    tuned = generate(model, tok, qs, max_new_tokens, batch_size, adapter=True, system_prompt=system_prompt,
-                     desc="general: fine-tuned", server=server)
-    rows = [{"question": q, "base": b, "tuned": t} for q, b, t in zip(qs, base, tuned)]
-    out: dict[str, Any] = {"n": len(rows), "rows": rows}
-    if teacher is not None:
-        cache = eval_dir / "judge_cache.jsonl"
-        for m in ("base", "tuned"):
-            scores = judge(teacher, [{"question": r["question"], "answer": r[m]} for r in rows], cache, kind="general")
-            for r, sc in zip(rows, scores):
-                r[f"{m}_judge"] = sc
-            ci = mean_ci(scores)
-            out[f"{m}_judge"], out[f"{m}_judge_ci"] = ci["mean"], [ci["lo"], ci["hi"]]
-        if out.get("base_judge") is not None and out.get("tuned_judge") is not None:
-            # the paired change (fine-tuned minus base) with its interval; a drop is a negative change
-            out["judge_change"] = paired_delta_ci([r["tuned_judge"] for r in rows], [r["base_judge"] for r in rows])
-            out["collapsed"] = out["tuned_judge"] < out["base_judge"] - 1.5
-    write_jsonl(rows, Path(eval_dir) / GENERAL_FILE)
-    return out

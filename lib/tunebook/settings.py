@@ -212,6 +212,9 @@ class EvalSettings(_Section):
     judge: bool = True
     general_check: bool = True
     general_prompts: int = Field(30, ge=0)  # how many of params/prompts/general.yaml to ask (0: all)
+    # answer length for the general prompts (0: max_new_tokens): the base student works a sum out before it states
+    # it, and cut at 64 tokens it was graded wrong on 5 of 30 (RESULTS.md, session 20)
+    general_max_new_tokens: int = Field(128, ge=0)
     export_adapter: bool = True
     export_merged: bool = True
     ask: list[str] = []  # your own questions: 05 answers them four ways after the eval (no reference, so no score)

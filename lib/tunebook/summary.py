@@ -99,7 +99,10 @@ def build(run_dir: Path) -> str:
             change = general.get("judge_change") or {}
             lines += ["", f"General prompts (forgetting check, {general.get('n')} prompts), judge 0–5: base "
                           f"{_fmt(general.get('base_judge'))} → fine-tuned {_fmt(general.get('tuned_judge'))}, change "
-                          f"{fmt(change)}{' — COLLAPSED' if general.get('collapsed') else ''}"]
+                          f"{fmt(change)}{' — COLLAPSED' if general.get('collapsed') else ''}"
+                          + (f"; answers stating the reference's fact: base {general['base_right']:.0%} → fine-tuned "
+                             f"{general['tuned_right']:.0%}" if general.get("base_right") is not None
+                             and general.get("tuned_right") is not None else "")]
         for q, g in (metrics.get("gguf_agreement") or {}).items():
             lines += ["", f"Exported GGUF {q} served by llama-server vs the notebook's fine-tuned model: "
                           f"{_agreement(g)}"]
