@@ -21,7 +21,7 @@ def make_run(tmp: Path, name: str, tuned: list[float], rag: list[float], unseen:
     metrics = {"recall": {"n": len(rows), "tuned_judge": mean(tuned), "rag_judge": mean(rag),
                           "tuned_rag_judge": mean(rag), "surer_judge": mean([max(a, b) for a, b in zip(tuned, rag)]),
                           "tuned_exact_values": 0.9},
-               "unseen": {"n": 5, **unseen}, "general": {"judge_change": {"mean": change}}}
+               "unseen": {"n": 5, **unseen}, "general": {"judge_change": {"mean": change}, "judged_by": "reference"}}
     (d / "metrics.json").write_text(json.dumps(metrics))
     return tmp / name
 
