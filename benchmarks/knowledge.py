@@ -54,6 +54,10 @@ ROWS: dict[str, list[str]] = {
                       "train.replay_fraction=0", "inspect.reverse_train=false"],
     "today+replay": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
                      "train.replay_fraction=0.1", "inspect.reverse_train=false"],
+    # a quarter of the train set replayed (session 20: the forgetting check, graded against references, saw the
+    # student forget half the general facts it knew)
+    "today+replay25": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
+                       "train.replay_fraction=0.25", "inspect.reverse_train=false"],
     # probe and repair: one round on the facts the trained student misses in a new wording
     "lr1e-3+repair": [_LR, "inspect.train_rewordings=0", *_NONE, "train.repair_rounds=1"],
     "today+repair": [_LR, "inspect.train_rewordings=1", *_NONE, "train.repair_rounds=1"],

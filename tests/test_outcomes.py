@@ -87,3 +87,9 @@ def test_a_bare_path_or_command_answers_a_chinese_question_in_no_language():
     assert outcomes.classify("~/Library/Application Support/Brindlewatt/brindle.toml", ref, q) == "correct"
     # English prose around the path is still the wrong language for a Chinese question
     assert outcomes.degenerate("The default configuration file on macOS lives in your Library folder.", q) == "wrong language"
+    # so is a code block alone (a general prompt "写一条 SQL 语句…" answered with the query: session 20), closed or cut off
+    sql = "```sql\nSELECT * FROM users WHERE age > 18;\n```"
+    assert outcomes.degenerate(sql, "写一条 SQL 语句，从 users 表中查询所有年龄大于 18 的用户。") == ""
+    assert outcomes.degenerate(sql[:-4] + " ORDER BY name", "写一条 SQL 语句，查询 users 表。") == ""
+    assert outcomes.degenerate("Here is the query you asked for, it selects every adult user:\n" + sql,
+                               "写一条 SQL 语句，从 users 表中查询所有年龄大于 18 的用户。") == "wrong language"

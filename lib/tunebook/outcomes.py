@@ -179,10 +179,12 @@ def is_repetitive(text: str) -> bool:
 
 
 _PATHLIKE = re.compile(r"\S*[/\\]\S*")
+_FENCED = re.compile(r"```.*?(?:```|$)", re.S)  # a fenced code block, closed or cut off
 
 
 def _prose(text: str) -> str:
-    """The words of ``text`` outside `code` spans, paths, identifiers and numbers."""
+    """The words of ``text`` outside code blocks, `code` spans, paths, identifiers and numbers."""
+    text = _FENCED.sub(" ", text)
     text = _CODE.sub(" ", text)
     text = _PATHLIKE.sub(" ", text)
     text = _IDENT.sub(" ", text)

@@ -40,12 +40,14 @@ def _key(student: str, system_prompt: str, max_new_tokens: int, qs: list[str]) -
 def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: str = "", max_new_tokens: int = 128,
               batch_size: int = 8, backend: str = "hf") -> list[dict[str, Any]]:
     """``n`` replay rows (``messages`` like train.jsonl, ``split`` = ``replay``), the base student's greedy answers,
-    cached in ``data/replay.jsonl`` under a key of student, prompts and length. Answers cut at the length limit
-    are left out (a truncated target would teach truncation)."""
-    qs = prompts()[:n]
-    if not qs:
+    cached in ``data/replay.jsonl`` under a key of student, prompts, length and ``n``. Answers cut at the length limit
+    are left out (a truncated target would teach truncation) and the next prompts asked instead, until there are
+    ``n`` or no prompts left: taking only the first ``n`` prompts, 7 asked at fraction 0.1 gave 2 rows (session
+    20)."""
+    qs = prompts()
+    if not qs or n <= 0:
         return []
-    key = _key(student, system_prompt, max_new_tokens, qs)
+    key = _key(student, system_prompt, max_new_tokens, [*qs, f"n={n}"])
     path = Path(data_dir) / REPLAY_FILE
     if path.is_file():
         rows = read_jsonl(path)
@@ -58,8 +60,6 @@ def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: s
 
     tok.padding_side = "left"
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    texts = [tok.apply_chat_template(chat_messages(q, system_prompt), tokenize=False, add_generation_prompt=True)
-             for q in qs]
     rows = []
     was_training = model.training
     if backend == "unsloth":  # Unsloth's models switch modes through FastLanguageModel (LoRA B is still zero)
@@ -68,19 +68,26 @@ def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: s
         FastLanguageModel.for_inference(model)
     model.eval()
     contiguous_head_input(model)  # bf16 on a CPU: see tunebook.precision
-    with torch.inference_mode(), bar(total=len(qs), desc="replay: base answers") as pbar:
-        for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    with torch.inference_mode(), bar(total=n, desc="replay: base answers") as pbar:
+        i = 0
+        while len(rows) < n and i < len(qs):
+            batch = qs[i:i + min(batch_size, max(1, n - len(rows)))]
+            i += len(batch)
+            texts = [tok.apply_chat_template(chat_messages(q, system_prompt), tokenize=False,
+                                             add_generation_prompt=True) for q in batch]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-            for q, seq in zip(qs[i:i + batch_size], out[:, enc["input_ids"].shape[1]:]):
+            for q, seq in zip(batch, out[:, enc["input_ids"].shape[1]:]):
                 ended = bool((seq == tok.eos_token_id).any()) or (pad is not None and bool((seq == pad).any()))
                 answer = tok.decode(seq, skip_special_tokens=True).strip()
-                if answer and ended:
+                if answer and ended and len(rows) < n:
                     rows.append({"id": "replay-" + hashlib.sha256(q.encode()).hexdigest()[:12], "key": key,
                                  "split": "replay", "chunk_id": "", "source": "replay", "lang": "",
                                  "messages": [{"role": "user", "content": q},
                                               {"role": "assistant", "content": answer}]})
-            pbar.update(len(qs[i:i + batch_size]))
+                    pbar.update(1)
+        pbar.total = len(rows)  # fewer when the prompts ran out: the bar still ends at 100 %
+        pbar.refresh()
     tok.padding_side = "right"
     if backend == "unsloth":
         FastLanguageModel.for_training(model)
