@@ -1,7 +1,5 @@
 """Replay against forgetting: how many rows, which prompts, and how they join the train split (no model)."""
 
-import pytest
-
 from tunebook import evaluate, replay, train
 
 
@@ -35,24 +33,3 @@ def test_replay_rows_join_the_train_split_in_its_format(tmp_path):
     assert mixed[1]["prompt"][0] == {"role": "system", "content": "sys"}
     assert train.add_rows(ds, [], "sys") is ds
 
-
-def test_replay_asks_further_prompts_until_it_has_n_answers_that_end(smollm2_gguf, tmp_path):
-    """On the real (dequantized) SmolLM2: with a short length limit some answers are cut and left out, and the next
-    prompts are asked instead, so 04 gets the rows its fraction asks for (it took only the first n prompts: at 0.1,
-    7 asked, 2 kept). The rows are cached under their key; another n asks again."""
-    torch = pytest.importorskip("torch")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tunebook import models
-
-    d = models.hf_model("smollm2-135m-instruct")
-    tok = AutoTokenizer.from_pretrained(d)
-    tok.pad_token = tok.pad_token or tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
-    rows = replay.make_rows(model, tok, "smollm2", 3, tmp_path, max_new_tokens=24, batch_size=2)
-    assert len(rows) == 3 and all(r["split"] == "replay" and r["messages"][1]["content"] for r in rows)
-    order = replay.prompts()
-    asked = [order.index(r["messages"][0]["content"]) for r in rows]
-    assert asked == sorted(asked)  # in the file's order, cut answers skipped
-    assert replay.make_rows(None, tok, "smollm2", 3, tmp_path, max_new_tokens=24) == rows  # from the cache
-    assert (tmp_path / replay.REPLAY_FILE).is_file()
