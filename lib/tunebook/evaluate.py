@@ -14,7 +14,6 @@ from typing import Any
 from .answering import balanced_batch, gate, generate, generate_scored, load_tuned, merged_weights  # noqa: F401
 from .surer import surer, surer_pick  # noqa: F401  (05's fifth answerer; benchmarks read surer_pick from here)
 from .forgetting import GENERAL_FILE, forgetting_check, general_metrics, general_prompts, score_general  # noqa: F401
-from .judge import judge
 from .jsonio import write_json, write_jsonl
 from .text import char_f1, rouge_l
 
@@ -398,9 +397,3 @@ def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
     body = "".join(f"<tr>{cell(r['question'])}{cell(r['reference'])}" + "".join(answer(r, c) for c in conds)
                    + (facts(r) if judged else "") + "</tr>" for r in rows[:limit])
     return f"<table class='tunebook-compare'>{head}{body}</table>"
-
-
-# ---- export -------------------------------------------------------------------------------------------------
-
-
-# ---- LLM judge through the teacher --------------------------------------------------------------------------

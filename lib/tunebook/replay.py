@@ -80,7 +80,7 @@ def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: s
             for q, seq in zip(batch, out[:, enc["input_ids"].shape[1]:]):
                 ended = bool((seq == tok.eos_token_id).any()) or (pad is not None and bool((seq == pad).any()))
                 answer = tok.decode(seq, skip_special_tokens=True).strip()
-                if answer and ended and len(rows) < n:
+                if answer and ended:  # a batch asks at most the rows still missing
                     rows.append({"id": "replay-" + hashlib.sha256(q.encode()).hexdigest()[:12], "key": key,
                                  "split": "replay", "chunk_id": "", "source": "replay", "lang": "",
                                  "messages": [{"role": "user", "content": q},
