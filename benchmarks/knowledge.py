@@ -36,6 +36,7 @@ TUNEBOOK = str(Path(sys.executable).parent / "tunebook")
 # every row names its learning rate: a reused synthesis keeps the settings it was made with (params.yaml)
 _NONE = ["inspect.abstain_train=false", "inspect.abstain_swaps=0", "train.replay_fraction=0", "inspect.reverse_train=false"]
 _LR = "train.learning_rate=0.001"
+_REPLAY = ["inspect.abstain_train=false", "inspect.abstain_swaps=0", "train.replay_fraction=0.1", "inspect.reverse_train=false"]
 ROWS: dict[str, list[str]] = {
     # session 7's recipe: lr 3e-4, no rewordings (the student got 65-72 % of its own train answers right verbatim)
     "s7": ["train.learning_rate=0.0003", "inspect.train_rewordings=0", *_NONE],
@@ -58,6 +59,12 @@ ROWS: dict[str, list[str]] = {
     # student forget half the general facts it knew)
     "today+replay25": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
                        "train.replay_fraction=0.25", "inspect.reverse_train=false"],
+    # forgetting levers over today+replay (session 21; "LoRA Learns Less and Forgets Less", Biderman et al. 2024:
+    # forgetting grows with rank, learning rate and passes; facts live mostly in the MLP weights)
+    "replay+r4": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_r=4", "train.lora_alpha=8"],
+    "replay+mlp": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_targets=[gate_proj,up_proj,down_proj]"],
+    "replay+ep3": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.epochs=3"],
+    "replay+lr5e-4": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY],
     # probe and repair: one round on the facts the trained student misses in a new wording
     "lr1e-3+repair": [_LR, "inspect.train_rewordings=0", *_NONE, "train.repair_rounds=1"],
     "today+repair": [_LR, "inspect.train_rewordings=1", *_NONE, "train.repair_rounds=1"],
@@ -105,6 +112,10 @@ def row_numbers(run_dir: Path) -> dict:
         "outofdocs_abstains": (get("outofdocs", "tuned_outcomes") or {}).get("abstains"),
         "general_base": (m.get("general") or {}).get("base_judge"),
         "general_tuned": (m.get("general") or {}).get("tuned_judge"),
+        "general_n": (m.get("general") or {}).get("n"),
+        "general_change_ci": [((m.get("general") or {}).get("judge_change") or {}).get(k) for k in ("lo", "hi")],
+        "general_right_base": (m.get("general") or {}).get("base_right"),
+        "general_right_tuned": (m.get("general") or {}).get("tuned_right"),
         "train_rows": sum(1 for _ in open(run_dir / "data" / "train.jsonl")), "train_steps": t.get("steps"),
         "train_tokens": t.get("tokens"),
         "train_s": rec["steps"]["04_train"].get("seconds"), "eval_s": rec["steps"]["05_eval_export"].get("seconds"),
@@ -187,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             results_path.write_text(json.dumps([r for r in done if r["row"] not in names] + results, indent=2))
     keys = ["row", "recall_n", "recall_judge", "recall_exact_values", "recall_rag_judge", "unseen_n", "unseen_judge",
             "unseen_base_judge", "unseen_invents", "unseen_base_invents", "outofdocs_n", "outofdocs_invents",
-            "outofdocs_abstains", "general_base", "general_tuned", "train_rows", "train_s", "repair_hit_rates"]
+            "outofdocs_abstains", "general_base", "general_tuned", "general_right_tuned", "train_rows", "train_s", "repair_hit_rates"]
     import yaml
 
     corpus = (yaml.safe_load((base / "params.yaml").read_text()) or {}).get("corpus", a.corpus)

@@ -38,11 +38,14 @@ def graded(tmp_path_factory):
 def test_judge_agrees_with_the_hand_labels(graded):
     rows, got = graded
     pairs, confusion, by_cat, by_lang = [], Counter(), {}, {}
-    outcome_ok = 0
+    outcome_ok, disagreements = 0, []
     for r, (score, verdicts) in zip(rows, got):
         verdicts = verdicts or ["missing"] * len(r["facts"])  # an unanswered item counts as a miss
-        for want, have in zip(r["verdicts"], verdicts):
+        for fact, want, have in zip(r["facts"], r["verdicts"], verdicts):
             ok = (want == "stated") == (have == "stated")
+            if not ok:  # which cases, so a reader can see what the judge gets wrong
+                disagreements.append({"category": r["category"], "question": r["question"], "fact": fact,
+                                      "answer": r["answer"], "label": want, "judge": have})
             pairs.append(ok)
             confusion[(want, have)] += 1
             by_cat.setdefault(r["category"], []).append(ok)
@@ -56,6 +59,7 @@ def test_judge_agrees_with_the_hand_labels(graded):
         "by_category": {c: round(sum(v) / len(v), 3) for c, v in sorted(by_cat.items())},
         "by_lang": {c: round(sum(v) / len(v), 3) for c, v in sorted(by_lang.items())},
         "confusion (label -> judge)": {f"{a} -> {b}": n for (a, b), n in sorted(confusion.items())},
+        "disagreements": disagreements,
     }
     out = ROOT / "tests" / "artifacts"
     out.mkdir(exist_ok=True)
