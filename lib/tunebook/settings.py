@@ -164,6 +164,9 @@ class TrainSettings(_Section):
     # probe and repair (04): every trained fact asked in a new wording; the ones missed are trained again in it
     repair_rounds: int = Field(0, ge=0, le=3)
     repair_epochs: float = Field(1.0, gt=0)  # passes over one repair round's items (every fact + the misses)
+    # the saved adapter's update times this (1: as trained; 0.5: halfway from the base to the fine-tuned weights):
+    # weight-space interpolation against forgetting (WiSE-FT); 05, the merged and the GGUF exports all use it
+    adapter_scale: float = Field(1.0, gt=0, le=1.0)
     load_in_4bit: bool = False
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where fast (GPU; CPU with AMX / AVX-512 BF16)
     threads: int = Field(0, ge=0)

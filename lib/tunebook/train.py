@@ -420,7 +420,21 @@ def save_adapter(trainer, student: Student, cfg: TrainSettings, spec: str, out_d
         return d
     trainer.model.save_pretrained(str(d))
     student.tokenizer.save_pretrained(str(d))
+    if cfg.adapter_scale != 1.0:
+        scale_adapter(d, cfg.adapter_scale)
     (d / "tunebook_train.json").write_text(json.dumps(
         {"student": spec, "loaded_from": student.source, "backend": student.backend, "settings": cfg.model_dump()},
         indent=2, ensure_ascii=False))
     return d
+
+
+def scale_adapter(adapter_dir: Path, scale: float) -> None:
+    """The saved LoRA adapter's update times ``scale`` (its ``lora_alpha`` in adapter_config.json, which PEFT, the
+    merged export and the GGUF export all read): the weights move only that far from the base toward the fine-tuned
+    ones — weight-space interpolation (WiSE-FT, Wortsman et al. 2022), against forgetting. The scale is recorded in
+    tunebook_train.json's settings (PEFT's config takes no extra keys); scaling twice multiplies."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    conf = json.loads(path.read_text())
+    conf["lora_alpha"] = conf["lora_alpha"] * scale
+    conf["alpha_pattern"] = {k: v * scale for k, v in (conf.get("alpha_pattern") or {}).items()}
+    path.write_text(json.dumps(conf, indent=2))

@@ -1,0 +1,103 @@
+"""Forgetting vs recall when the trained adapter is scaled down (``train.adapter_scale``), on finished runs.
+
+Scaling a LoRA adapter's update by s moves the weights only part of the way from the base to the fine-tuned ones
+(weight-space interpolation, WiSE-FT: Wortsman et al. 2022). Session 20's forgetting check, graded against
+references, saw the fine-tuned 0.5B student forget half the general facts it knew ("The largest planet is Earth",
+"12 乘以 8 等于 120") while it learned the docs' facts; this measures how much of each survives at smaller s.
+
+For each finished run dir (04 done) and each scale: a copy ``<run>-x<scale>`` with the adapter scaled
+(``train.scale_adapter``, the code 04 runs for ``train.adapter_scale``) and 05 run again on it — same questions,
+same judge, no retraining, so the rows differ only by the scale. The run's own 05 is the scale-1.0 row, so pass
+the same 05 settings it ran with (``-p``).
+
+    .venv/bin/python benchmarks/adapter_scale.py outputs/s21demo-today+replay --scales 0.5,0.75 \\
+        -p evaluate.general_prompts=42 -p evaluate.rag=false
+
+Prints one table per run: recall judge and exact key values, unseen invented-value rate, general judge change
+with its 95 % interval, share of general answers right; writes it as JSON next to the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from knowledge import QUIET_05, run  # noqa: E402
+
+from tunebook.train import scale_adapter  # noqa: E402
+
+
+def numbers(run_dir: Path) -> dict:
+    m = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    rec, uns, gen = m.get("recall") or {}, m.get("unseen") or {}, m.get("general") or {}
+    ch = gen.get("judge_change") or {}
+    return {"recall_n": rec.get("n"), "recall_judge": rec.get("tuned_judge"),
+            "recall_exact": rec.get("tuned_exact_values"), "recall_base": rec.get("base_judge"),
+            "unseen_n": uns.get("n"), "unseen_invents": uns.get("tuned_invents"),
+            "unseen_base_invents": uns.get("base_invents"), "general_n": gen.get("n"),
+            "general_base": gen.get("base_judge"), "general_tuned": gen.get("tuned_judge"),
+            "general_change": ch.get("mean"), "general_change_ci": [ch.get("lo"), ch.get("hi")],
+            "general_right_base": gen.get("base_right"), "general_right_tuned": gen.get("tuned_right")}
+
+
+def scaled_copy(src: Path, scale: float) -> Path:
+    """``src`` with 01–04 done and its adapter scaled, ready for ``--from 05``."""
+    d = src.parent / f"{src.name}-x{scale:g}"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir()
+    shutil.copytree(src / "data", d / "data")
+    shutil.copytree(src / "train", d / "train", ignore=shutil.ignore_patterns("checkpoints"))
+    for f in ("params.yaml", "teacher.json"):
+        shutil.copy(src / f, d / f)
+    rec = json.loads((src / "run.json").read_text())
+    rec["run_id"] = d.name
+    rec["steps"] = {k: v for k, v in rec["steps"].items() if k != "05_eval_export"}
+    (d / "run.json").write_text(json.dumps(rec))
+    scale_adapter(d / "train" / "adapter", scale)
+    return d
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--scales", default="0.5,0.75")
+    ap.add_argument("-p", dest="extra", action="append", default=[], help="05 settings (as the source run had)")
+    a = ap.parse_args(argv)
+    scales = [float(x) for x in a.scales.split(",")]
+    env = dict(os.environ)
+    for src in a.runs:
+        if not (src / "train" / "adapter" / "adapter_config.json").is_file():
+            sys.exit(f"{src}: no trained adapter (train/adapter/adapter_config.json)")
+        rows = [{"scale": 1.0, "run": src.name, **numbers(src)}]
+        for s in scales:
+            d = scaled_copy(src, s)
+            secs = run(["--run-id", d.name, "--from", "05", "-p", f"train.adapter_scale={s}",
+                        *sum((["-p", x] for x in QUIET_05 + a.extra), [])], env)
+            rows.append({"scale": s, "run": d.name, "eval_s": round(secs), **numbers(d)})
+            print(json.dumps(rows[-1]), flush=True)
+            (src.parent / f"{src.name}-scales.json").write_text(json.dumps(rows, indent=2))
+        print(f"\n{src.name}, {date.today()}: recall n={rows[0]['recall_n']}, unseen n={rows[0]['unseen_n']}, "
+              f"general n={rows[0]['general_n']}")
+        keys = ["scale", "recall_judge", "recall_exact", "unseen_invents", "general_tuned", "general_change",
+                "general_change_ci", "general_right_tuned"]
+        print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+        for r in rows:
+            print("| " + " | ".join(
+                "–" if r.get(k) is None else (f"{r[k]:.2f}" if isinstance(r[k], float) else
+                                              ("[" + ", ".join(f"{x:.2f}" for x in r[k] if x is not None) + "]")
+                                              if isinstance(r[k], list) else str(r[k])) for k in keys) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
