@@ -24,8 +24,10 @@ import json
 import os
 import shutil
 import sys
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
@@ -62,7 +64,17 @@ def scaled_copy(src: Path, scale: float) -> Path:
     rec = json.loads((src / "run.json").read_text())
     rec["run_id"] = d.name
     rec["steps"] = {k: v for k, v in rec["steps"].items() if k != "05_eval_export"}
+    # the run dir says what its adapter is: 04's output as train.adapter_scale=<scale> makes it (the resume guard
+    # then lets 05 run on it, and 05's report shows the setting)
+    before = rec["steps"]["04_train"]["settings"].get("train.adapter_scale", 1.0)
+    rec["steps"]["04_train"]["settings"]["train.adapter_scale"] = before * scale
+    rec.setdefault("settings_history", []).append(
+        {"at": datetime.now(timezone.utc).isoformat(), "by": "benchmarks/adapter_scale.py", "step": "04_train",
+         "changes": {"train.adapter_scale": [before, before * scale]}})
     (d / "run.json").write_text(json.dumps(rec))
+    params = yaml.safe_load((d / "params.yaml").read_text())
+    params.setdefault("train", {})["adapter_scale"] = before * scale
+    (d / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
     scale_adapter(d / "train" / "adapter", scale)
     return d
 
@@ -81,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [{"scale": 1.0, "run": src.name, **numbers(src)}]
         for s in scales:
             d = scaled_copy(src, s)
-            secs = run(["--run-id", d.name, "--from", "05", "-p", f"train.adapter_scale={s}",
-                        *sum((["-p", x] for x in QUIET_05 + a.extra), [])], env)
+            secs = run(["--run-id", d.name, "--from", "05", *sum((["-p", x] for x in QUIET_05 + a.extra), [])], env)
             rows.append({"scale": s, "run": d.name, "eval_s": round(secs), **numbers(d)})
             print(json.dumps(rows[-1]), flush=True)
             (src.parent / f"{src.name}-scales.json").write_text(json.dumps(rows, indent=2))
