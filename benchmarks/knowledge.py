@@ -65,6 +65,8 @@ ROWS: dict[str, list[str]] = {
     "replay+mlp": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_targets=[gate_proj,up_proj,down_proj]"],
     "replay+ep3": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.epochs=3"],
     "replay+lr5e-4": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY],
+    # the bottom half of the 24 layers frozen (Zheng et al. 2025, "spurious forgetting")
+    "replay+top": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_first_layer=12"],
     # probe and repair: one round on the facts the trained student misses in a new wording
     "lr1e-3+repair": [_LR, "inspect.train_rewordings=0", *_NONE, "train.repair_rounds=1"],
     "today+repair": [_LR, "inspect.train_rewordings=1", *_NONE, "train.repair_rounds=1"],

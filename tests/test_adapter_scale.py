@@ -42,3 +42,21 @@ def test_adapter_scale_setting_is_validated():
     for bad in ("0", "1.5", "-0.2"):
         with pytest.raises(Exception, match="adapter_scale"):
             st.load("cpu", [f"train.adapter_scale={bad}"])
+
+
+def test_lora_first_layer_trains_only_the_layers_above_it():
+    """lora_first_layer=2 on a 4-layer model: LoRA weights on layers 2 and 3 only; beyond the last layer, an error."""
+    pytest.importorskip("torch")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    conf = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                       num_attention_heads=2, num_key_value_heads=1)
+    cfg = st.load("cpu", ["train.lora_first_layer=2"]).train
+    model = get_peft_model(AutoModelForCausalLM.from_config(conf),
+                           LoraConfig(r=4, target_modules=cfg.lora_targets, **train.layer_kwargs(cfg, conf)))
+    layers = {int(n.split(".layers.")[1].split(".")[0]) for n, _ in model.named_parameters() if "lora_" in n}
+    assert layers == {2, 3}
+    assert train.layer_kwargs(st.load("cpu", []).train, conf) == {}
+    with pytest.raises(ValueError, match="4 layers"):
+        train.layer_kwargs(st.load("cpu", ["train.lora_first_layer=4"]).train, conf)

@@ -143,6 +143,9 @@ class TrainSettings(_Section):
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_rslora: bool = False
     lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    # LoRA only on the layers from this one up (0: all): the bottom layers frozen, against forgetting ("spurious
+    # forgetting", Zheng et al. 2025: fine-tuning first breaks the lower layers' alignment of the task)
+    lora_first_layer: int = Field(0, ge=0)
     system_prompt: str = ""
     eval_steps: int = Field(0, ge=0)
     save_steps: int = Field(10, ge=1)

@@ -115,6 +115,7 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
         extra = {"device_map": {"": local_rank()}} if world_size() > 1 else {}  # DDP: one whole copy per GPU
         model, tok = FastLanguageModel.from_pretrained(model_name=source, max_seq_length=unsloth_seq_length(source, cfg),
                                                        load_in_4bit=cfg.load_in_4bit, dtype=None, **extra)
+        lora_kwargs.update(layer_kwargs(cfg, model.config))
         model = FastLanguageModel.get_peft_model(model, bias="none", use_gradient_checkpointing=checkpointing_policy(),
                                                  random_state=seed, **lora_kwargs)
         align_end_of_turn(model, tok)
@@ -132,8 +133,18 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
     if torch.cuda.is_available():
         model = model.to(f"cuda:{local_rank()}")
     align_end_of_turn(model, tok)
-    peft_config = LoraConfig(task_type="CAUSAL_LM", bias="none", **lora_kwargs)
+    peft_config = LoraConfig(task_type="CAUSAL_LM", bias="none", **lora_kwargs, **layer_kwargs(cfg, model.config))
     return Student(model, tok, backend, source), peft_config
+
+
+def layer_kwargs(cfg: TrainSettings, config) -> dict[str, Any]:
+    """LoRA on the layers from ``cfg.lora_first_layer`` up only (the bottom ones frozen); nothing when it is 0."""
+    if not cfg.lora_first_layer:
+        return {}
+    n = config.num_hidden_layers
+    if cfg.lora_first_layer >= n:
+        raise ValueError(f"train.lora_first_layer={cfg.lora_first_layer}: the student has {n} layers (0 … {n - 1})")
+    return {"layers_to_transform": list(range(cfg.lora_first_layer, n))}
 
 
 def chat_end_token(tok) -> str | None:
