@@ -35,7 +35,7 @@ TUNEBOOK = str(Path(sys.executable).parent / "tunebook")
 # the row name -> its settings over the base recipe (03/04 settings only: the synthesis is shared)
 # every row names its learning rate: a reused synthesis keeps the settings it was made with (params.yaml)
 _NONE = ["inspect.abstain_train=false", "inspect.abstain_swaps=0", "train.replay_fraction=0", "inspect.reverse_train=false"]
-_LR = "train.learning_rate=0.001"
+_LR = "train.learning_rate=0.001"  # the default until session 21 (5e-4 since: the row replay+lr5e-4 is today's recipe)
 _REPLAY = ["inspect.abstain_train=false", "inspect.abstain_swaps=0", "train.replay_fraction=0.1", "inspect.reverse_train=false"]
 ROWS: dict[str, list[str]] = {
     # session 7's recipe: lr 3e-4, no rewordings (the student got 65-72 % of its own train answers right verbatim)
