@@ -6,7 +6,7 @@ references, saw the fine-tuned 0.5B student forget half the general facts it kne
 "12 乘以 8 等于 120") while it learned the docs' facts; this measures how much of each survives at smaller s.
 
 For each finished run dir (04 done) and each scale: a copy ``<run>-x<scale>`` with the adapter scaled
-(``train.scale_adapter``, the code 04 runs for ``train.adapter_scale``) and 05 run again on it — same questions,
+(``lora.scale_adapter``, the code 04 runs for ``train.adapter_scale``) and 05 run again on it — same questions,
 same judge, no retraining, so the rows differ only by the scale. The run's own 05 is the scale-1.0 row, so pass
 the same 05 settings it ran with (``-p``).
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from knowledge import QUIET_05, run  # noqa: E402
 
-from tunebook.train import scale_adapter  # noqa: E402
+from tunebook.lora import scale_adapter  # noqa: E402
 
 
 def numbers(run_dir: Path) -> dict:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from tunebook import lora
 from tunebook import settings as st
-from tunebook import train
 
 
 def test_scaled_adapter_moves_the_weights_that_share_of_the_way(tmp_path):
@@ -20,12 +20,12 @@ def test_scaled_adapter_moves_the_weights_that_share_of_the_way(tmp_path):
                        num_attention_heads=2, num_key_value_heads=1)
     base = AutoModelForCausalLM.from_config(conf)
     base.save_pretrained(tmp_path / "base")
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], init_lora_weights=False)
-    tuned = get_peft_model(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), lora)
+    lcfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], init_lora_weights=False)
+    tuned = get_peft_model(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), lcfg)
     tuned.save_pretrained(tmp_path / "adapter")
     full = {k: v.clone() for k, v in tuned.merge_and_unload().state_dict().items()}
 
-    train.scale_adapter(tmp_path / "adapter", 0.5)
+    lora.scale_adapter(tmp_path / "adapter", 0.5)
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["lora_alpha"] == 4
     half = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "base"),
                                      str(tmp_path / "adapter")).merge_and_unload().state_dict()
@@ -54,9 +54,9 @@ def test_lora_first_layer_trains_only_the_layers_above_it():
                        num_attention_heads=2, num_key_value_heads=1)
     cfg = st.load("cpu", ["train.lora_first_layer=2"]).train
     model = get_peft_model(AutoModelForCausalLM.from_config(conf),
-                           LoraConfig(r=4, target_modules=cfg.lora_targets, **train.layer_kwargs(cfg, conf)))
+                           LoraConfig(r=4, target_modules=cfg.lora_targets, **lora.layer_kwargs(cfg, conf)))
     layers = {int(n.split(".layers.")[1].split(".")[0]) for n, _ in model.named_parameters() if "lora_" in n}
     assert layers == {2, 3}
-    assert train.layer_kwargs(st.load("cpu", []).train, conf) == {}
+    assert lora.layer_kwargs(st.load("cpu", []).train, conf) == {}
     with pytest.raises(ValueError, match="4 layers"):
-        train.layer_kwargs(st.load("cpu", ["train.lora_first_layer=4"]).train, conf)
+        lora.layer_kwargs(st.load("cpu", ["train.lora_first_layer=4"]).train, conf)

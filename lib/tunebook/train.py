@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import models, precision, unsloth_varlen
+from .lora import layer_kwargs, scale_adapter
 from .jsonio import read_jsonl, write_json, write_jsonl
 from .settings import TrainSettings
 
@@ -135,16 +136,6 @@ def load_student(spec: str, cfg: TrainSettings, seed: int) -> tuple[Student, Any
     align_end_of_turn(model, tok)
     peft_config = LoraConfig(task_type="CAUSAL_LM", bias="none", **lora_kwargs, **layer_kwargs(cfg, model.config))
     return Student(model, tok, backend, source), peft_config
-
-
-def layer_kwargs(cfg: TrainSettings, config) -> dict[str, Any]:
-    """LoRA on the layers from ``cfg.lora_first_layer`` up only (the bottom ones frozen); nothing when it is 0."""
-    if not cfg.lora_first_layer:
-        return {}
-    n = config.num_hidden_layers
-    if cfg.lora_first_layer >= n:
-        raise ValueError(f"train.lora_first_layer={cfg.lora_first_layer}: the student has {n} layers (0 … {n - 1})")
-    return {"layers_to_transform": list(range(cfg.lora_first_layer, n))}
 
 
 def chat_end_token(tok) -> str | None:
@@ -438,14 +429,3 @@ def save_adapter(trainer, student: Student, cfg: TrainSettings, spec: str, out_d
         indent=2, ensure_ascii=False))
     return d
 
-
-def scale_adapter(adapter_dir: Path, scale: float) -> None:
-    """The saved LoRA adapter's update times ``scale`` (its ``lora_alpha`` in adapter_config.json, which PEFT, the
-    merged export and the GGUF export all read): the weights move only that far from the base toward the fine-tuned
-    ones — weight-space interpolation (WiSE-FT, Wortsman et al. 2022), against forgetting. The scale is recorded in
-    tunebook_train.json's settings (PEFT's config takes no extra keys); scaling twice multiplies."""
-    path = Path(adapter_dir) / "adapter_config.json"
-    conf = json.loads(path.read_text())
-    conf["lora_alpha"] = conf["lora_alpha"] * scale
-    conf["alpha_pattern"] = {k: v * scale for k, v in (conf.get("alpha_pattern") or {}).items()}
-    path.write_text(json.dumps(conf, indent=2))
