@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import models, precision, unsloth_varlen
-from .lora import layer_kwargs, scale_adapter
 from .jsonio import read_jsonl, write_json, write_jsonl
+from .lora import layer_kwargs, scale_adapter
 from .settings import TrainSettings
 
 ADAPTER_DIR = "adapter"
@@ -428,4 +428,3 @@ def save_adapter(trainer, student: Student, cfg: TrainSettings, spec: str, out_d
         {"student": spec, "loaded_from": student.source, "backend": student.backend, "settings": cfg.model_dump()},
         indent=2, ensure_ascii=False))
     return d
-
