@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -33,37 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from knowledge import QUIET_05, run  # noqa: E402
+from knowledge import QUIET_05, copy_run, print_table, row_numbers, run  # noqa: E402
 
 from tunebook.lora import scale_adapter  # noqa: E402
-
-
-def numbers(run_dir: Path) -> dict:
-    m = json.loads((run_dir / "eval" / "metrics.json").read_text())
-    rec, uns, gen = m.get("recall") or {}, m.get("unseen") or {}, m.get("general") or {}
-    ch = gen.get("judge_change") or {}
-    return {"recall_n": rec.get("n"), "recall_judge": rec.get("tuned_judge"),
-            "recall_exact": rec.get("tuned_exact_values"), "recall_base": rec.get("base_judge"),
-            "unseen_n": uns.get("n"), "unseen_invents": uns.get("tuned_invents"),
-            "unseen_base_invents": uns.get("base_invents"), "general_n": gen.get("n"),
-            "general_base": gen.get("base_judge"), "general_tuned": gen.get("tuned_judge"),
-            "general_change": ch.get("mean"), "general_change_ci": [ch.get("lo"), ch.get("hi")],
-            "general_right_base": gen.get("base_right"), "general_right_tuned": gen.get("tuned_right")}
 
 
 def scaled_copy(src: Path, scale: float) -> Path:
     """``src`` with 01–04 done and its adapter scaled, ready for ``--from 05``."""
     d = src.parent / f"{src.name}-x{scale:g}"
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir()
-    shutil.copytree(src / "data", d / "data")
-    shutil.copytree(src / "train", d / "train", ignore=shutil.ignore_patterns("checkpoints"))
-    for f in ("params.yaml", "teacher.json"):
-        shutil.copy(src / f, d / f)
-    rec = json.loads((src / "run.json").read_text())
-    rec["run_id"] = d.name
-    rec["steps"] = {k: v for k, v in rec["steps"].items() if k != "05_eval_export"}
+    rec = copy_run(src, d, ("01_serve", "02_synthesize", "03_inspect", "04_train"), dirs=("data", "train"))
     # the run dir says what its adapter is: 04's output as train.adapter_scale=<scale> makes it (the resume guard
     # then lets 05 run on it, and 05's report shows the setting)
     before = rec["steps"]["04_train"]["settings"].get("train.adapter_scale", 1.0)
@@ -90,23 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     for src in a.runs:
         if not (src / "train" / "adapter" / "adapter_config.json").is_file():
             sys.exit(f"{src}: no trained adapter (train/adapter/adapter_config.json)")
-        rows = [{"scale": 1.0, "run": src.name, **numbers(src)}]
+        rows = [{"scale": 1.0, "run": src.name, **row_numbers(src)}]
         for s in scales:
             d = scaled_copy(src, s)
             secs = run(["--run-id", d.name, "--from", "05", *sum((["-p", x] for x in QUIET_05 + a.extra), [])], env)
-            rows.append({"scale": s, "run": d.name, "eval_s": round(secs), **numbers(d)})
+            rows.append({"scale": s, "run": d.name, "seconds": round(secs), **row_numbers(d)})
             print(json.dumps(rows[-1]), flush=True)
             (src.parent / f"{src.name}-scales.json").write_text(json.dumps(rows, indent=2))
         print(f"\n{src.name}, {date.today()}: recall n={rows[0]['recall_n']}, unseen n={rows[0]['unseen_n']}, "
               f"general n={rows[0]['general_n']}")
-        keys = ["scale", "recall_judge", "recall_exact", "unseen_invents", "general_tuned", "general_change",
-                "general_change_ci", "general_right_tuned"]
-        print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
-        for r in rows:
-            print("| " + " | ".join(
-                "–" if r.get(k) is None else (f"{r[k]:.2f}" if isinstance(r[k], float) else
-                                              ("[" + ", ".join(f"{x:.2f}" for x in r[k] if x is not None) + "]")
-                                              if isinstance(r[k], list) else str(r[k])) for k in keys) + " |")
+        print_table(rows, ["scale", "recall_judge", "recall_exact_values", "unseen_invents", "general_tuned",
+                           "general_change", "general_change_ci", "general_right_tuned"])
     return 0
 
 

@@ -102,6 +102,8 @@ def row_numbers(run_dir: Path) -> dict:
     t = json.loads((run_dir / "train" / "train_metrics.json").read_text())
     rec = json.loads((run_dir / "run.json").read_text())
     get = lambda split, key: (m.get(split) or {}).get(key)  # noqa: E731
+    gen = m.get("general") or {}
+    change = gen.get("judge_change") or {}
     return {
         "recall_n": get("recall", "n"), "recall_judge": get("recall", "tuned_judge"),
         "recall_judge_ci": get("recall", "tuned_judge_ci"), "recall_exact_values": get("recall", "tuned_exact_values"),
@@ -112,12 +114,9 @@ def row_numbers(run_dir: Path) -> dict:
         "unseen_invents": get("unseen", "tuned_invents"), "unseen_base_invents": get("unseen", "base_invents"),
         "outofdocs_n": get("outofdocs", "n"), "outofdocs_invents": get("outofdocs", "tuned_invents"),
         "outofdocs_abstains": (get("outofdocs", "tuned_outcomes") or {}).get("abstains"),
-        "general_base": (m.get("general") or {}).get("base_judge"),
-        "general_tuned": (m.get("general") or {}).get("tuned_judge"),
-        "general_n": (m.get("general") or {}).get("n"),
-        "general_change_ci": [((m.get("general") or {}).get("judge_change") or {}).get(k) for k in ("lo", "hi")],
-        "general_right_base": (m.get("general") or {}).get("base_right"),
-        "general_right_tuned": (m.get("general") or {}).get("tuned_right"),
+        "general_base": gen.get("base_judge"), "general_tuned": gen.get("tuned_judge"), "general_n": gen.get("n"),
+        "general_change": change.get("mean"), "general_change_ci": [change.get("lo"), change.get("hi")],
+        "general_right_base": gen.get("base_right"), "general_right_tuned": gen.get("tuned_right"),
         "train_rows": sum(1 for _ in open(run_dir / "data" / "train.jsonl")), "train_steps": t.get("steps"),
         "train_tokens": t.get("tokens"),
         "train_s": rec["steps"]["04_train"].get("seconds"), "eval_s": rec["steps"]["05_eval_export"].get("seconds"),
@@ -126,18 +125,42 @@ def row_numbers(run_dir: Path) -> dict:
     }
 
 
-def run_row(d: Path, base: Path, settings: list[str], env: dict) -> float:
-    """A copy of the synthesis run dir ``base`` at ``d`` (01 and 02 done), continued from 03 with ``settings``."""
+def copy_run(src: Path, d: Path, steps: tuple[str, ...], dirs: tuple[str, ...] = ("data",)) -> dict:
+    """A fresh copy of run dir ``src`` at ``d`` with its ``dirs`` (checkpoints left out), params, teacher and the
+    run record of ``steps`` only; returns that record (written to ``d/run.json``)."""
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
-    shutil.copytree(base / "data", d / "data")
+    for sub in dirs:
+        shutil.copytree(src / sub, d / sub, ignore=shutil.ignore_patterns("checkpoints"))
     for f in ("params.yaml", "teacher.json"):
-        shutil.copy(base / f, d / f)
-    rec = json.loads((base / "run.json").read_text())
+        shutil.copy(src / f, d / f)
+    rec = json.loads((src / "run.json").read_text())
     rec["run_id"] = d.name
-    rec["steps"] = {k: v for k, v in rec["steps"].items() if k in ("01_serve", "02_synthesize")}
+    rec["steps"] = {k: v for k, v in rec["steps"].items() if k in steps}
     (d / "run.json").write_text(json.dumps(rec))
+    return rec
+
+
+def print_table(rows: list[dict], keys: list[str]) -> None:
+    """``rows`` as a Markdown table of ``keys``: floats to 2 places, lists of floats bracketed, missing as –."""
+    def cell(v) -> str:
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        if isinstance(v, list):
+            return "[" + ", ".join(cell(x) for x in v) + "]"
+        return str(v)
+
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(cell(r.get(k)) for k in keys) + " |")
+
+
+def run_row(d: Path, base: Path, settings: list[str], env: dict) -> float:
+    """A copy of the synthesis run dir ``base`` at ``d`` (01 and 02 done), continued from 03 with ``settings``."""
+    copy_run(base, d, ("01_serve", "02_synthesize"))
     return run(["--run-id", d.name, "--from", "03", *sum((["-p", x] for x in settings), [])], env)
 
 
@@ -205,10 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     corpus = (yaml.safe_load((base / "params.yaml").read_text()) or {}).get("corpus", a.corpus)
     print(f"\ncorpus {corpus} (synthesis {base.name}), profile {a.profile}, {date.today()}")
-    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
-    for r in results:
-        print("| " + " | ".join("–" if r.get(k) is None else (f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]))
-                                for k in keys) + " |")
+    print_table(results, keys)
     for line in spread(results):
         print(line)
     return 0

@@ -32,4 +32,3 @@ def test_replay_rows_join_the_train_split_in_its_format(tmp_path):
     assert len(mixed) == 2 and mixed[1]["completion"] == [{"role": "assistant", "content": "Hi!"}]
     assert mixed[1]["prompt"][0] == {"role": "system", "content": "sys"}
     assert train.add_rows(ds, [], "sys") is ds
-
