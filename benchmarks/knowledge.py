@@ -65,6 +65,9 @@ ROWS: dict[str, list[str]] = {
     "replay+mlp": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_targets=[gate_proj,up_proj,down_proj]"],
     "replay+ep3": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.epochs=3"],
     "replay+lr5e-4": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY],
+    # the targets in the student's own words (self-distillation, SDFT: Yang et al. 2024; session 22): the base student
+    # restates each train answer in one sentence before training, kept where it holds the answer and adds nothing
+    "replay+restyle": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.restyle_answers=true"],
     # the bottom half of the 24 layers frozen (Zheng et al. 2025, "spurious forgetting")
     "replay+top": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_first_layer=12"],
     # probe and repair: one round on the facts the trained student misses in a new wording

@@ -126,3 +126,23 @@ def copy_run(src: Path, dest: Path, steps: tuple[str, ...]) -> Path:
     rec["run_id"], rec["steps"] = dest.name, {k: v for k, v in rec["steps"].items() if k in steps}
     (dest / "run.json").write_text(json.dumps(rec))
     return dest
+
+
+@pytest.fixture
+def tiny_lm():
+    """A tiny random Qwen2 and a word-level tokenizer with a minimal chat template (nothing downloaded)."""
+    torch = pytest.importorskip("torch")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
+
+    words = ["<pad>", "<eos>", "<unk>", "user", "assistant", ":"] + [f"w{i}" for i in range(58)]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
+                         "{% if add_generation_prompt %}assistant : {% endif %}")
+    tok.padding_side = "left"
+    torch.manual_seed(0)
+    conf = Qwen2Config(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=1, eos_token_id=1, pad_token_id=0)
+    return AutoModelForCausalLM.from_config(conf).eval(), tok

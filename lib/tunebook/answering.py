@@ -76,11 +76,12 @@ def generate(model, tok, questions: list[str], max_new_tokens: int, batch_size: 
 
 
 def generate_scored(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, adapter: bool,
-                    system_prompt: str = "", desc: str = "", server=None,
-                    merged: bool = True) -> tuple[list[str], list[float | None]]:
+                    system_prompt: str = "", desc: str = "", server=None, merged: bool = True,
+                    sort: bool = True) -> tuple[list[str], list[float | None]]:
     """:func:`generate`, and each answer's **confidence**: the lowest probability the model gave a token it chose
     (greedy), over the answer's tokens before the end-of-turn. A fact the student learnt comes out with every token
-    near 1; an invented value usually has one token the model was unsure of (``benchmarks/abstain_gate.py``)."""
+    near 1; an invented value usually has one token the model was unsure of (``benchmarks/abstain_gate.py``).
+    With ``sort`` the batches are formed shortest prompt first (:func:`by_length`); answers come back in order."""
     import contextlib
 
     import torch
@@ -89,28 +90,37 @@ def generate_scored(model, tok, questions: list[str], max_new_tokens: int, batch
     prompts = _prompts(tok, questions, system_prompt)
     if server is not None:
         return server.answer_scored(prompts, adapter, max_new_tokens, desc or ("fine-tuned" if adapter else "base"))
-    answers: list[str] = []
-    confidence: list[float | None] = []
+    answers: list[str] = [""] * len(prompts)
+    confidence: list[float | None] = [None] * len(prompts)
     ctx = contextlib.nullcontext() if adapter else model.disable_adapter()
     if adapter and merged:
         model = merged_weights(model)
     batch_size = balanced_batch(len(prompts), batch_size)
     stops = _stop_ids(model, tok)
+    order = by_length(tok, prompts) if sort else list(range(len(prompts)))
     with ctx, torch.inference_mode(), bar(total=len(prompts), desc=desc or ("fine-tuned" if adapter else "base")) as pbar:
-        for i in range(0, len(prompts), batch_size):
-            batch = prompts[i:i + batch_size]
-            enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        for i in range(0, len(order), batch_size):
+            picked = order[i:i + batch_size]
+            enc = tok([prompts[j] for j in picked], return_tensors="pt", padding=True,
+                      add_special_tokens=False).to(model.device)
             chosen = _chosen_logprob()
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
                                  logits_processor=LogitsProcessorList([chosen]))
             steps = torch.stack(chosen.steps, 1) if chosen.steps else None  # [batch, generated steps]
-            for b, row in enumerate(out[:, enc["input_ids"].shape[1]:]):
-                answers.append(tok.decode(row, skip_special_tokens=True).strip())
+            for b, (j, row) in enumerate(zip(picked, out[:, enc["input_ids"].shape[1]:])):
+                answers[j] = tok.decode(row, skip_special_tokens=True).strip()
                 ids = row.tolist()
                 n = next((k for k, t in enumerate(ids) if t in stops), len(ids))  # the answer's own tokens
-                confidence.append(round(float(steps[b, :n].min().exp()), 4) if steps is not None and n else None)
-            pbar.update(len(batch))
+                confidence[j] = round(float(steps[b, :n].min().exp()), 4) if steps is not None and n else None
+            pbar.update(len(picked))
     return answers, confidence
+
+
+def by_length(tok, prompts: list[str]) -> list[int]:
+    """The prompts' indices, shortest prompt first: batches of similar lengths pad less (RAG prompts with one chunk
+    run from ~260 to ~430 tokens on the demo; in question order 15 % of the tokens read were padding)."""
+    lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+    return sorted(range(len(prompts)), key=lambda i: lengths[i])
 
 
 def _stop_ids(model, tok) -> set[int]:

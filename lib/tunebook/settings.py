@@ -156,6 +156,9 @@ class TrainSettings(_Section):
     # the forgetting check graded against references (session 20, one training per corpus): general change −1.83 →
     # −1.17 (samples/docs), −1.50 → −1.00 (CloudPSS), recall unchanged (4.38 → 4.38, 4.11 → 4.08), +43–70 s training
     replay_fraction: float = Field(0.1, ge=0, lt=0.5)
+    # the base student restates each training answer in one sentence of its own before training (self-distillation of
+    # the targets, tunebook.restyle); kept only where every value of the teacher's answer survives
+    restyle_answers: bool = False
     # NEFTune (Jain et al. 2023): uniform noise of this scale on the input embeddings while training (0: off) — a
     # regularizer against learning one wording of a question. alpha 5, 2-3 trainings each (session 15): closed-book
     # recall unchanged on both corpora; fine-tuned + RAG 4.34 -> 4.66 on the demo's data, 3.58 -> 3.55 on CloudPSS
@@ -270,6 +273,7 @@ class Settings(_Section):
             raise SettingsError(f"invalid settings in {origin}: inspect.max_tokens ({self.inspect.max_tokens}) must not "
                                 f"exceed train.max_length ({self.train.max_length}); longer pairs would be truncated")
         multi = [k for k, on in (("train.replay_fraction", self.train.replay_fraction),
+                                 ("train.restyle_answers", self.train.restyle_answers),
                                  ("train.repair_rounds", self.train.repair_rounds)) if on]
         if self.train.num_gpus > 1 and multi:
             raise SettingsError(f"invalid settings in {origin}: {', '.join(multi)} run(s) in 04's own process only, not "
