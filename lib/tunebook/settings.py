@@ -157,7 +157,8 @@ class TrainSettings(_Section):
     # −1.17 (samples/docs), −1.50 → −1.00 (CloudPSS), recall unchanged (4.38 → 4.38, 4.11 → 4.08), +43–70 s training
     replay_fraction: float = Field(0.1, ge=0, lt=0.5)
     # the base student restates each training answer in one sentence of its own before training (self-distillation of
-    # the targets, tunebook.restyle); kept only where every value of the teacher's answer survives
+    # the targets, tunebook.restyle). samples/docs, session 22: recall 4.38 -> 3.65, general change -0.83 -> -0.95
+    # (the forgotten answers keep the sentence and lose the value): off
     restyle_answers: bool = False
     # NEFTune (Jain et al. 2023): uniform noise of this scale on the input embeddings while training (0: off) — a
     # regularizer against learning one wording of a question. alpha 5, 2-3 trainings each (session 15): closed-book
