@@ -93,3 +93,13 @@ def test_a_bare_path_or_command_answers_a_chinese_question_in_no_language():
     assert outcomes.degenerate(sql[:-4] + " ORDER BY name", "写一条 SQL 语句，查询 users 表。") == ""
     assert outcomes.degenerate("Here is the query you asked for, it selects every adult user:\n" + sql,
                                "写一条 SQL 语句，从 users 表中查询所有年龄大于 18 的用户。") == "wrong language"
+    # and so is code given without a fence (cps-s22: "SELECT * FROM users WHERE age > 18" graded 0 as English)
+    zh = "写一条 SQL 语句，从 users 表中查询所有年龄大于 18 的用户。"
+    assert outcomes.degenerate("SELECT * FROM users WHERE age > 18", zh) == ""
+    assert outcomes.degenerate("select name, age from users where age > 18 order by age desc", zh) == ""
+    assert outcomes.degenerate("def count_a(s):\n    return s.count('a')", "用 Python 写一个函数，统计字符串中 a 的个数。") == ""
+    assert outcomes.degenerate("git log -n 5 --oneline --graph --decorate", "写一条 Git 命令，查看最近 5 次提交记录。") == ""
+    assert outcomes.degenerate("Select the rows you need from the table and then count them by hand.", zh) == (
+        "wrong language")  # a sentence that starts like SQL is still English
+    assert outcomes.degenerate("If you want adults only, filter the users table by the age column first.", zh) == (
+        "wrong language")

@@ -180,11 +180,20 @@ def is_repetitive(text: str) -> bool:
 
 _PATHLIKE = re.compile(r"\S*[/\\]\S*")
 _FENCED = re.compile(r"```.*?(?:```|$)", re.S)  # a fenced code block, closed or cut off
+# a line of code given without a fence: a SQL statement, a Python line, a shell command (lower-case Python keywords and
+# command names: an English sentence starts with a capital; "If you …" stays prose)
+_CODE_LINE = re.compile(
+    r"^\s*(?:(?i:select\s+(?:\*|count\([^)]*\)|distinct\s+[\w.]+|[\w.]+(?:\s*,\s*[\w.]+)*)\s+from\s+\w+"
+    r"|insert\s+into|update\s+\w+\s+set|delete\s+from|create\s+table)\b"
+    r"|(?:def|class|return|import|from|for|while|if|elif|print|lambda)\b(?=.*[(:=\[])"
+    r"|(?:git|ls|cd|grep|find|wc|cat|echo|pip|python|npm|docker|curl|mkdir|df|du|tar|chmod)\s+\S).*$", re.M)
 
 
 def _prose(text: str) -> str:
-    """The words of ``text`` outside code blocks, `code` spans, paths, identifiers and numbers."""
+    """The words of ``text`` outside code blocks, unfenced lines of code, `code` spans, paths, identifiers and
+    numbers."""
     text = _FENCED.sub(" ", text)
+    text = _CODE_LINE.sub(" ", text)
     text = _CODE.sub(" ", text)
     text = _PATHLIKE.sub(" ", text)
     text = _IDENT.sub(" ", text)
