@@ -1,12 +1,15 @@
 """Training answers in the student's own words (self-distillation of the targets, SDFT: Yang et al., ACL 2024).
 
-The teacher often answers with a bare value ("7432", "1e-6", "4,000"); trained on those, the student answers
-*everything* in fragments — "中国的首都是哪座城市？" → "上海", "What is 15% of 200?" → "250%" (session 22) — and
-loses the working and the full sentences it had. Before training, 04 shows the base student each question with the
-teacher's answer and lets it restate the answer in one sentence of its own; the restatement replaces the training
-target when it holds the teacher's answer verbatim, adds no value and no explanation (:func:`keeps`) and ends inside
-the length limit. Otherwise the teacher's answer stays (:mod:`tunebook.restate` has the teacher do it instead). The targets then differ from
-what the student already says by the facts only, not by style as well.
+The teacher often answers with a bare value ("7432", "1e-6", "4,000"), and the fine-tuned student answered general
+questions in fragments too ("中国的首都是哪座城市？" → "上海"). With ``train.restyle_answers`` 04 shows the base student
+each train question with the teacher's answer and lets it restate the answer in one sentence of its own; the
+restatement replaces the training target when it states the answer's values, adds no value and no explanation
+(:func:`keeps`) and ends inside the length limit; otherwise the teacher's answer stays (:mod:`tunebook.restate` has
+the teacher write sentences instead).
+
+Measured (knowledge.py ``replay+restyle``, samples/docs, session 22): 58 of 63 answers restated, recall 4.38 → 3.65,
+general change −0.83 → −0.95 — the forgotten general answers kept the sentence and lost the value ("中国的首都是上海。"),
+so style was not the cause. Off by default.
 """
 
 from __future__ import annotations
