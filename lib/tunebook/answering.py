@@ -4,6 +4,7 @@ fine-tuned answer into "the docs don't cover this"."""
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from pathlib import Path
 from typing import Iterable
@@ -82,8 +83,6 @@ def generate_scored(model, tok, questions: list[str], max_new_tokens: int, batch
     (greedy), over the answer's tokens before the end-of-turn. A fact the student learnt comes out with every token
     near 1; an invented value usually has one token the model was unsure of (``benchmarks/abstain_gate.py``).
     With ``sort`` the batches are formed shortest prompt first (:func:`by_length`); answers come back in order."""
-    import contextlib
-
     import torch
     from transformers import LogitsProcessorList
 
@@ -121,6 +120,44 @@ def by_length(tok, prompts: list[str]) -> list[int]:
     run from ~260 to ~430 tokens on the demo; in question order 15 % of the tokens read were padding)."""
     lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
     return sorted(range(len(prompts)), key=lambda i: lengths[i])
+
+
+@contextlib.contextmanager
+def generating(model, tok, backend: str = "hf"):
+    """``model`` switched to generation inside the block — Unsloth's inference path (its models switch through
+    FastLanguageModel), eval mode, the tokenizer padding on the left — and back afterwards, even on an error: the
+    same model goes on training (04's replay, restyle and probe-and-repair ask it before or between rounds)."""
+    was_training, side = model.training, tok.padding_side
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+    model.eval()
+    tok.padding_side = "left"  # generation pads on the left; training on the right
+    try:
+        yield model
+    finally:
+        tok.padding_side = side
+        if backend == "unsloth":
+            FastLanguageModel.for_training(model)
+        if was_training:
+            model.train()
+
+
+def greedy_ended(model, tok, texts: list[str], max_new_tokens: int) -> list[tuple[str, bool]]:
+    """One batch of templated ``texts`` (left-padded), answered greedily: each answer and whether it ended (an
+    end-of-sequence or padding token) inside ``max_new_tokens``."""
+    import torch
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+    said = []
+    for seq in out[:, enc["input_ids"].shape[1]:]:
+        ended = bool((seq == tok.eos_token_id).any()) or (pad is not None and bool((seq == pad).any()))
+        said.append((tok.decode(seq, skip_special_tokens=True).strip(), ended))
+    return said
 
 
 def _stop_ids(model, tok) -> set[int]:

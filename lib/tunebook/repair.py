@@ -114,26 +114,13 @@ def hit(said: str, reference: str, asked: str) -> bool:
 def probe(model, tok, facts: list[dict], asked: dict[str, str], batch_size: int, system_prompt: str,
           desc: str, backend: str = "hf") -> list[dict]:
     """Ask each fact (that has one) its wording in ``asked``; greedy, the adapter on top of the base as trained."""
-    from .answering import generate
+    from .answering import generate, generating
 
     todo = [r for r in facts if asked.get(r["id"])]
     questions = [asked[r["id"]] for r in todo]
-    was_training, side = model.training, tok.padding_side
-    if backend == "unsloth":  # Unsloth's models switch between its training and inference paths explicitly
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(model)
-    model.eval()
-    tok.padding_side = "left"  # generation pads on the left; training on the right
-    try:
+    with generating(model, tok, backend):
         answers = generate(model, tok, questions, PROBE_TOKENS, batch_size, adapter=True,
                            system_prompt=system_prompt, desc=desc, merged=False)
-    finally:
-        tok.padding_side = side
-        if backend == "unsloth":
-            FastLanguageModel.for_training(model)
-        if was_training:
-            model.train()
     return [{"id": r["id"], "question": q, "reference": answer(r), "answer": a, "hit": hit(a, answer(r), q)}
             for r, q, a in zip(todo, questions, answers)]
 

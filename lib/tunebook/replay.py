@@ -53,33 +53,20 @@ def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: s
         rows = read_jsonl(path)
         if rows and all(r.get("key") == key for r in rows):
             return rows
-    import torch
-
+    from .answering import generating, greedy_ended
     from .chat import chat_messages
     from .progress import bar
 
-    tok.padding_side = "left"
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    rows = []
-    was_training = model.training
-    if backend == "unsloth":  # Unsloth's models switch modes through FastLanguageModel (LoRA B is still zero)
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(model)
-    model.eval()
-    contiguous_head_input(model)  # bf16 on a CPU: see tunebook.precision
-    with torch.inference_mode(), bar(total=n, desc="replay: base answers") as pbar:
+    rows = []  # the model is about to be trained: its LoRA B is still zero, so these are the base's answers
+    with generating(model, tok, backend), bar(total=n, desc="replay: base answers") as pbar:
+        contiguous_head_input(model)  # bf16 on a CPU: see tunebook.precision
         i = 0
         while len(rows) < n and i < len(qs):
             batch = qs[i:i + min(batch_size, max(1, n - len(rows)))]
             i += len(batch)
             texts = [tok.apply_chat_template(chat_messages(q, system_prompt), tokenize=False,
                                              add_generation_prompt=True) for q in batch]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-            for q, seq in zip(batch, out[:, enc["input_ids"].shape[1]:]):
-                ended = bool((seq == tok.eos_token_id).any()) or (pad is not None and bool((seq == pad).any()))
-                answer = tok.decode(seq, skip_special_tokens=True).strip()
+            for q, (answer, ended) in zip(batch, greedy_ended(model, tok, texts, max_new_tokens)):
                 if answer and ended:  # a batch asks at most the rows still missing
                     rows.append({"id": "replay-" + hashlib.sha256(q.encode()).hexdigest()[:12], "key": key,
                                  "split": "replay", "chunk_id": "", "source": "replay", "lang": "",
@@ -88,10 +75,6 @@ def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: s
                     pbar.update(1)
         pbar.total = len(rows)  # fewer when the prompts ran out: the bar still ends at 100 %
         pbar.refresh()
-    tok.padding_side = "right"
-    if backend == "unsloth":
-        FastLanguageModel.for_training(model)
-    if was_training:
-        model.train()
+    tok.padding_side = "right"  # as 04's trainer had it before the replay asked
     write_jsonl(rows, path)
     return rows

@@ -97,42 +97,21 @@ def rewrite(model, tok, rows: list[dict], student: str, data_dir: Path, system_p
 
 
 def _ask(model, tok, rows, key, system_prompt, max_new_tokens, batch_size, backend) -> list[dict]:
-    import torch
-
-    from .answering import balanced_batch, by_length
+    from .answering import balanced_batch, by_length, generating, greedy_ended
     from .chat import chat_messages
     from .progress import bar
 
     texts = [tok.apply_chat_template(chat_messages(request(r), system_prompt), tokenize=False,
                                      add_generation_prompt=True) for r in rows]
-    side = tok.padding_side
-    tok.padding_side = "left"
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    was_training = model.training
-    if backend == "unsloth":  # as replay.make_rows: Unsloth switches modes through FastLanguageModel
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(model)
-    model.eval()
-    contiguous_head_input(model)
     said: dict[int, tuple[str, bool]] = {}
     order = by_length(tok, texts)
     size = balanced_batch(len(texts), batch_size)
-    with torch.inference_mode(), bar(total=len(texts), desc="restyle: the student's own words") as pbar:
+    with generating(model, tok, backend), bar(total=len(texts), desc="restyle: the student's own words") as pbar:
+        contiguous_head_input(model)
         for i in range(0, len(order), size):
             picked = order[i:i + size]
-            enc = tok([texts[j] for j in picked], return_tensors="pt", padding=True,
-                      add_special_tokens=False).to(model.device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-            for j, seq in zip(picked, out[:, enc["input_ids"].shape[1]:]):
-                ended = bool((seq == tok.eos_token_id).any()) or (pad is not None and bool((seq == pad).any()))
-                said[j] = (tok.decode(seq, skip_special_tokens=True).strip(), ended)
+            said.update(zip(picked, greedy_ended(model, tok, [texts[j] for j in picked], max_new_tokens)))
             pbar.update(len(picked))
-    tok.padding_side = side
-    if backend == "unsloth":
-        FastLanguageModel.for_training(model)
-    if was_training:
-        model.train()
     done = []
     for j, r in enumerate(rows):
         question, answer = r["messages"][0]["content"], r["messages"][-1]["content"]
