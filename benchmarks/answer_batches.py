@@ -11,7 +11,6 @@ column says how many.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import date
@@ -19,6 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
+
+from bench_io import eval_prompts, run_settings, tuned_student, write_result  # noqa: E402
 
 
 def padding_share(tok, prompts: list[str], order: list[int], batch: int) -> float:
@@ -31,8 +32,7 @@ def padding_share(tok, prompts: list[str], order: list[int], batch: int) -> floa
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from tunebook import answering, evaluate, models, retrieval, settings as st, synthesize
-    from tunebook.retrieval import rag_prompt
+    from tunebook import answering, evaluate
     from tunebook.text import rouge_l
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,17 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N eval questions (0: all)")
     a = ap.parse_args(argv)
     run = a.run_dir.resolve()
-    cfg = st.build(st._flatten(st.load_yaml(run / "params.yaml")), str(run / "params.yaml"))
-    ev = cfg.evaluate
-    rows = evaluate.select(synthesize.read_jsonl(run / "data" / "eval.jsonl"), a.limit)
-    questions = [r["messages"][0]["content"] for r in rows]
-    refs = [r["messages"][-1]["content"] for r in rows]
-    index = retrieval.Index.build(synthesize.read_jsonl(run / "data" / "chunks.jsonl"), ev.rag_tokenizer)
-    sets = {"closed": questions,
-            "rag": [rag_prompt(q, index.context(i)) for q, i in zip(questions, index.search(questions, ev.rag_k))]}
-    adapter = run / "train" / "adapter"
-    trained = evaluate.trained_record(adapter)
-    model, tok = evaluate.load_tuned(adapter, models.hf_model(trained["student"]), ev.precision)
+    ev = run_settings(run).evaluate
+    rows, questions, refs, sets = eval_prompts(run, ev, a.limit)
+    model, tok, trained = tuned_student(run, ev)
     batch = answering.balanced_batch(len(questions), ev.batch_size)
     res: dict = {"date": str(date.today()), "run": run.name, "threads": torch.get_num_threads(),
                  "precision": str(next(model.parameters()).dtype), "questions": len(rows), "batch": batch, "sets": {}}
@@ -87,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| prompts | in order s | sorted s | speed-up | padding read | same answer | ROUGE-L in order → sorted |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(lines))
-    out = ROOT / "benchmarks" / "results" / f"answer_batches_{run.name}_{date.today()}.json"
-    out.write_text(json.dumps(res, indent=1, ensure_ascii=False))
-    print(f"\nwritten: {out}")
+    write_result(f"answer_batches-{run.name}", res, indent=1)
     return 0
 
 

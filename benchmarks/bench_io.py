@@ -36,3 +36,34 @@ def write_result(stem: str, payload, indent: int = 2) -> Path:
     out.write_text(json.dumps(payload, indent=indent, ensure_ascii=False))
     print(f"\nwrote {out.relative_to(ROOT)}")
     return out
+
+
+def run_settings(run: Path):
+    """The Settings a finished run dir ran with (its ``params.yaml``)."""
+    from tunebook import settings as st
+
+    return st.build(st._flatten(st.load_yaml(run / "params.yaml")), str(run / "params.yaml"))
+
+
+def eval_prompts(run: Path, ev, limit: int = 0) -> tuple[list[dict], list[str], list[str], dict[str, list[str]]]:
+    """A finished run's eval rows (the first ``limit``; 0: all), their questions and references, and 05's prompts
+    for them: ``closed`` (the question) and ``rag`` (the question with the chunks BM25 finds for it, ``ev.rag_k``)."""
+    from tunebook import retrieval
+    from tunebook.retrieval import rag_prompt
+
+    rows = evaluate.select(read_jsonl(run / "data" / "eval.jsonl"), limit)
+    questions = [r["messages"][0]["content"] for r in rows]
+    refs = [r["messages"][-1]["content"] for r in rows]
+    index = retrieval.Index.build(read_jsonl(run / "data" / "chunks.jsonl"), ev.rag_tokenizer)
+    rag = [rag_prompt(q, index.context(i)) for q, i in zip(questions, index.search(questions, ev.rag_k))]
+    return rows, questions, refs, {"closed": questions, "rag": rag}
+
+
+def tuned_student(run: Path, ev):
+    """The run's student with its adapter, loaded as 05 loads it (``ev.precision``), and its trained record."""
+    from tunebook import models
+
+    adapter = run / "train" / "adapter"
+    trained = evaluate.trained_record(adapter)
+    model, tok = evaluate.load_tuned(adapter, models.hf_model(trained["student"]), ev.precision)
+    return model, tok, trained

@@ -20,10 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
+from bench_io import eval_prompts, run_settings  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
-    from tunebook import evaluate, models, retrieval, settings as st, synthesize
-    from tunebook.retrieval import rag_prompt
+    from tunebook import evaluate, models
     from tunebook.text import char_f1
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,15 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N eval questions (0: all)")
     a = ap.parse_args(argv)
     run = a.run_dir.resolve()
-    cfg = st.build(st._flatten(st.load_yaml(run / "params.yaml")), str(run / "params.yaml"))
+    cfg = run_settings(run)
     ev = cfg.evaluate
     adapter = run / "train" / "adapter"
     trained = evaluate.trained_record(adapter)
-    rows = evaluate.select(synthesize.read_jsonl(run / "data" / "eval.jsonl"), a.limit)
-    questions = [r["messages"][0]["content"] for r in rows]
-    index = retrieval.Index.build(synthesize.read_jsonl(run / "data" / "chunks.jsonl"), ev.rag_tokenizer)
-    found = index.search(questions, ev.rag_k)
-    prompts = {False: questions, True: [rag_prompt(q, index.context(i)) for q, i in zip(questions, found)]}
+    rows, questions, _, sets = eval_prompts(run, ev, a.limit)
+    prompts = {False: sets["closed"], True: sets["rag"]}
     model, tok = evaluate.load_tuned(adapter, models.hf_model(trained["student"]))
     wanted = a.conditions.split(",")
     results = []

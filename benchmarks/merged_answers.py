@@ -21,12 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
+from bench_io import eval_prompts, run_settings, tuned_student  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from tunebook import evaluate, models, retrieval, settings as st, synthesize
-    from tunebook.retrieval import rag_prompt
+    from tunebook import evaluate
     from tunebook.text import char_f1, rouge_l
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,17 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N eval questions (0: all)")
     a = ap.parse_args(argv)
     run = a.run_dir.resolve()
-    cfg = st.build(st._flatten(st.load_yaml(run / "params.yaml")), str(run / "params.yaml"))
-    ev = cfg.evaluate
-    rows = evaluate.select(synthesize.read_jsonl(run / "data" / "eval.jsonl"), a.limit)
-    questions = [r["messages"][0]["content"] for r in rows]
-    refs = [r["messages"][-1]["content"] for r in rows]
-    index = retrieval.Index.build(synthesize.read_jsonl(run / "data" / "chunks.jsonl"), ev.rag_tokenizer)
-    prompts = {"closed book": questions,
-               "RAG": [rag_prompt(q, index.context(i)) for q, i in zip(questions, index.search(questions, ev.rag_k))]}
-    adapter = run / "train" / "adapter"
-    trained = evaluate.trained_record(adapter)
-    model, tok = evaluate.load_tuned(adapter, models.hf_model(trained["student"]), ev.precision)
+    ev = run_settings(run).evaluate
+    rows, questions, refs, sets = eval_prompts(run, ev, a.limit)
+    prompts = {"closed book": sets["closed"], "RAG": sets["rag"]}
+    model, tok, trained = tuned_student(run, ev)
     t0 = time.perf_counter()
     evaluate.merged_weights(model)
     merge_s = time.perf_counter() - t0

@@ -24,9 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
+from bench_io import run_settings  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
-    from tunebook import evaluate, judge, serve, settings as st, synthesize
+    from tunebook import evaluate, judge, serve, synthesize
     from tunebook.corpus import Chunk
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     a = ap.parse_args(argv)
     run = a.run_dir.resolve()
-    cfg = st.build(st._flatten(st.load_yaml(run / "params.yaml")), str(run / "params.yaml"))
+    cfg = run_settings(run)
     chunks = [Chunk(**c) for c in synthesize.read_jsonl(run / "data" / "chunks.jsonl")]
     rows = synthesize.read_jsonl(run / "eval" / "generations.jsonl")
     results = []
