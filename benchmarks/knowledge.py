@@ -14,8 +14,9 @@ are held out whether or not the rest is trained on. Exports are switched off (th
 
 Prints one table (recall judge and exact key values, unseen and out-of-docs invented-value rates, general judge,
 train seconds) and writes it as JSON next to the runs; with ``--repeats N`` each row is trained N times and the
-mean and range per row follow the table — CPU training alone moves one recipe's recall by 0.25–0.4 (RESULTS.md,
-session 15), more than most levers.
+mean and range per row follow the table (training k > 1 with ``train.seed=k``: the same split and eval, another
+LoRA initialisation and row order) — one recipe's recall moves by 0.25–0.4 between trainings (RESULTS.md, session
+15) and its general change by up to 0.8 (session 22), more than most levers.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ ROWS: dict[str, list[str]] = {
     # the targets in the student's own words (self-distillation, SDFT: Yang et al. 2024; session 22): the base student
     # restates each train answer in one sentence before training, kept where it holds the answer and adds nothing
     "replay+restyle": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.restyle_answers=true"],
+    # the replay rows' answer tokens trained to the base's whole next-token distribution (KL, LoRA off for the base)
+    # instead of its greedy answer (learning without forgetting; session 23)
+    "replay+kl": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=true"],
     # the bottom half of the 24 layers frozen (Zheng et al. 2025, "spurious forgetting")
     "replay+top": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_first_layer=12"],
     # probe and repair: one round on the facts the trained student misses in a new wording
@@ -168,7 +172,7 @@ def run_row(d: Path, base: Path, settings: list[str], env: dict) -> float:
 
 
 def spread(results: list[dict]) -> list[str]:
-    """Per row trained more than once (``--repeats``): the mean and range of its recall and unseen numbers."""
+    """Per row trained more than once (``--repeats``): the mean and range of its recall, unseen and general numbers."""
     by: dict[str, list[dict]] = {}
     for r in results:
         by.setdefault(r["row"].split("#")[0], []).append(r)
@@ -177,7 +181,7 @@ def spread(results: list[dict]) -> list[str]:
         if len(rs) < 2:
             continue
         parts = []
-        for k in ("recall_judge", "recall_exact_values", "recall_tuned_rag_judge", "unseen_invents"):
+        for k in ("recall_judge", "recall_exact_values", "recall_tuned_rag_judge", "unseen_invents", "general_change"):
             v = [r[k] for r in rs if r.get(k) is not None]
             if v:
                 parts.append(f"{k} {sum(v) / len(v):.2f} [{min(v):.2f}–{max(v):.2f}]")
@@ -199,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synth", default="", help="the synthesis run dir to reuse (default: <prefix>-synth)")
     ap.add_argument("-p", dest="extra", action="append", default=[], help="more settings for every row")
     ap.add_argument("--repeats", type=int, default=1,
-                    help="train each row this many times (dirs <prefix>-<row>-r2 …): the spread of one recipe")
+                    help="train each row this many times (dirs <prefix>-<row>-r2 …, training k with train.seed=k): "
+                         "the spread of one recipe over the same data, split and eval")
+    ap.add_argument("--first-repeat", type=int, default=1,
+                    help="start at this training (e.g. 2: the row's first training is already there)")
     a = ap.parse_args(argv)
     env = dict(os.environ)
     out = Path(env.get("TUNEBOOK_OUTPUTS", ROOT / "outputs"))
@@ -215,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     done = json.loads(results_path.read_text()) if results_path.is_file() else []
     results = []
     for name in a.rows.split(","):
-        for k in range(1, a.repeats + 1):  # another training of the same row: CPU training is not repeatable
+        for k in range(a.first_repeat, a.repeats + 1):
+            # another training of the same row: its own training seed (LoRA init, row order); split and eval unchanged
             label = name if k == 1 else f"{name}#{k}"
             d = out / f"{a.prefix}-{name}" if k == 1 else out / f"{a.prefix}-{name}-r{k}"
-            secs = run_row(d, base, ROWS[name] + QUIET_05 + a.extra, env)
+            seed = [] if k == 1 else [f"train.seed={k}"]
+            secs = run_row(d, base, ROWS[name] + QUIET_05 + a.extra + seed, env)
             row = {"row": label, "settings": ROWS[name], "seconds": round(secs), **row_numbers(d)}
             results.append(row)
             print(json.dumps(row), flush=True)

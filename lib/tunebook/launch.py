@@ -181,9 +181,9 @@ def worker(run_dir: Path) -> dict[str, Any]:
     eval_ds = train_mod.load_split(data / "eval.jsonl", cfg.train.system_prompt)
     if cfg.train.context_fraction:  # the same rows on every rank (seeded), as 04 adds them in one process
         train_ds, _ = train_mod.add_context_rows(train_ds, run_dir, cfg, save=train_mod.is_main_process())
-    student, peft_config = train_mod.load_student(cfg.student, cfg.train, cfg.seed)
+    student, peft_config = train_mod.load_student(cfg.student, cfg.train, cfg.train_seed)
     train_tokens = train_mod.count_tokens(train_ds, student.tokenizer) if backend == "unsloth" else None
-    args = train_mod.sft_config(cfg.train, out, cfg.seed, has_eval=len(eval_ds) > 0, backend=backend,
+    args = train_mod.sft_config(cfg.train, out, cfg.train_seed, has_eval=len(eval_ds) > 0, backend=backend,
                                 train_tokens=train_tokens)
     main = train_mod.is_main_process()
     callbacks = [progress_callback(out / PROGRESS_FILE)] if main else []

@@ -156,14 +156,11 @@ class TrainSettings(_Section):
     # the forgetting check graded against references (session 20, one training per corpus): general change −1.83 →
     # −1.17 (samples/docs), −1.50 → −1.00 (CloudPSS), recall unchanged (4.38 → 4.38, 4.11 → 4.08), +43–70 s training
     replay_fraction: float = Field(0.1, ge=0, lt=0.5)
-    # the base student restates each training answer in one sentence of its own before training (self-distillation of
-    # the targets, tunebook.restyle). samples/docs, session 22: recall 4.38 -> 3.65, general change -0.83 -> -0.95
-    # (the forgotten answers keep the sentence and lose the value): off
+    replay_kl: bool = False  # replay answers trained to the base's whole distribution (KL), not its greedy answer: distill.py
+    # each train answer restated first by the base student in its own sentence (restyle.py): recall 4.38 -> 3.65 (s22)
     restyle_answers: bool = False
-    # NEFTune (Jain et al. 2023): uniform noise of this scale on the input embeddings while training (0: off) — a
-    # regularizer against learning one wording of a question. alpha 5, 2-3 trainings each (session 15): closed-book
-    # recall unchanged on both corpora; fine-tuned + RAG 4.34 -> 4.66 on the demo's data, 3.58 -> 3.55 on CloudPSS
-    # with more invented unseen values there
+    # NEFTune (Jain et al. 2023): noise of this scale on the input embeddings while training (0: off). alpha 5, session
+    # 15: recall unchanged on both corpora; fine-tuned + RAG 4.34 -> 4.66 (demo), 3.58 -> 3.55 (CloudPSS, more invented)
     neftune_alpha: float = Field(0.0, ge=0.0, le=50.0)
     # share of trained facts trained once more with 05's RAG prompt (their retrieved chunk in it): reading, not recall
     context_fraction: float = Field(0.0, ge=0, le=1)
@@ -180,6 +177,7 @@ class TrainSettings(_Section):
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where fast (GPU; CPU with AMX / AVX-512 BF16)
     threads: int = Field(0, ge=0)
     num_gpus: int = Field(1, ge=1)
+    seed: int | None = None  # LoRA init and row order (None: the run's seed); split and eval keep the run's seed
 
 
 class EvalSettings(_Section):
@@ -257,6 +255,10 @@ class Settings(_Section):
     evaluate: EvalSettings = EvalSettings()
 
     # ---- views used by the runner and the notebooks -------------------------------------------------
+    @property
+    def train_seed(self) -> int:  # 04's: train.seed where set, else the run's
+        return self.seed if self.train.seed is None else self.train.seed
+
     def notebook_parameters(self, stem: str, declared: set[str]) -> dict[str, Any]:
         """The values for one notebook: only the names its ``parameters`` cell declares."""
         section = getattr(self, NOTEBOOKS[stem])
@@ -279,6 +281,10 @@ class Settings(_Section):
         if self.train.num_gpus > 1 and multi:
             raise SettingsError(f"invalid settings in {origin}: {', '.join(multi)} run(s) in 04's own process only, not "
                                 f"with train.num_gpus={self.train.num_gpus} (DDP); switch it off or train on one GPU")
+        why = "" if not self.train.replay_kl else ("train.replay_fraction is 0: no replay rows" if not self.train.replay_fraction
+                                                   else "Unsloth returns no logits" if self.train.backend == "unsloth" else "")
+        if why:
+            raise SettingsError(f"invalid settings in {origin}: train.replay_kl distils the replay rows, but {why}")
         need = 256 * self.evaluate.rag_k + 512  # rag_k chunks of ≤ 384 tokens, the prompt and the answer fit
         if self.train.context_fraction and self.train.max_length < need:
             raise SettingsError(f"invalid settings in {origin}: train.context_fraction trains rows with "

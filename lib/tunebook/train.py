@@ -87,7 +87,7 @@ def add_context_rows(ds, run_dir: Path, cfg, save: bool = True):
     ``train/context_rows.jsonl``. ``cfg``: the run's Settings."""
     from .retrieval import CONTEXT_FILE, context_rows
 
-    rows = context_rows(run_dir, cfg.train.context_fraction, cfg.evaluate.rag_k, cfg.evaluate.rag_tokenizer, cfg.seed,
+    rows = context_rows(run_dir, cfg.train.context_fraction, cfg.evaluate.rag_k, cfg.evaluate.rag_tokenizer, cfg.train_seed,
                         lines=cfg.train.context_lines, swaps=cfg.train.context_swaps,
                         distractors=cfg.train.context_distractors)
     if save:
@@ -351,11 +351,17 @@ def check_batch_masking(trainer, n: int = 8) -> None:
         raise RuntimeError(f"training examples {bad} have every label masked: raise train.max_length or shorten answers")
 
 
-def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbacks=()):
+def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbacks=(), distill: list[dict] = ()):
+    """The SFT trainer; ``distill`` (``train.replay_kl``): the replay rows mixed into ``train_ds``, trained to the
+    base's whole distribution instead of its greedy answer (:mod:`tunebook.distill`)."""
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    trainer = SFTTrainer(
+    from . import distill as distillation
+
+    if distill:
+        distillation.check_backend(student.backend)
+    trainer = (distillation.trainer_class() if distill else SFTTrainer)(
         model=student.model,
         args=args,
         train_dataset=train_ds,
@@ -365,6 +371,8 @@ def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbac
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # with tqdm off it prints every log dict; LiveLoss shows them instead
+    if distill:
+        distillation.enable(trainer, list(distill))
     return trainer
 
 
@@ -406,6 +414,10 @@ def train(trainer, out_dir: Path, backend: str = "") -> dict[str, Any]:
         "final_eval_loss": eval_losses[-1] if eval_losses else None,
         "train_loss": result.metrics.get("train_loss"),
     }
+    from .distill import mean_kl
+
+    if mean_kl(trainer) is not None:  # train.replay_kl: the replay tokens' KL from the base, per token
+        metrics["replay_kl_per_token"] = mean_kl(trainer)
     if main:
         write_json(metrics, out_dir / METRICS_FILE)
     return metrics

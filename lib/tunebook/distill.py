@@ -1,0 +1,131 @@
+"""Replay by distillation (``train.replay_kl``): the replay rows' answer tokens trained to the base student's whole
+next-token distribution instead of its greedy answer alone.
+
+Replay (:mod:`tunebook.replay`) mixes the base student's own answers to general instructions into training, as
+targets of the usual cross-entropy: at each answer token only the token the base chose counts. Here the loss at those
+tokens is the KL divergence from the base's distribution — every probability the base gives at that position, read
+from the same model with the LoRA switched off (no second copy) — so each replayed token carries what the base
+"knows" there, not one label (learning without forgetting, Li & Hoiem 2016; knowledge distillation, Hinton et al.
+2015). The documentation rows keep plain cross-entropy; both are summed per token and divided by the batch's
+trained-token count, as the cross-entropy alone is.
+
+Replay rows are found in a batch by their token ids (the collator is wrapped, see :class:`FlagCollator`). A batch
+holding replay tokens runs the transformer once more with the LoRA off, without gradients. Checked on the
+transformers + PEFT path (04 on a CPU); Unsloth computes its loss fused, without logits, so the setting is refused
+there (:func:`check_backend`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REPLAY_KEY = "replay_tokens"  # the collator's per-token flag; taken out before the model sees the batch
+
+
+def check_backend(backend: str) -> None:
+    if backend != "hf":
+        raise ValueError(f"train.replay_kl runs on the transformers + PEFT path only (this run trains with {backend}); "
+                         "switch it off or set train.backend=hf")
+
+
+class FlagCollator:
+    """Wraps the trainer's collator: the batch gets ``replay_tokens``, True on every token of a replay row (found by
+    its token ids; a packed example is split at its ``seq_lengths``), laid out as the wrapped collator lays out
+    ``input_ids`` (right-padded rows, or one flattened row when padding-free)."""
+
+    def __init__(self, inner, replay: set[tuple[int, ...]]):
+        self.inner, self.replay = inner, replay
+
+    def __getattr__(self, name: str) -> Any:  # padding_free, pad_token_id, ... of the wrapped collator
+        return getattr(self.inner, name)
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        flags = []
+        for ex in examples:
+            ids = list(ex["input_ids"])
+            row: list[bool] = []
+            start = 0
+            for n in ex.get("seq_lengths") or [len(ids)]:
+                row += [tuple(ids[start:start + n]) in self.replay] * n
+                start += n
+            flags.append(row + [False] * (len(ids) - len(row)))
+        batch = self.inner(examples)
+        width = batch["input_ids"].shape[-1]
+        if getattr(self.inner, "padding_free", False):
+            flags = [sum(flags, [])]
+        batch[REPLAY_KEY] = torch.tensor([f + [False] * (width - len(f)) for f in flags], dtype=torch.bool)
+        return batch
+
+
+def summed_kl(logits, base_logits) -> Any:
+    """KL(base ‖ fine-tuned) of the next-token distributions, summed over the positions (rows of the logits)."""
+    import torch.nn.functional as F
+
+    tuned = F.log_softmax(logits.float(), dim=-1)
+    base = F.log_softmax(base_logits.float(), dim=-1)
+    return F.kl_div(tuned, base, log_target=True, reduction="sum")
+
+
+def trainer_class():
+    """SFTTrainer whose loss on replay answer tokens is the KL from the base (LoRA off), cross-entropy elsewhere."""
+    import torch
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    class ReplayKLTrainer(SFTTrainer):
+        kl_sum, kl_tokens = 0.0, 0  # over training: the KL per replay token, for train_metrics.json
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            flags = inputs.pop(REPLAY_KEY, None)
+            labels = inputs.get("labels")
+            where = None
+            if flags is not None and labels is not None:
+                where = (labels[:, 1:] != -100) & flags[:, 1:].to(labels.device)  # position t predicts token t + 1
+            if where is None or not bool(where.any()):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # TRL's default loss (chunked NLL) projects only the labelled positions and returns no logits: this batch
+            # runs the transformer once for the hidden states and projects the trained positions itself
+            target = labels[:, 1:]
+            docs = (target != -100) & ~where
+            if num_items_in_batch is None:  # the batch's trained tokens, replay ones included
+                num_items_in_batch = (target != -100).sum()
+            peft = self.accelerator.unwrap_model(model)
+            causal = peft.get_base_model()  # the LoRA layers sit inside it: on unless disabled below
+            head = causal.get_output_embeddings()
+            fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+            hidden = causal.model(**fwd).last_hidden_state[:, :-1]
+            ce = F.cross_entropy(head(hidden[docs]).float(), target[docs], reduction="sum")
+            with torch.no_grad(), peft.disable_adapter():
+                base = head(causal.model(**fwd).last_hidden_state[:, :-1][where])
+            kl = summed_kl(head(hidden[where]), base)
+            if model.training:
+                self.kl_sum += float(kl.detach())
+                self.kl_tokens += int(where.sum())
+            loss = (ce + kl) / torch.as_tensor(num_items_in_batch, device=ce.device)
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+    return ReplayKLTrainer
+
+
+def _key(prompt: list[dict], completion: list[dict]) -> tuple[str, str]:
+    return ([m["content"] for m in prompt if m["role"] == "user"][-1:] or [""])[0], completion[-1]["content"]
+
+
+def enable(trainer, rows: list[dict]) -> int:
+    """Wrap ``trainer``'s collator so it flags the replay ``rows`` (``messages`` rows, as 04 mixed them in), found
+    in its tokenized train set by question and answer; returns how many were found (all, or an error)."""
+    want = {_key(r["messages"][:-1], r["messages"][-1:]) for r in rows}
+    ds = trainer.train_dataset
+    found = {tuple(ids) for p, c, ids in zip(ds["prompt"], ds["completion"], ds["input_ids"]) if _key(p, c) in want}
+    if len(found) != len(want):
+        raise RuntimeError(f"train.replay_kl: {len(want)} replay rows, {len(found)} found in the trainer's train set")
+    trainer.data_collator = FlagCollator(trainer.data_collator, found)
+    return len(found)
+
+
+def mean_kl(trainer) -> float | None:
+    """The KL from the base per replay answer token, over the training so far (None: no replay token yet)."""
+    n = getattr(trainer, "kl_tokens", 0)
+    return round(trainer.kl_sum / n, 5) if n else None

@@ -1,0 +1,109 @@
+"""train.replay_kl (tunebook.distill): replay answer tokens trained to the base's distribution, the rest by CE."""
+
+import pytest
+
+from tunebook import settings as st
+
+
+def _rows(words: list[str]) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": " ".join(words[i:i + 3])},
+                          {"role": "assistant", "content": " ".join(words[i + 3:i + 6])}]} for i in range(0, len(words), 6)]
+
+
+@pytest.fixture
+def kl_trainer(tiny_lm, tmp_path):
+    pytest.importorskip("trl")
+    from peft import LoraConfig
+
+    from tunebook import train
+
+    model, tok = tiny_lm
+    model.train()
+    tok.padding_side = "right"
+    docs = _rows([f"w{i}" for i in range(24)])  # 4 documentation rows
+    replay = _rows([f"w{i}" for i in range(30, 42)])  # 2 replay rows, last in the train set
+    ds = train.rows_dataset(docs + replay)
+    cfg = st.TrainSettings(epochs=1, batch_size=2, max_steps=3, precision="fp32", replay_kl=True)
+    args = train.sft_config(cfg, tmp_path, seed=1, has_eval=False, backend="hf")
+    peft = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"])
+    trainer = train.make_trainer(train.Student(model, tok, "hf", "tiny"), peft, ds, None, args, distill=replay)
+    return trainer
+
+
+def _manual(trainer, batch):
+    """CE summed over the documentation answer tokens, KL(base || tuned) summed over the replay ones, all tokens."""
+    import torch
+    import torch.nn.functional as F
+
+    model = trainer.model
+    fwd = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        tuned = model(**fwd).logits[:, :-1].float()
+        with model.disable_adapter():
+            base = model(**fwd).logits[:, :-1].float()
+    target = batch["labels"][:, 1:]
+    trained = target != -100
+    rep = trained & batch["replay_tokens"][:, 1:]
+    doc = trained & ~rep
+    ce = F.cross_entropy(tuned[doc], target[doc], reduction="sum")
+    kl = (base[rep].softmax(-1) * (base[rep].log_softmax(-1) - tuned[rep].log_softmax(-1))).sum()
+    return ce, kl, int(trained.sum())
+
+
+def test_replay_rows_are_flagged_by_their_tokens(kl_trainer):
+    ds = kl_trainer.train_dataset
+    batch = kl_trainer.data_collator([ds[0], ds[4], ds[5]])
+    flags, mask = batch["replay_tokens"], batch["attention_mask"].bool()
+    assert not flags[0].any()
+    assert flags[1].equal(mask[1]) and flags[2].equal(mask[2])  # every real token of a replay row, no padding
+    assert batch["input_ids"].shape == flags.shape
+
+
+def test_loss_is_ce_on_docs_plus_kl_on_replay_per_trained_token(kl_trainer):
+    import torch
+
+    model = kl_trainer.model
+    batch = kl_trainer.data_collator([kl_trainer.train_dataset[i] for i in (0, 4)])
+    # LoRA B starts at zero: the fine-tuned model is the base, the KL is 0
+    ce, kl, n = _manual(kl_trainer, batch)
+    assert float(kl) == pytest.approx(0.0, abs=1e-6)
+    loss = kl_trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(n))
+    assert float(loss.detach()) == pytest.approx(float(ce) / n, rel=1e-4)
+    # a trained-looking adapter: the replay tokens now pay the KL from the base, not the CE of the base's answer
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    ce, kl, n = _manual(kl_trainer, batch)
+    assert float(kl) > 1e-3
+    loss = kl_trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(n))
+    assert float(loss.detach()) == pytest.approx(float(ce + kl) / n, rel=1e-4)
+    # a batch without replay rows: the trainer's own cross-entropy, untouched
+    plain = kl_trainer.data_collator([kl_trainer.train_dataset[i] for i in (0, 1)])
+    ce, kl, n = _manual(kl_trainer, plain)
+    assert float(kl) == 0.0
+    assert float(kl_trainer.compute_loss(model, dict(plain), num_items_in_batch=torch.tensor(n)).detach()) == \
+        pytest.approx(float(ce) / n, rel=1e-4)
+
+
+def test_training_reports_the_replay_kl(kl_trainer, tmp_path):
+    from tunebook import train
+
+    metrics = train.train(kl_trainer, tmp_path)
+    assert metrics["steps"] == 3
+    assert metrics["replay_kl_per_token"] is not None and metrics["replay_kl_per_token"] >= 0
+
+
+def test_replay_kl_needs_replay_rows_and_the_peft_path():
+    with pytest.raises(st.SettingsError, match="replay_fraction is 0"):
+        st.load("ci", ["train.replay_kl=true", "train.replay_fraction=0"])
+    with pytest.raises(st.SettingsError, match="Unsloth"):
+        st.load("ci", ["train.replay_kl=true", "train.replay_fraction=0.1", "train.backend=unsloth"])
+    assert st.load("cpu", ["train.replay_kl=true"]).train.replay_kl
+
+
+def test_a_training_seed_of_its_own_keeps_the_runs_seed():
+    assert st.load("ci", []).train_seed == st.load("ci", []).seed
+    cfg = st.load("ci", ["train.seed=3"])
+    assert (cfg.train_seed, cfg.seed) == (3, st.load("ci", []).seed)
