@@ -12,6 +12,17 @@ SHARED = ROOT.parent / "shared"
 CLOUDPSS = SHARED / "corpora" / "cloudpss-sample"
 
 
+def pytest_configure(config):
+    """SIGTERM stops the suite the way Ctrl-C does. ``timeout``, CI runners and ``kill`` send SIGTERM, which ends
+    Python without running ``finally`` blocks or fixture teardowns: a browser test stopped that way left JupyterLab,
+    its kernels and a teacher running, and they slowed the next measurement 3× (session 23). As a KeyboardInterrupt,
+    pytest stops the test, runs the teardowns (servers stopped, labs shut down) and exits."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def llama_server_available() -> bool:
     try:
         from tunebook.serve import llama_server_binary
