@@ -71,7 +71,9 @@ ROWS: dict[str, list[str]] = {
     "replay+restyle": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.restyle_answers=true"],
     # the replay rows' answer tokens trained to the base's whole next-token distribution (KL, LoRA off for the base)
     # instead of its greedy answer (learning without forgetting; session 23)
-    "replay+kl": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=true"],
+    "replay+kl": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=1"],
+    # the same KL four times as heavy (the replay rows' share of the loss without more rows to generate and train)
+    "replay+kl4": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=4"],
     # the bottom half of the 24 layers frozen (Zheng et al. 2025, "spurious forgetting")
     "replay+top": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_first_layer=12"],
     # probe and repair: one round on the facts the trained student misses in a new wording

@@ -23,7 +23,7 @@ def kl_trainer(tiny_lm, tmp_path):
     docs = _rows([f"w{i}" for i in range(24)])  # 4 documentation rows
     replay = _rows([f"w{i}" for i in range(30, 42)])  # 2 replay rows, last in the train set
     ds = train.rows_dataset(docs + replay)
-    cfg = st.TrainSettings(epochs=1, batch_size=2, max_steps=3, precision="fp32", replay_kl=True)
+    cfg = st.TrainSettings(epochs=1, batch_size=2, max_steps=3, precision="fp32", replay_kl=1.0)
     args = train.sft_config(cfg, tmp_path, seed=1, has_eval=False, backend="hf")
     peft = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"])
     trainer = train.make_trainer(train.Student(model, tok, "hf", "tiny"), peft, ds, None, args, distill=replay)
@@ -79,6 +79,11 @@ def test_loss_is_ce_on_docs_plus_kl_on_replay_per_trained_token(kl_trainer):
     assert float(kl) > 1e-3
     loss = kl_trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(n))
     assert float(loss.detach()) == pytest.approx(float(ce + kl) / n, rel=1e-4)
+    # a weight scales the KL alone
+    kl_trainer.kl_weight = 3.0
+    loss = kl_trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(n))
+    assert float(loss.detach()) == pytest.approx(float(ce + 3 * kl) / n, rel=1e-4)
+    kl_trainer.kl_weight = 1.0
     # a batch without replay rows: the trainer's own cross-entropy, untouched
     plain = kl_trainer.data_collator([kl_trainer.train_dataset[i] for i in (0, 1)])
     ce, kl, n = _manual(kl_trainer, plain)
@@ -97,10 +102,10 @@ def test_training_reports_the_replay_kl(kl_trainer, tmp_path):
 
 def test_replay_kl_needs_replay_rows_and_the_peft_path():
     with pytest.raises(st.SettingsError, match="replay_fraction is 0"):
-        st.load("ci", ["train.replay_kl=true", "train.replay_fraction=0"])
+        st.load("ci", ["train.replay_kl=1", "train.replay_fraction=0"])
     with pytest.raises(st.SettingsError, match="Unsloth"):
-        st.load("ci", ["train.replay_kl=true", "train.replay_fraction=0.1", "train.backend=unsloth"])
-    assert st.load("cpu", ["train.replay_kl=true"]).train.replay_kl
+        st.load("ci", ["train.replay_kl=1", "train.replay_fraction=0.1", "train.backend=unsloth"])
+    assert st.load("cpu", ["train.replay_kl=2.5"]).train.replay_kl == 2.5
 
 
 def test_a_training_seed_of_its_own_keeps_the_runs_seed():

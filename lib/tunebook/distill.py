@@ -6,8 +6,8 @@ targets of the usual cross-entropy: at each answer token only the token the base
 tokens is the KL divergence from the base's distribution — every probability the base gives at that position, read
 from the same model with the LoRA switched off (no second copy) — so each replayed token carries what the base
 "knows" there, not one label (learning without forgetting, Li & Hoiem 2016; knowledge distillation, Hinton et al.
-2015). The documentation rows keep plain cross-entropy; both are summed per token and divided by the batch's
-trained-token count, as the cross-entropy alone is.
+2015). The documentation rows keep plain cross-entropy; both are summed per token (the KL times
+``train.replay_kl``, its weight) and divided by the batch's trained-token count, as the cross-entropy alone is.
 
 Replay rows are found in a batch by their token ids (the collator is wrapped, see :class:`FlagCollator`). A batch
 holding replay tokens runs the transformer once more with the LoRA off, without gradients. Checked on the
@@ -69,12 +69,14 @@ def summed_kl(logits, base_logits) -> Any:
 
 
 def trainer_class():
-    """SFTTrainer whose loss on replay answer tokens is the KL from the base (LoRA off), cross-entropy elsewhere."""
+    """SFTTrainer whose loss on replay answer tokens is ``kl_weight`` × the KL from the base (LoRA off),
+    cross-entropy elsewhere."""
     import torch
     import torch.nn.functional as F
     from trl import SFTTrainer
 
     class ReplayKLTrainer(SFTTrainer):
+        kl_weight = 1.0  # train.replay_kl (set by enable)
         kl_sum, kl_tokens = 0.0, 0  # over training: the KL per replay token, for train_metrics.json
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -103,7 +105,7 @@ def trainer_class():
             if model.training:
                 self.kl_sum += float(kl.detach())
                 self.kl_tokens += int(where.sum())
-            loss = (ce + kl) / torch.as_tensor(num_items_in_batch, device=ce.device)
+            loss = (ce + self.kl_weight * kl) / torch.as_tensor(num_items_in_batch, device=ce.device)
             return (loss, {"loss": loss}) if return_outputs else loss
 
     return ReplayKLTrainer
@@ -113,15 +115,17 @@ def _key(prompt: list[dict], completion: list[dict]) -> tuple[str, str]:
     return ([m["content"] for m in prompt if m["role"] == "user"][-1:] or [""])[0], completion[-1]["content"]
 
 
-def enable(trainer, rows: list[dict]) -> int:
+def enable(trainer, rows: list[dict], weight: float = 1.0) -> int:
     """Wrap ``trainer``'s collator so it flags the replay ``rows`` (``messages`` rows, as 04 mixed them in), found
-    in its tokenized train set by question and answer; returns how many were found (all, or an error)."""
+    in its tokenized train set by question and answer, and weigh their KL by ``weight``; returns how many were found
+    (all, or an error)."""
     want = {_key(r["messages"][:-1], r["messages"][-1:]) for r in rows}
     ds = trainer.train_dataset
     found = {tuple(ids) for p, c, ids in zip(ds["prompt"], ds["completion"], ds["input_ids"]) if _key(p, c) in want}
     if len(found) != len(want):
         raise RuntimeError(f"train.replay_kl: {len(want)} replay rows, {len(found)} found in the trainer's train set")
     trainer.data_collator = FlagCollator(trainer.data_collator, found)
+    trainer.kl_weight = weight
     return len(found)
 
 

@@ -156,7 +156,7 @@ class TrainSettings(_Section):
     # the forgetting check graded against references (session 20, one training per corpus): general change −1.83 →
     # −1.17 (samples/docs), −1.50 → −1.00 (CloudPSS), recall unchanged (4.38 → 4.38, 4.11 → 4.08), +43–70 s training
     replay_fraction: float = Field(0.1, ge=0, lt=0.5)
-    replay_kl: bool = False  # replay trained to the base's distribution (KL; distill.py): general +0.28, recall -0.16 (s23)
+    replay_kl: float = Field(0.0, ge=0)  # >0: replay trained to the base's distribution, KL times this (distill.py; s23)
     # each train answer restated first by the base student in its own sentence (restyle.py): recall 4.38 -> 3.65 (s22)
     restyle_answers: bool = False
     # NEFTune (Jain et al. 2023): noise of this scale on the input embeddings while training (0: off). alpha 5, session

@@ -351,9 +351,10 @@ def check_batch_masking(trainer, n: int = 8) -> None:
         raise RuntimeError(f"training examples {bad} have every label masked: raise train.max_length or shorten answers")
 
 
-def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbacks=(), distill: list[dict] = ()):
-    """The SFT trainer; ``distill`` (``train.replay_kl``): the replay rows mixed into ``train_ds``, trained to the
-    base's whole distribution instead of its greedy answer (:mod:`tunebook.distill`)."""
+def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbacks=(), distill: list[dict] = (),
+                 kl_weight: float = 1.0):
+    """The SFT trainer; ``distill`` (``train.replay_kl`` > 0): the replay rows mixed into ``train_ds``, trained to
+    the base's whole distribution instead of its greedy answer, the KL times ``kl_weight`` (:mod:`tunebook.distill`)."""
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
@@ -372,7 +373,7 @@ def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbac
     )
     trainer.remove_callback(PrinterCallback)  # with tqdm off it prints every log dict; LiveLoss shows them instead
     if distill:
-        distillation.enable(trainer, list(distill))
+        distillation.enable(trainer, list(distill), kl_weight)
     return trainer
 
 
