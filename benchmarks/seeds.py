@@ -21,11 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
 from tunebook.evaluate import fact_group  # noqa: E402
+from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def load(run_dir: Path) -> dict:
@@ -33,10 +30,10 @@ def load(run_dir: Path) -> dict:
     ev = run_dir / "eval"
     if not (ev / "metrics.json").is_file():
         sys.exit(f"{run_dir}: no eval/metrics.json (05 did not finish)")
-    rows = _jsonl(ev / "generations.jsonl")
+    rows = read_jsonl(ev / "generations.jsonl")
     return {"run": run_dir.name, "metrics": json.loads((ev / "metrics.json").read_text(encoding="utf-8")),
             "recall": {r["question"]: r for r in rows if r.get("split") == "recall"},
-            "general": {r["question"]: r for r in _jsonl(ev / "general.jsonl")} if (ev / "general.jsonl").is_file() else {}}
+            "general": {r["question"]: r for r in read_jsonl(ev / "general.jsonl")} if (ev / "general.jsonl").is_file() else {}}
 
 
 def averaged(runs: list[dict], part: str, key: str) -> dict[str, float]:

@@ -30,32 +30,25 @@ def check_backend(backend: str) -> None:
 
 class FlagCollator:
     """Wraps the trainer's collator: the batch gets ``replay_tokens``, True on every token of a replay row (found by
-    its token ids; a packed example is split at its ``seq_lengths``), laid out as the wrapped collator lays out
-    ``input_ids`` (right-padded rows, or one flattened row when padding-free)."""
+    its token ids), laid out as the wrapped collator lays out ``input_ids`` (right-padded rows). Only the padded
+    batches of the transformers + PEFT path: packed rows (Unsloth) never get here (:func:`check_backend`)."""
 
     def __init__(self, inner, replay: set[tuple[int, ...]]):
+        if getattr(inner, "padding_free", False):
+            raise ValueError("train.replay_kl flags padded rows; this trainer packs them (padding-free)")
         self.inner, self.replay = inner, replay
 
-    def __getattr__(self, name: str) -> Any:  # padding_free, pad_token_id, ... of the wrapped collator
+    def __getattr__(self, name: str) -> Any:  # pad_token_id, ... of the wrapped collator
         return getattr(self.inner, name)
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
-        flags = []
-        for ex in examples:
-            ids = list(ex["input_ids"])
-            row: list[bool] = []
-            start = 0
-            for n in ex.get("seq_lengths") or [len(ids)]:
-                row += [tuple(ids[start:start + n]) in self.replay] * n
-                start += n
-            flags.append(row + [False] * (len(ids) - len(row)))
         batch = self.inner(examples)
         width = batch["input_ids"].shape[-1]
-        if getattr(self.inner, "padding_free", False):
-            flags = [sum(flags, [])]
-        batch[REPLAY_KEY] = torch.tensor([f + [False] * (width - len(f)) for f in flags], dtype=torch.bool)
+        batch[REPLAY_KEY] = torch.tensor([[tuple(ex["input_ids"]) in self.replay] * len(ex["input_ids"])
+                                          + [False] * (width - len(ex["input_ids"])) for ex in examples],
+                                         dtype=torch.bool)
         return batch
 
 

@@ -417,8 +417,9 @@ def train(trainer, out_dir: Path, backend: str = "") -> dict[str, Any]:
     }
     from .distill import mean_kl
 
-    if mean_kl(trainer) is not None:  # train.replay_kl: the replay tokens' KL from the base, per token
-        metrics["replay_kl_per_token"] = mean_kl(trainer)
+    kl = mean_kl(trainer)
+    if kl is not None:  # train.replay_kl: the replay tokens' KL from the base, per token
+        metrics["replay_kl_per_token"] = kl
     if main:
         write_json(metrics, out_dir / METRICS_FILE)
     return metrics
