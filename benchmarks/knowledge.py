@@ -36,8 +36,10 @@ TUNEBOOK = str(Path(sys.executable).parent / "tunebook")
 # the row name -> its settings over the base recipe (03/04 settings only: the synthesis is shared)
 # every row names its learning rate: a reused synthesis keeps the settings it was made with (params.yaml)
 _NONE = ["inspect.abstain_train=false", "inspect.abstain_swaps=0", "train.replay_fraction=0", "inspect.reverse_train=false"]
-_LR = "train.learning_rate=0.001"  # the default until session 21 (5e-4 since: the row replay+lr5e-4 is today's recipe)
-_REPLAY = ["inspect.abstain_train=false", "inspect.abstain_swaps=0", "train.replay_fraction=0.1", "inspect.reverse_train=false"]
+_LR = "train.learning_rate=0.001"  # the default until session 21 (5e-4 since; today's recipe is the row replay+kl4)
+# replay by cross-entropy (train.replay_kl=0; the default is 4 since session 24: the row replay+kl4 is today's recipe)
+_REPLAY = ["inspect.abstain_train=false", "inspect.abstain_swaps=0", "train.replay_fraction=0.1", "inspect.reverse_train=false",
+           "train.replay_kl=0"]
 ROWS: dict[str, list[str]] = {
     # session 7's recipe: lr 3e-4, no rewordings (the student got 65-72 % of its own train answers right verbatim)
     "s7": ["train.learning_rate=0.0003", "inspect.train_rewordings=0", *_NONE],
@@ -55,17 +57,17 @@ ROWS: dict[str, list[str]] = {
     "today+abstain": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=true", "inspect.abstain_swaps=1",
                       "train.replay_fraction=0", "inspect.reverse_train=false"],
     "today+replay": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
-                     "train.replay_fraction=0.1", "inspect.reverse_train=false"],
+                     "train.replay_fraction=0.1", "inspect.reverse_train=false", "train.replay_kl=0"],
     # a quarter of the train set replayed (session 20: the forgetting check, graded against references, saw the
     # student forget half the general facts it knew)
     "today+replay25": [_LR, "inspect.train_rewordings=1", "inspect.abstain_train=false", "inspect.abstain_swaps=0",
-                       "train.replay_fraction=0.25", "inspect.reverse_train=false"],
+                       "train.replay_fraction=0.25", "inspect.reverse_train=false", "train.replay_kl=0"],
     # forgetting levers over today+replay (session 21; "LoRA Learns Less and Forgets Less", Biderman et al. 2024:
     # forgetting grows with rank, learning rate and passes; facts live mostly in the MLP weights)
     "replay+r4": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_r=4", "train.lora_alpha=8"],
     "replay+mlp": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_targets=[gate_proj,up_proj,down_proj]"],
     "replay+ep3": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.epochs=3"],
-    "replay+lr5e-4": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY],
+    "replay+lr5e-4": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY],  # session 21-23's recipe
     # the targets in the student's own words (self-distillation, SDFT: Yang et al. 2024; session 22): the base student
     # restates each train answer in one sentence before training, kept where it holds the answer and adds nothing
     "replay+restyle": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.restyle_answers=true"],

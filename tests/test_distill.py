@@ -98,14 +98,35 @@ def test_training_reports_the_replay_kl(kl_trainer, tmp_path):
     metrics = train.train(kl_trainer, tmp_path)
     assert metrics["steps"] == 3
     assert metrics["replay_kl_per_token"] is not None and metrics["replay_kl_per_token"] >= 0
+    assert metrics["replay_kl_weight"] == 1.0
 
 
-def test_replay_kl_needs_replay_rows_and_the_peft_path():
-    with pytest.raises(st.SettingsError, match="replay_fraction is 0"):
-        st.load("ci", ["train.replay_kl=1", "train.replay_fraction=0"])
-    with pytest.raises(st.SettingsError, match="Unsloth"):
-        st.load("ci", ["train.replay_kl=1", "train.replay_fraction=0.1", "train.backend=unsloth"])
+def test_replay_kl_is_the_cpu_default_and_loads_without_replay_rows_or_on_unsloth():
+    assert st.load("cpu").train.replay_kl == 4 and st.load("gpu").train.replay_kl == 0
+    assert st.load("ci", ["train.replay_fraction=0"]).train.replay_kl == 4  # nothing to distil: unused
+    assert st.load("ci", ["train.replay_fraction=0.1", "train.backend=unsloth"]).train.backend == "unsloth"
     assert st.load("cpu", ["train.replay_kl=2.5"]).train.replay_kl == 2.5
+
+
+def test_a_fused_loss_backend_trains_the_replay_rows_by_cross_entropy_and_says_so(tiny_lm, tmp_path, capsys):
+    """Unsloth's loss gives no logits: its trainer stays the plain SFTTrainer (CE on the base's answers), with a note.
+    The tiny model stands in for an Unsloth one: only the backend's name decides."""
+    pytest.importorskip("trl")
+    from peft import LoraConfig
+    from trl import SFTTrainer
+
+    from tunebook import distill, train
+
+    model, tok = tiny_lm
+    tok.padding_side = "right"
+    replay = _rows([f"w{i}" for i in range(30, 42)])
+    cfg = st.TrainSettings(epochs=1, batch_size=2, max_steps=1, precision="fp32")
+    args = train.sft_config(cfg, tmp_path, seed=1, has_eval=False, backend="hf")
+    peft = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    trainer = train.make_trainer(train.Student(model, tok, "unsloth", "tiny"), peft, train.rows_dataset(replay), None,
+                                 args, distill=replay, kl_weight=4)
+    assert type(trainer) is SFTTrainer and not isinstance(trainer.data_collator, distill.FlagCollator)
+    assert "trained by cross-entropy" in capsys.readouterr().out
 
 
 def test_a_training_seed_of_its_own_keeps_the_runs_seed():

@@ -11,8 +11,8 @@ from the same model with the LoRA switched off (no second copy) — so each repl
 
 Replay rows are found in a batch by their token ids (the collator is wrapped, see :class:`FlagCollator`). A batch
 holding replay tokens runs the transformer once more with the LoRA off, without gradients. Checked on the
-transformers + PEFT path (04 on a CPU); Unsloth computes its loss fused, without logits, so the setting is refused
-there (:func:`check_backend`).
+transformers + PEFT path (04 on a CPU); Unsloth computes its loss fused, without logits: there the replay rows are
+trained by cross-entropy, as with ``train.replay_kl: 0``, and 04 says so (:func:`applies`).
 """
 
 from __future__ import annotations
@@ -22,16 +22,19 @@ from typing import Any
 REPLAY_KEY = "replay_tokens"  # the collator's per-token flag; taken out before the model sees the batch
 
 
-def check_backend(backend: str) -> None:
-    if backend != "hf":
-        raise ValueError(f"train.replay_kl runs on the transformers + PEFT path only (this run trains with {backend}); "
-                         "switch it off or set train.backend=hf")
+def applies(backend: str) -> bool:
+    """Whether ``backend`` can train by KL (transformers + PEFT); if not, a note says the replay rows get CE."""
+    if backend == "hf":
+        return True
+    print(f"train.replay_kl: {backend} computes its loss fused, without logits; the replay rows are trained by "
+          "cross-entropy on the base's answers instead (as with train.replay_kl: 0)")
+    return False
 
 
 class FlagCollator:
     """Wraps the trainer's collator: the batch gets ``replay_tokens``, True on every token of a replay row (found by
     its token ids), laid out as the wrapped collator lays out ``input_ids`` (right-padded rows). Only the padded
-    batches of the transformers + PEFT path: packed rows (Unsloth) never get here (:func:`check_backend`)."""
+    batches of the transformers + PEFT path: packed rows (Unsloth) never get here (:func:`applies`)."""
 
     def __init__(self, inner, replay: set[tuple[int, ...]]):
         if getattr(inner, "padding_free", False):

@@ -360,8 +360,8 @@ def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbac
 
     from . import distill as distillation
 
-    if distill:
-        distillation.check_backend(student.backend)
+    if distill and not distillation.applies(student.backend):
+        distill = ()
     trainer = (distillation.trainer_class() if distill else SFTTrainer)(
         model=student.model,
         args=args,
@@ -418,8 +418,8 @@ def train(trainer, out_dir: Path, backend: str = "") -> dict[str, Any]:
     from .distill import mean_kl
 
     kl = mean_kl(trainer)
-    if kl is not None:  # train.replay_kl: the replay tokens' KL from the base, per token
-        metrics["replay_kl_per_token"] = kl
+    if kl is not None:  # train.replay_kl: the replay tokens' KL from the base, per token, and its weight
+        metrics["replay_kl_per_token"], metrics["replay_kl_weight"] = kl, trainer.kl_weight
     if main:
         write_json(metrics, out_dir / METRICS_FILE)
     return metrics
