@@ -103,6 +103,27 @@ def test_resume_takes_the_recorded_settings_not_the_defaults(outputs):
     assert changes == {"train.epochs": {"old": 2.0, "new": 3}}
 
 
+def test_a_run_recorded_before_a_setting_existed_resumes_as_it_ran(outputs):
+    """train.replay_kl came at 0 (session 23) and defaults to 4 since: a run whose record lacks it trained with 0, so a
+    resumed 04 keeps 0 and sets nothing aside; only an explicit -p changes it (and counts as a change)."""
+    run = _fake_run(outputs, "R", "my/docs", ["01_serve", "02_synthesize", "03_inspect"])
+    data = yaml.safe_load((run / "params.yaml").read_text())
+    del data["train"]["replay_kl"]  # the record as older code wrote it
+    (run / "params.yaml").write_text(yaml.safe_dump(data))
+    rd = rundir.RunDir(run)
+    old_04 = {k: v for k, v in rundir.flat(st.load("ci")).items() if k in rundir.step_keys("04_train")}
+    del old_04["train.replay_kl"]
+    with rd.update() as rec:
+        rec["steps"]["04_train"] = {"status": "failed", "settings": old_04}
+    assert st.Settings().train.replay_kl == 4 and st.load("ci").train.replay_kl == 4  # new runs
+    settings, changes = runner.resolve_settings(rd, None, [])
+    assert settings.train.replay_kl == 0 and changes == {}
+    assert rd.begin_step("04_train", settings, "test") is None  # the same settings as it ran: nothing moved aside
+    assert rd.step("04_train")["settings"]["train.replay_kl"] == 0
+    settings, changes = runner.resolve_settings(rd, None, ["train.replay_kl=4"])
+    assert settings.train.replay_kl == 4 and changes == {"train.replay_kl": {"old": 0.0, "new": 4}}
+
+
 def test_a_resume_changing_the_corpus_under_finished_02_fails_fast_and_changes_nothing(outputs):
     run = _fake_run(outputs, "R", "my/docs", ["01_serve", "02_synthesize"])
     before = _snapshot(run)

@@ -58,6 +58,12 @@ class RunMismatch(st.SettingsError):
     """Settings that would mix two different runs in one run dir."""
 
 
+# Settings added after runs were recorded without them, whose default is not what those runs did: a record that
+# lacks one ran with this value, so resuming it keeps that value (the default is for new runs). train.replay_kl came
+# in session 23 at 0 and became 4 in session 24.
+LEGACY: dict[str, Any] = {"train.replay_kl": 0.0}
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -130,11 +136,12 @@ class RunDir:
 
     # ---- settings -------------------------------------------------------------------------------------
     def recorded_settings(self) -> st.Settings | None:
-        """The run's settings as recorded in ``params.yaml`` (None for a run dir that has none yet)."""
+        """The run's settings as recorded in ``params.yaml`` (None for a run dir that has none yet); a setting the
+        record predates takes the value the run ran with (:data:`LEGACY`), not today's default."""
         if not self.params_path.is_file():
             return None
-        data = st.load_yaml(self.params_path)
-        return st.build(st._flatten(data), str(self.params_path))
+        data = st._flatten(st.load_yaml(self.params_path))
+        return st.build({**LEGACY, **data}, str(self.params_path))
 
     def write_settings(self, settings: st.Settings) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -187,6 +194,8 @@ class RunDir:
         mine = {k: values[k] for k in step_keys(step)}
         with self.update() as rec:
             before = rec["steps"].get(step, {}).get("settings")
+            if before is not None:  # recorded before a setting existed: it ran with the legacy value
+                before = {**{k: v for k, v in LEGACY.items() if k in mine}, **before}
             changes = diff(before, mine) if before is not None else {}
             moved = None
             if changes:
