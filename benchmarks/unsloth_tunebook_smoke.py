@@ -7,6 +7,11 @@ save_adapter exactly as notebooks/04_train.ipynb does. Checks: backend "unsloth"
 an adapter saved.
 
   PYTHONPATH=lib python benchmarks/unsloth_tunebook_smoke.py --out /tmp/smoke
+  PYTHONPATH=lib python benchmarks/unsloth_tunebook_smoke.py --out /tmp/smoke --replay-kl 4 [--backend hf]
+
+With ``--replay-kl W`` 8 replay rows (general prompts, as 04 mixes them in) go to ``make_trainer`` as the cpu profile
+sends them (``train.replay_kl`` W): on Unsloth the trainer must stay the plain SFTTrainer (replay by cross-entropy,
+with 04's note) and train; with ``--backend hf`` on the GPU the KL trainer must train and report a finite KL.
 """
 
 from __future__ import annotations
@@ -50,6 +55,16 @@ def build_model(src: Path, dst: Path, seed: int) -> None:
     print(f"random-weight {cfg.model_type} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M params) at {dst}")
 
 
+REPLAY = [("What is the capital of France?", "The capital of France is Paris."),
+          ("2 + 2 等于多少？", "2 + 2 等于 4。"),
+          ("Name a primary colour.", "Red is a primary colour."),
+          ("中国的首都是哪座城市？", "中国的首都是北京。"),
+          ("How many days are in a week?", "A week has seven days."),
+          ("What is H2O?", "H2O is water."),
+          ("把“谢谢”翻译成英文。", "Thank you."),
+          ("What is the largest planet?", "Jupiter is the largest planet.")]
+
+
 def write_split(path: Path, n: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
@@ -68,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--replay-kl", type=float, default=0.0, help="mix in 8 replay rows with this train.replay_kl")
+    ap.add_argument("--backend", default="auto", choices=["auto", "hf"])
     ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
 
@@ -89,7 +106,7 @@ def main(argv=None) -> int:
     from tunebook.callbacks import LiveLoss  # noqa: F401
     from tunebook.settings import TrainSettings
 
-    cfg = TrainSettings(backend="auto", max_steps=a.steps, learning_rate=a.lr, batch_size=8, max_length=512,
+    cfg = TrainSettings(backend=a.backend, replay_kl=a.replay_kl, max_steps=a.steps, learning_rate=a.lr, batch_size=8, max_length=512,
                         save_steps=a.steps // 2, eval_steps=a.steps // 2)
     tdir = run / "train"
     tdir.mkdir(parents=True, exist_ok=True)
@@ -99,8 +116,11 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     student, peft_config = train.load_student(str(model_dir), cfg, a.seed)
     print(f"backend {student.backend}, model from {student.source}, load {time.perf_counter() - t:.1f} s")
+    replay = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": ans}], "split": "replay"}
+              for q, ans in REPLAY] if a.replay_kl else []
+    train_ds = train.add_rows(train_ds, replay, cfg.system_prompt)
     args = train.sft_config(cfg, tdir, a.seed, has_eval=len(eval_ds) > 0, backend=student.backend)
-    trainer = train.make_trainer(student, peft_config, train_ds, eval_ds, args)
+    trainer = train.make_trainer(student, peft_config, train_ds, eval_ds, args, distill=replay, kl_weight=cfg.replay_kl)
     print("trainer:", type(trainer).__name__, "padding_free:", getattr(trainer, "padding_free", None),
           "collator:", type(trainer.data_collator).__name__)
     train.check_batch_masking(trainer)
@@ -114,11 +134,15 @@ def main(argv=None) -> int:
     first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
     files = sorted(p.name for p in adapter.iterdir())
     checks = {
-        "backend_unsloth": student.backend == "unsloth",
+        "backend": student.backend == ("unsloth" if a.backend == "auto" else "hf"),
         "loss_finite": bool(losses) and all(math.isfinite(x) for x in losses),
         "loss_falls": bool(losses) and last < first - 0.05,
         "adapter_saved": any(f.startswith("adapter_model") for f in files) and "adapter_config.json" in files,
     }
+    if a.replay_kl:  # Unsloth: the plain trainer (CE on the replay rows); transformers + PEFT: the KL trainer
+        kl = metrics.get("replay_kl_per_token")
+        checks["replay_loss"] = (type(trainer).__name__ == "SFTTrainer" and kl is None if student.backend == "unsloth"
+                                 else type(trainer).__name__ == "ReplayKLTrainer" and kl is not None and math.isfinite(kl))
     report = {"metrics": metrics, "losses": [round(x, 4) for x in losses], "first_mean": round(first, 4),
               "last_mean": round(last, 4), "adapter_files": files, "checks": checks}
     (out / "smoke_result.json").write_text(json.dumps(report, indent=2, default=str))
