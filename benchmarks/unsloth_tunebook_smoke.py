@@ -139,10 +139,13 @@ def main(argv=None) -> int:
         "loss_falls": bool(losses) and last < first - 0.05,
         "adapter_saved": any(f.startswith("adapter_model") for f in files) and "adapter_config.json" in files,
     }
-    if a.replay_kl:  # Unsloth: the plain trainer (CE on the replay rows); transformers + PEFT: the KL trainer
+    if a.replay_kl:  # Unsloth: its own trainer, CE on the replay rows (no KL); transformers + PEFT: the KL trainer
+        from tunebook.distill import FlagCollator
+
         kl = metrics.get("replay_kl_per_token")
-        checks["replay_loss"] = (type(trainer).__name__ == "SFTTrainer" and kl is None if student.backend == "unsloth"
-                                 else type(trainer).__name__ == "ReplayKLTrainer" and kl is not None and math.isfinite(kl))
+        kl_trainer = type(trainer).__name__ == "ReplayKLTrainer" and isinstance(trainer.data_collator, FlagCollator)
+        checks["replay_loss"] = (not kl_trainer and kl is None if student.backend == "unsloth"
+                                 else kl_trainer and kl is not None and math.isfinite(kl))
     report = {"metrics": metrics, "losses": [round(x, 4) for x in losses], "first_mean": round(first, 4),
               "last_mean": round(last, 4), "adapter_files": files, "checks": checks}
     (out / "smoke_result.json").write_text(json.dumps(report, indent=2, default=str))
