@@ -3,15 +3,15 @@
 Builds a random-weight model from a local config + tokenizer (default: the dequantized SmolLM2-135M tokenizer and
 config copied to .benchdata/smollm2-tok), writes a tiny prompt/completion split in tunebook's format, then calls
 tunebook.train.load_student / sft_config / make_trainer / check_batch_masking / masked_example_html / train /
-save_adapter exactly as notebooks/04_train.ipynb does. Checks: backend "unsloth" chosen, losses finite and falling,
+save_adapter exactly as notebooks/04_train.ipynb does. Checks: backend "unsloth" chosen (``hf`` with ``--backend hf``), losses finite and falling,
 an adapter saved.
 
   PYTHONPATH=lib python benchmarks/unsloth_tunebook_smoke.py --out /tmp/smoke
   PYTHONPATH=lib python benchmarks/unsloth_tunebook_smoke.py --out /tmp/smoke --replay-kl 4 [--backend hf]
 
 With ``--replay-kl W`` 8 replay rows (general prompts, as 04 mixes them in) go to ``make_trainer`` as the cpu profile
-sends them (``train.replay_kl`` W): on Unsloth the trainer must stay the plain SFTTrainer (replay by cross-entropy,
-with 04's note) and train; with ``--backend hf`` on the GPU the KL trainer must train and report a finite KL.
+sends them (``train.replay_kl`` W): on Unsloth the trainer must not be the KL trainer (Unsloth's own trainer, replay
+by cross-entropy, with 04's note) and must train; with ``--backend hf`` the KL trainer must train and report a finite KL.
 """
 
 from __future__ import annotations
@@ -106,8 +106,8 @@ def main(argv=None) -> int:
     from tunebook.callbacks import LiveLoss  # noqa: F401
     from tunebook.settings import TrainSettings
 
-    cfg = TrainSettings(backend=a.backend, replay_kl=a.replay_kl, max_steps=a.steps, learning_rate=a.lr, batch_size=8, max_length=512,
-                        save_steps=a.steps // 2, eval_steps=a.steps // 2)
+    cfg = TrainSettings(backend=a.backend, replay_kl=a.replay_kl, max_steps=a.steps, learning_rate=a.lr, batch_size=8,
+                        max_length=512, save_steps=a.steps // 2, eval_steps=a.steps // 2)
     tdir = run / "train"
     tdir.mkdir(parents=True, exist_ok=True)
     train_ds = train.load_split(run / "data" / "train.jsonl", cfg.system_prompt)
