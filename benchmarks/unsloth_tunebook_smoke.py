@@ -3,8 +3,8 @@
 Builds a random-weight model from a local config + tokenizer (default: the dequantized SmolLM2-135M tokenizer and
 config copied to .benchdata/smollm2-tok), writes a tiny prompt/completion split in tunebook's format, then calls
 tunebook.train.load_student / sft_config / make_trainer / check_batch_masking / masked_example_html / train /
-save_adapter exactly as notebooks/04_train.ipynb does. Checks: backend "unsloth" chosen (``hf`` with ``--backend hf``), losses finite and falling,
-an adapter saved.
+save_adapter exactly as notebooks/04_train.ipynb does. Checks: backend "unsloth" chosen (``hf`` with ``--backend
+hf``), losses finite and falling, an adapter saved.
 
   PYTHONPATH=lib python benchmarks/unsloth_tunebook_smoke.py --out /tmp/smoke
   PYTHONPATH=lib python benchmarks/unsloth_tunebook_smoke.py --out /tmp/smoke --replay-kl 4 [--backend hf]
