@@ -157,7 +157,7 @@ class TrainSettings(_Section):
     # −1.17 (samples/docs), −1.50 → −1.00 (CloudPSS), recall unchanged (4.38 → 4.38, 4.11 → 4.08), +43–70 s training
     replay_fraction: float = Field(0.1, ge=0, lt=0.5)
     # replay trained to the base's whole distribution, KL times this (distill.py; transformers + PEFT; 0: CE). 4 vs 0,
-    # 3 trainings each, samples/docs: general change −1.03 → −0.60, recall 4.43 → 4.32; CloudPSS (2 each): −0.50 → −0.33
+    # 3 trainings each, samples/docs: general change −1.03 → −0.60, recall 4.43 → 4.32; CloudPSS −0.56 → −0.44, 4.07 → 3.97
     replay_kl: float = Field(4.0, ge=0)
     # each train answer restated first by the base student in its own sentence (restyle.py): recall 4.38 -> 3.65 (s22)
     restyle_answers: bool = False
