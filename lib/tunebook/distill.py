@@ -23,12 +23,13 @@ REPLAY_KEY = "replay_tokens"  # the collator's per-token flag; taken out before 
 
 
 def applies(backend: str) -> bool:
-    """Whether ``backend`` can train by KL (transformers + PEFT); if not, a note says the replay rows get CE."""
-    if backend == "hf":
-        return True
-    print(f"train.replay_kl: {backend} computes its loss fused, without logits; the replay rows are trained by "
-          "cross-entropy on the base's answers instead (as with train.replay_kl: 0)")
-    return False
+    """Whether ``backend`` can train by KL: transformers + PEFT (Unsloth's fused loss gives no logits)."""
+    return backend == "hf"
+
+
+def fallback_note(backend: str) -> str:
+    return (f"train.replay_kl: {backend} computes its loss fused, without logits; the replay rows are trained by "
+            "cross-entropy on the base's answers instead (as with train.replay_kl: 0)")
 
 
 class FlagCollator:

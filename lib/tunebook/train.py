@@ -361,6 +361,7 @@ def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbac
     from . import distill as distillation
 
     if distill and not distillation.applies(student.backend):
+        print(distillation.fallback_note(student.backend))
         distill = ()
     trainer = (distillation.trainer_class() if distill else SFTTrainer)(
         model=student.model,
