@@ -81,6 +81,10 @@ ROWS: dict[str, list[str]] = {
     # twice the replay rows, KL x 4 (session 24: more of the base's distribution to match, not a heavier weight)
     "replay20+kl4": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=4",
                      "train.replay_fraction=0.2"],
+    # a worked sum every third replay prompt (params/prompts/replay_worked.yaml; session 25: the fine-tuned student
+    # answers the forgetting check's sums in one terse sentence, the base works them out first)
+    "replay+kl4+worked": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=4",
+                          "train.replay_prompts=replay_worked.yaml"],
     # the bottom half of the 24 layers frozen (Zheng et al. 2025, "spurious forgetting")
     "replay+top": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_first_layer=12"],
     # probe and repair: one round on the facts the trained student misses in a new wording

@@ -1,18 +1,36 @@
 """Replay against forgetting: how many rows, which prompts, and how they join the train split (no model)."""
 
+import pytest
+
 from tunebook import evaluate, replay, train
 
 
-def test_replay_prompts_never_overlap_the_forgetting_check():
-    rp = replay.prompts()
+@pytest.mark.parametrize("name", ["replay.yaml", "replay_worked.yaml"])
+def test_replay_prompts_never_overlap_the_forgetting_check(name):
+    rp = replay.prompts(name)
     general = [g["question"] for g in evaluate.general_prompts()]
-    assert len(rp) >= 40 and not set(rp) & set(general)
+    assert len(rp) >= 40 and len(set(rp)) == len(rp) and not set(rp) & set(general)
     from tunebook.inspection import NearDup
 
     index = NearDup(0.6)
     for i, q in enumerate(general):
         index.add(str(i), q)
     assert not [q for q in rp if index.query(q) is not None]
+
+
+def test_every_replay_prompt_file_is_tested():
+    from tunebook.paths import PARAMS_DIR
+
+    assert sorted(p.name for p in (PARAMS_DIR / "prompts").glob("replay*.yaml")) == ["replay.yaml", "replay_worked.yaml"]
+
+
+def test_replay_prompts_by_name_or_path_and_a_clear_error(tmp_path):
+    assert replay.prompts("replay_worked.yaml")[2] == "A ticket costs 15 dollars. How much do 3 tickets cost?"
+    own = tmp_path / "mine.yaml"
+    own.write_text("- Say hi.\n- 说你好。\n", encoding="utf-8")
+    assert replay.prompts(own) == ["Say hi.", "说你好。"]
+    with pytest.raises(FileNotFoundError, match="replay_worked.yaml"):
+        replay.prompts("replay_wroked.yaml")
 
 
 def test_replay_share_of_the_mixed_train_set():

@@ -20,10 +20,24 @@ from .precision import contiguous_head_input
 REPLAY_FILE = "replay.jsonl"
 
 
-def prompts(path: Path = PARAMS_DIR / "prompts" / "replay.yaml") -> list[str]:
+def prompts_path(name: str | Path = "replay.yaml") -> Path:
+    """``train.replay_prompts``: a file name in ``params/prompts`` or a path (relative to the project)."""
+    from .paths import project_path
+
+    p = Path(name)
+    here = PARAMS_DIR / "prompts" / p if len(p.parts) == 1 else project_path(p)
+    if not here.is_file():
+        known = sorted(x.name for x in (PARAMS_DIR / "prompts").glob("replay*.yaml"))
+        raise FileNotFoundError(f"train.replay_prompts={str(name)!r}: no such file ({here}); the ones in "
+                                f"params/prompts: {', '.join(known)}")
+    return here
+
+
+def prompts(name: str | Path = "replay.yaml") -> list[str]:
+    """The replay's prompts in the order 04 asks them (``train.replay_prompts``)."""
     import yaml
 
-    return [str(q) for q in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
+    return [str(q) for q in yaml.safe_load(prompts_path(name).read_text(encoding="utf-8")) or []]
 
 
 def count_for(train_rows: int, fraction: float, available: int) -> int:
@@ -38,13 +52,13 @@ def _key(student: str, system_prompt: str, max_new_tokens: int, qs: list[str]) -
 
 
 def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: str = "", max_new_tokens: int = 128,
-              batch_size: int = 8, backend: str = "hf") -> list[dict[str, Any]]:
+              batch_size: int = 8, backend: str = "hf", prompts_file: str = "replay.yaml") -> list[dict[str, Any]]:
     """``n`` replay rows (``messages`` like train.jsonl, ``split`` = ``replay``), the base student's greedy answers,
     cached in ``data/replay.jsonl`` under a key of student, prompts, length and ``n``. Answers cut at the length limit
     are left out (a truncated target would teach truncation) and the next prompts asked instead, until there are
     ``n`` or no prompts left: taking only the first ``n`` prompts, 7 asked at fraction 0.1 gave 2 rows (session
     20)."""
-    qs = prompts()
+    qs = prompts(prompts_file)
     if not qs or n <= 0:
         return []
     key = _key(student, system_prompt, max_new_tokens, [*qs, f"n={n}"])

@@ -152,13 +152,13 @@ class TrainSettings(_Section):
     eval_steps: int = Field(0, ge=0)
     save_steps: int = Field(10, ge=1)
     token_budget: int = Field(8192, ge=256)
-    # share of the train set: general prompts answered by the base student itself, against forgetting. Measured with
-    # the forgetting check graded against references (session 20, one training per corpus): general change −1.83 →
-    # −1.17 (samples/docs), −1.50 → −1.00 (CloudPSS), recall unchanged (4.38 → 4.38, 4.11 → 4.08), +43–70 s training
+    # share of the train set: general prompts answered by the base student itself, against forgetting (session 20:
+    # general change −1.83 → −1.17 samples/docs, −1.50 → −1.00 CloudPSS, recall unchanged, +43–70 s training)
     replay_fraction: float = Field(0.1, ge=0, lt=0.5)
     # replay trained to the base's whole distribution, KL times this (distill.py; transformers + PEFT; 0: CE). 4 vs 0,
     # 3 trainings each, samples/docs: general change −1.03 → −0.60, recall 4.43 → 4.32; CloudPSS −0.56 → −0.44, 4.07 → 3.97
     replay_kl: float = Field(4.0, ge=0)
+    replay_prompts: str = "replay.yaml"  # the replay's prompts, in the order asked: a file in params/prompts or a path
     # each train answer restated first by the base student in its own sentence (restyle.py): recall 4.38 -> 3.65 (s22)
     restyle_answers: bool = False
     # NEFTune (Jain et al. 2023): noise of this scale on the input embeddings while training (0: off). alpha 5, session
