@@ -39,10 +39,14 @@ def write_result(stem: str, payload, indent: int = 2) -> Path:
 
 
 def run_settings(run: Path):
-    """The Settings a finished run dir ran with (its ``params.yaml``)."""
-    from tunebook import settings as st
+    """The Settings a finished run dir ran with: its ``params.yaml`` as a resume reads it (a setting the record
+    predates takes the value the run ran with, ``rundir.LEGACY``)."""
+    from tunebook.rundir import RunDir
 
-    return st.build(st._flatten(st.load_yaml(run / "params.yaml")), str(run / "params.yaml"))
+    cfg = RunDir(run).recorded_settings()
+    if cfg is None:
+        raise SystemExit(f"{run}: not a run dir (no params.yaml)")
+    return cfg
 
 
 def eval_prompts(run: Path, ev, limit: int = 0) -> tuple[list[dict], list[str], list[str], dict[str, list[str]]]:

@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
+from bench_io import run_settings  # noqa: E402
+
 
 def train_steps(cfg, run: Path, prec: str, steps: int) -> dict:
     from tunebook import train
@@ -59,7 +61,7 @@ def answers(run: Path, prec: str, prompts: dict[str, list[str]], max_new_tokens:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from tunebook import evaluate, precision, retrieval, settings as st, synthesize
+    from tunebook import evaluate, precision, retrieval, synthesize
     from tunebook.retrieval import rag_prompt
     from tunebook.text import char_f1
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N eval questions (0: all)")
     a = ap.parse_args(argv)
     run = a.run_dir.resolve()
-    cfg = st.build(st._flatten(st.load_yaml(run / "params.yaml")), str(run / "params.yaml"))
+    cfg = run_settings(run)
     ev = cfg.evaluate
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU fast bf16: {precision.cpu_has_fast_bf16()}"
           f" (AMX {torch.cpu._is_amx_tile_supported()}, AVX-512 BF16 {torch.cpu._is_avx512_bf16_supported()})")

@@ -22,16 +22,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
+from bench_io import run_settings  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
-    from tunebook import judge, serve, settings as st
+    from tunebook import judge, serve
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--port", type=int, default=8097)
     a = ap.parse_args(argv)
     run = a.run_dir.resolve()
-    cfg = st.build(st._flatten(st.load_yaml(run / "params.yaml")), str(run / "params.yaml"))
+    cfg = run_settings(run)
     rows = [json.loads(x) for x in (run / "eval" / "generations.jsonl").read_text().splitlines() if x.strip()]
     items = [{"question": r["question"], "answer": r[c]} for c in ("base", "tuned") for r in rows]
     got: dict[str, dict] = {}

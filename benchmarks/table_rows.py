@@ -28,11 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
 from tunebook import evaluate, models  # noqa: E402
-from tunebook import settings as st  # noqa: E402
 from tunebook.evaluate import fact_group  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.retrieval import Index, table_rows  # noqa: E402
-from bench_io import judged, write_result  # noqa: E402
+from bench_io import judged, run_settings, write_result  # noqa: E402
 from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
 
 CONDS = ("rag", "tuned_rag", "surer")
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run.name}: no eval/{evaluate.GENERATIONS_FILE}, skipped")
             continue
         recorded = list(read_jsonl(gen))
-        cfg = st.build(st._flatten(st.load_yaml(run / "params.yaml")), str(run / "params.yaml"))
+        cfg = run_settings(run)
         chunks = list(read_jsonl(run / "data" / "chunks.jsonl"))
         plain = Index.build(chunks, cfg.evaluate.rag_tokenizer)
         rows_index = Index.build(chunks, cfg.evaluate.rag_tokenizer, table_rows=True)

@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
+from bench_io import run_settings  # noqa: E402
+
 CONFIGS = {  # serve.spec_type, extra llama-server arguments
     "plain": ("none", []),
     "ngram": ("ngram-simple", []),
@@ -30,7 +32,7 @@ CONFIGS = {  # serve.spec_type, extra llama-server arguments
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tunebook import judge, models, serve, settings as st
+    from tunebook import judge, models, serve
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draft", default="qwen2.5-coder-0.5b-instruct")
     a = ap.parse_args(argv)
     run = a.run_dir.resolve()
-    cfg = st.build(st._flatten(st.load_yaml(run / "params.yaml")), str(run / "params.yaml"))
+    cfg = run_settings(run)
     rows = [json.loads(x) for x in (run / "eval" / "generations.jsonl").read_text().splitlines()]
     draft = str(models.gguf_path(a.draft))
     results, ref_out = [], None

@@ -124,6 +124,14 @@ def test_a_run_recorded_before_a_setting_existed_resumes_as_it_ran(outputs):
     assert settings.train.replay_kl == 4 and changes == {"train.replay_kl": {"old": 0.0, "new": 4}}
 
 
+def test_every_legacy_value_is_a_setting_it_can_take():
+    """rundir.LEGACY fills settings an old record lacks: each must be a real key and a value the settings accept."""
+    defaults = rundir.flat(st.Settings())
+    assert set(rundir.LEGACY) <= set(defaults)
+    built = rundir.flat(st.build(rundir.LEGACY, "LEGACY"))
+    assert {k: built[k] for k in rundir.LEGACY} == rundir.LEGACY
+
+
 def test_a_resume_changing_the_corpus_under_finished_02_fails_fast_and_changes_nothing(outputs):
     run = _fake_run(outputs, "R", "my/docs", ["01_serve", "02_synthesize"])
     before = _snapshot(run)
