@@ -187,35 +187,22 @@ class EvalSettings(_Section):
     rag: bool = True
     rag_k: int = Field(1, ge=1, le=10)  # chunks in a RAG prompt: 1 halves the prompt of 2 (hit rate 0.71 vs 0.75, demo)
     rag_tokenizer: Literal["jieba", "char2"] = "jieba"
-    # fine-tuned + RAG also searches with the student's own closed-book answer (HyDE) and adds the chunk that finds:
-    # retrieval hit 0.84 -> 1.00 and 0.67 -> 0.89, fine-tuned + RAG recall 4.69 -> 4.80 and 3.38 -> 3.66 (samples/docs,
-    # CloudPSS; same adapters, RESULTS.md session 14), 1.1-1.4 chunks per prompt
+    # fine-tuned + RAG also searches with the student's own closed-book answer (HyDE): hit 0.84 -> 1.00 (README levers)
     draft_search: bool = True
     # the fine-tuned student says "the docs don't cover this" when a token of its answer had a probability below
-    # this (0: off). 0.4 measured on both corpora (benchmarks/abstain_gate.py): invented values on unseen questions
-    # 0.60 -> 0.20 and 0.38 -> 0.12, recall 4.73 -> 4.73 and 4.81 -> 4.23
+    # this (0: off); benchmarks/abstain_gate.py: unseen invented values 0.60 -> 0.20 (samples/docs), 0.38 -> 0.12
     abstain_below: float = Field(0.4, ge=0.0, lt=1.0)
     # ... and when every value its answer learned comes from trained pairs whose question shares less than this of the
-    # asked question's terms ("366 days", the simulation limit, for the trial period); 0: off. 0.1 measured on 17 finished
-    # runs of both corpora (benchmarks/provenance_gate.py): unseen invents 0.60/0.40/0.20 -> 0.00/0.20/0.00, no right
-    # recall answer stopped (0.15 stopped 5); one in session 14's 42-question demo, before questions were compared by
-    # word stems (provenance.stems: it passes now, no other decision changed in 22 runs)
+    # asked question's terms ("366 days", the simulation limit, for the trial period); 0: off (benchmarks/provenance_gate.py)
     provenance_below: float = Field(0.1, ge=0.0, lt=1.0)
-    # a fine-tuned + RAG answer that reads its values off its prompt's chunks (each in a sentence about the question,
-    # the question's own values there too) passes both gates: they guard what the student recalls, not what it reads.
-    # 41 finished runs re-gated (benchmarks/grounded_gate.py): fine-tuned + RAG recall +0.06 [0.02, 0.09] and +0.11
-    # [0.03, 0.20], unseen +0.69 and +0.28 (samples/docs, CloudPSS); out-of-docs unchanged; its unseen invented values
-    # 0.11 -> 0.15 and 0.07 -> 0.09
+    # a fine-tuned + RAG answer that reads its values off its prompt's chunks (each in a sentence about the question)
+    # passes both gates: they guard what the student recalls, not what it reads (benchmarks/grounded_gate.py)
     context_grounding: bool = True
     # a gated fine-tuned answer that repeats a trained answer (character ROUGE-L >= 0.8) to a question sharing at least
-    # this share of the asked one's terms passes both gates (0: off): provenance.TrainedValues.recites. 51 finished runs
-    # re-gated and judged (benchmarks/grounded_gate.py --rule recited): recall +0.02 [0.01, 0.04] and +0.15 [0.07, 0.23]
-    # (samples/docs, CloudPSS), unseen and out-of-docs unchanged; at 0.3 CloudPSS out-of-docs -0.12
+    # this share of the asked one's terms passes both gates (0: off; provenance.TrainedValues.recites; README levers)
     recited_above: float = Field(0.5, ge=0.0, le=1.0)
-    # RAG prompts write each Markdown table row as a line of its own with its column names ("Generators per model —
-    # Community: 150; Professional: 4,000"): retrieval.table_rows, measured by benchmarks/table_rows.py
-    # Measured on 8 samples/docs runs: base + RAG +0.22 [-0.04, 0.48], fine-tuned + RAG -0.04 [-0.11, 0.00] (it answers
-    # from memory whatever the layout): off
+    # RAG prompts write each Markdown table row as a line of its own with its column names (retrieval.table_rows;
+    # benchmarks/table_rows.py: base + RAG +0.22, fine-tuned + RAG -0.04 over 8 runs: off)
     table_rows: bool = False
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)  # most questions per generate() batch (equal batches); with llama.cpp, the server's parallel slots
