@@ -33,6 +33,14 @@ def test_replay_prompts_by_name_or_path_and_a_clear_error(tmp_path):
         replay.prompts("replay_wroked.yaml")
 
 
+def test_a_replay_file_that_is_not_there_fails_with_the_settings_before_any_work():
+    from tunebook import settings as st
+
+    assert st.load("cpu", ["train.replay_prompts=replay_worked.yaml"]).train.replay_prompts == "replay_worked.yaml"
+    with pytest.raises(st.SettingsError, match="replay_prompts.*no such file.*replay_wroked.yaml"):
+        st.load("cpu", ["train.replay_prompts=replay_wroked.yaml"])
+
+
 def test_replay_share_of_the_mixed_train_set():
     assert replay.count_for(90, 0.0, 48) == 0
     assert replay.count_for(90, 0.1, 48) == 10  # 10 of 100 rows

@@ -36,6 +36,11 @@ def project_path(p: str | os.PathLike[str]) -> Path:
     return ROOT / path
 
 
+def prompt_file(name: str | os.PathLike[str]) -> Path:
+    """A prompt file a setting names: a bare file name is one in ``params/prompts``, anything else a project path."""
+    return PARAMS_DIR / "prompts" / name if len(Path(name).parts) == 1 else project_path(name)
+
+
 def cache_dir() -> Path:
     """User cache for models (``$TUNEBOOK_CACHE``, else ``$XDG_CACHE_HOME/tunebook``, else ``~/.cache/tunebook``)."""
     env = os.environ.get("TUNEBOOK_CACHE")

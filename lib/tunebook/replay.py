@@ -22,10 +22,9 @@ REPLAY_FILE = "replay.jsonl"
 
 def prompts_path(name: str | Path = "replay.yaml") -> Path:
     """``train.replay_prompts``: a file name in ``params/prompts`` or a path (relative to the project)."""
-    from .paths import project_path
+    from .paths import prompt_file
 
-    p = Path(name)
-    here = PARAMS_DIR / "prompts" / p if len(p.parts) == 1 else project_path(p)
+    here = prompt_file(name)
     if not here.is_file():
         known = sorted(x.name for x in (PARAMS_DIR / "prompts").glob("replay*.yaml"))
         raise FileNotFoundError(f"train.replay_prompts={str(name)!r}: no such file ({here}); the ones in "

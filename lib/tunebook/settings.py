@@ -18,7 +18,7 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .paths import PARAMS_DIR, project_path
+from .paths import PARAMS_DIR, project_path, prompt_file
 
 # notebook stem -> its section of the settings
 NOTEBOOKS: dict[str, str] = {
@@ -159,6 +159,7 @@ class TrainSettings(_Section):
     # 3 trainings each, samples/docs: general change −1.03 → −0.60, recall 4.43 → 4.32; CloudPSS −0.56 → −0.44, 4.07 → 3.97
     replay_kl: float = Field(4.0, ge=0)
     replay_prompts: str = "replay.yaml"  # the replay's prompts, in the order asked: a file in params/prompts or a path
+
     # each train answer restated first by the base student in its own sentence (restyle.py): recall 4.38 -> 3.65 (s22)
     restyle_answers: bool = False
     # NEFTune (Jain et al. 2023): noise of this scale on the input embeddings while training (0: off). alpha 5, session
@@ -180,6 +181,13 @@ class TrainSettings(_Section):
     threads: int = Field(0, ge=0)
     num_gpus: int = Field(1, ge=1)
     seed: int | None = None  # LoRA init and row order (None: the run's seed); split and eval keep the run's seed
+
+    @field_validator("replay_prompts")
+    @classmethod
+    def _replay_file_exists(cls, v: str) -> str:  # checked before 01 starts, not when 04 needs it
+        if not prompt_file(v).is_file():
+            raise ValueError(f"no such file: {prompt_file(v)} (a file in params/prompts, e.g. replay.yaml, or a path)")
+        return v
 
 
 class EvalSettings(_Section):
