@@ -71,8 +71,11 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
 	@touch $@
 
+# the cpu profile's student is also dequantized here, once per machine (its cached HF copy): otherwise the demo's
+# first run pays it inside 03 (tokenizer read from the GGUF) and 04 (~1 min on 2 cores)
 models: install
 	$(TUNEBOOK) models --fetch qwen2.5-coder-1.5b-instruct qwen2.5-coder-0.5b-instruct smollm2-135m-instruct
+	$(TUNEBOOK) models --fetch qwen2.5-coder-0.5b-instruct --hf
 
 demo: models
 	@start=$$(date +%s); \
