@@ -1,5 +1,7 @@
 """Should a fine-tuned + RAG answer that reads its values from the chunk in its prompt pass 05's gates?
-(And, with ``--rule recited``: should a gated fine-tuned answer that repeats a trained answer to this question?)
+(And, with ``--rule recited``: should a gated fine-tuned answer that repeats a trained answer to this question? With
+``--rule agrees``: should a gated fine-tuned + RAG answer that says what the closed-book fine-tuned answer, which
+passed the gates, says — :func:`tunebook.provenance.agrees`, 05's ``evaluate.agreement_pass``?)
 
 05's gates (the confidence gate, ``evaluate.abstain_below``; the provenance gate, ``evaluate.provenance_below``) turn
 the fine-tuned student's unsure or transplanted answers into "the docs don't cover this". They were built for what
@@ -36,7 +38,8 @@ from tunebook import evaluate  # noqa: E402
 from tunebook.evaluate import fact_group  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.outcomes import names, new_values, values  # noqa: E402
-from tunebook.provenance import TrainedValues, grounded  # noqa: E402
+from tunebook.outcomes import abstains  # noqa: E402
+from tunebook.provenance import TrainedValues, agrees, grounded  # noqa: E402
 from tunebook.retrieval import Index  # noqa: E402
 from bench_io import judged, write_result  # noqa: E402
 from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
@@ -89,13 +92,17 @@ def regated(rows: list[dict], index: Index, rule: str = "sentence", trained: Tra
                 continue
             if rule == "recited":
                 ok = trained is not None and trained.recites(said, r["question"], about)
+            elif rule == "agrees":  # the closed-book answer passed the gates and says the same
+                closed = r.get("tuned")
+                ok = (closed is not None and closed == r.get("tuned_ungated", closed) and not abstains(closed)
+                      and agrees(said, closed, r["question"]))
             else:
                 ctx = context(r, c, index)
                 ok = bool(ctx) and (anywhere(said, r["question"], ctx) if rule == "anywhere" else
                                     grounded(said, r["question"], ctx, index.common_terms(), index.tokenizer))
             if not ok:
                 continue
-            r[f"{c}_{'recited' if rule == 'recited' else 'grounded'}"] = True
+            r[f"{c}_{rule if rule in ('recited', 'agrees') else 'grounded'}"] = True
             put_back(r, c, said)
             passed += 1
     return out, passed
@@ -162,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path, help="finished, judged run dirs (05 with a gate on)")
     ap.add_argument("--label", default="", help="the corpus, for the printed table and the JSON file's name")
-    ap.add_argument("--rule", choices=("sentence", "anywhere", "recited"), default="sentence",
+    ap.add_argument("--rule", choices=("sentence", "anywhere", "recited", "agrees"), default="sentence",
                     help="sentence: 05's rule (provenance.grounded); anywhere: the values anywhere in the chunks; "
-                         "recited: a gated answer that repeats a trained answer to this question (--about)")
+                         "recited: a gated answer that repeats a trained answer to this question (--about); "
+                         "agrees: a gated fine-tuned + RAG answer saying what the passed closed-book answer says")
     ap.add_argument("--surer-recital", action="store_true",
                     help="rule recited: the surer of ± RAG also takes a recited closed-book answer over a surer RAG one")
     ap.add_argument("--about", type=float, default=0.3,

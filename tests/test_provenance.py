@@ -4,7 +4,7 @@ chunk in a fine-tuned + RAG prompt (``evaluate.context_grounding``)."""
 
 from tunebook import evaluate
 from tunebook.outcomes import ABSTAIN_ANSWER
-from tunebook.provenance import TrainedValues, grounded, overlap, stems
+from tunebook.provenance import TrainedValues, agrees, grounded, overlap, stems
 from tunebook.retrieval import Index
 
 
@@ -171,3 +171,47 @@ def test_the_surer_takes_a_recited_closed_book_answer_over_a_surer_rag_one(monke
     assert on[0]["surer"] == steps and on[0]["surer_from"] == "tuned"
     off = evaluate.compare(None, None, rows, 8, 2, rag_index=index, rag_k=1, abstain_below=0.4, train_rows=train)
     assert off[0]["surer"] == "点击运行。" and off[0]["surer_from"] == "tuned_rag"
+
+
+def test_a_rag_answer_agrees_with_the_closed_book_one_by_sentence_or_values():
+    """demo-s26a: closed-book 0.84, with its chunk 0.32 — the same sentence; ``evaluate.agreement_pass``."""
+    same = "执行 `bwatt run harbour.bwm` 命令运行仿真。"
+    assert agrees(same, same, "如何设置仿真？")
+    assert agrees("The dashboard listens on port 7432", "the dashboard listens on port 7432.", "Which port?")
+    assert agrees("Port 7432 is the dashboard's.", "The dashboard listens on port 7432.", "Which port?")  # same value
+    assert not agrees("The dashboard listens on port 8080.", "The dashboard listens on port 7432.", "Which port?")
+    assert not agrees("It listens on ports 7432 and 8080.", "The dashboard listens on port 7432.", "Which port?")
+    assert not agrees("It listens on port 7432.", "Ports 7432 and 8080.", "Which port?")  # drops a value
+    assert not agrees("It is on the dashboard.", "It is in the settings.", "Where?")  # no value, other sentence
+    assert not agrees("", "", "Which port?")
+
+
+def test_compare_keeps_a_rag_answer_the_passed_closed_book_answer_agrees_with(monkeypatch):
+    """``evaluate.agreement_pass``: the chunk lowers the confidence of the answer the student gives surely without
+    it; when the closed-book answer was itself gated, or says something else, the RAG answer stays gated."""
+    index = Index.build([{"id": "cli", "text": "执行 `bwatt run harbour.bwm` 命令运行仿真。"}, {"id": "x", "text": "其他内容。"}])
+    sure = {"如何设置仿真？": 0.84, "如何停止仿真？": 0.2, "如何导出结果？": 0.9}
+    said = {"如何设置仿真？": "执行 `bwatt run harbour.bwm` 命令运行仿真。", "如何停止仿真？": "执行 `bwatt stop` 命令。",
+            "如何导出结果？": "执行 `bwatt export` 命令。"}
+    rag_said = {"如何导出结果？": "执行 `bwatt save` 命令。"}
+
+    def fake(model, tok, prompts, max_new_tokens, batch_size, adapter, desc="", **kw):
+        qs = [next(q for q in said if q in p) for p in prompts]
+        if not adapter:
+            return ["base"] * len(prompts), [0.9] * len(prompts)
+        if prompts[0] not in said:  # a RAG prompt (the question inside the template, with chunks): all unsure
+            return [rag_said.get(q, said[q]) for q in qs], [0.3] * len(prompts)
+        return [said[q] for q in qs], [sure[q] for q in qs]
+
+    monkeypatch.setattr(evaluate, "generate_scored", fake)
+    rows = [{"id": f"q{i}", "split": "recall", "messages": [{"role": "user", "content": q},
+                                                             {"role": "assistant", "content": said[q]}]}
+            for i, q in enumerate(said)]
+    on = evaluate.compare(None, None, rows, 8, 2, rag_index=index, rag_k=1, abstain_below=0.4, agreement_pass=True)
+    assert on[0]["tuned_rag"] == said["如何设置仿真？"] and on[0]["tuned_rag_agrees"] is True
+    assert on[1]["tuned"] == on[1]["tuned_rag"] == ABSTAIN_ANSWER["zh"]  # the closed-book answer was gated too
+    assert on[2]["tuned_rag"] == ABSTAIN_ANSWER["zh"] and "tuned_rag_agrees" not in on[2]  # says something else
+    assert "tuned_agrees" not in on[0]  # closed-book answers are not this rule's business
+    assert evaluate.summarize(on)["tuned_rag_agrees"] == round(1 / 3, 4)
+    off = evaluate.compare(None, None, rows, 8, 2, rag_index=index, rag_k=1, abstain_below=0.4)
+    assert off[0]["tuned_rag"] == ABSTAIN_ANSWER["zh"] and "tuned_rag_agrees" not in off[0]

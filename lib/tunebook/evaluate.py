@@ -70,7 +70,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
             out[f"{c}_invents"] = out[f"{c}_outcomes"]["invents"]
         if any(r.get(f"{c}_ungated") is not None for r in rows):  # the confidence gate was on
             out[f"{c}_gated"] = round(sum(r.get(f"{c}_ungated") not in (None, r[c]) for r in rows) / len(rows), 4)
-        for kept in ("grounded", "recited"):  # evaluate.context_grounding / recited_above let some through
+        for kept in ("grounded", "recited", "agrees"):  # context_grounding / recited_above / agreement_pass
             if any(f"{c}_{kept}" in r for r in rows):
                 out[f"{c}_{kept}"] = round(sum(bool(r.get(f"{c}_{kept}")) for r in rows) / len(rows), 4)
     for m in ("judge", "rouge_l"):
@@ -149,7 +149,7 @@ def question_rows(questions: list[str]) -> list[dict]:
 def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "",
             rag_index=None, rag_k: int = 2, server=None, abstain_below: float = 0.0,
             train_rows: list[dict] | None = None, provenance_below: float = 0.0, draft_search: bool = False,
-            context_grounding: bool = False, recited_above: float = 0.0) -> list[dict]:
+            context_grounding: bool = False, recited_above: float = 0.0, agreement_pass: bool = False) -> list[dict]:
     """Every eval question answered under each condition (:data:`CONDITIONS`; the RAG ones only with an index),
     greedily, with ROUGE-L and character F1 against the reference. Each answer's confidence is kept
     (``<condition>_confidence``); with ``abstain_below`` > 0 the fine-tuned student's answers below it are replaced
@@ -162,8 +162,12 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     (:func:`tunebook.provenance.grounded`; marked ``<condition>_grounded``): the gates guard what the student recalls,
     and a value copied from the chunk in its prompt is not recalled. With ``recited_above`` > 0 a gated fine-tuned answer
     that repeats a trained answer to a question sharing at least that share of the asked one's terms passes too
-    (:meth:`tunebook.provenance.TrainedValues.recites`; marked ``<condition>_recited``)."""
-    from .provenance import TrainedValues, grounded
+    (:meth:`tunebook.provenance.TrainedValues.recites`; marked ``<condition>_recited``). With ``agreement_pass`` a
+    gated fine-tuned answer given with chunks passes when it says what the closed-book fine-tuned answer, which passed
+    the gates, says (:func:`tunebook.provenance.agrees`; marked ``<condition>_agrees``): the chunks lowered its
+    confidence, not its knowledge."""
+    from .outcomes import abstains
+    from .provenance import TrainedValues, agrees, grounded
     from .retrieval import hit_rate
 
     trained = TrainedValues(train_rows) if (provenance_below > 0 or recited_above > 0) and train_rows else None
@@ -188,6 +192,10 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
                     row[f"{cond}_grounded"] = True  # a gate would have stopped it; the chunk backs it
                 elif gated != a and trained is not None and trained.recites(a, q, recited_above):
                     row[f"{cond}_recited"] = True  # ... it says what the student learned for this question
+                elif (gated != a and agreement_pass and CONDITIONS[cond][1] is not False and "tuned" in row
+                      and row["tuned"] == row.get("tuned_ungated") and not abstains(row["tuned"])
+                      and agrees(a, row["tuned"], q)):
+                    row[f"{cond}_agrees"] = True  # ... it says what the passed closed-book answer says
                 else:
                     a = gated
             row[cond] = a
@@ -378,6 +386,8 @@ def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
             notes.append("a gate would have stopped it; read off the chunk: kept")
         elif r.get(f"{c}_recited"):
             notes.append("a gate would have stopped it; what it learned for this question: kept")
+        elif r.get(f"{c}_agrees"):
+            notes.append("a gate would have stopped it; the passed closed-book answer says the same: kept")
         return (f"<td style='text-align:left;vertical-align:top'>{html.escape(r[c])}"
                 f"<br><small><i>{html.escape(' · '.join(notes))}</i></small></td>")
 

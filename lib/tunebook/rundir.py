@@ -62,7 +62,8 @@ class RunMismatch(st.SettingsError):
 # lacks one ran with this value, so resuming it keeps that value (the default is for new runs). train.replay_kl came
 # in session 23 at 0 and became 4 in session 24. train.replay_prompts (session 25) defaults to what older runs read,
 # replay.yaml; it is listed so that a later change of that default leaves them as they ran.
-LEGACY: dict[str, Any] = {"train.replay_kl": 0.0, "train.replay_prompts": "replay.yaml"}
+LEGACY: dict[str, Any] = {"train.replay_kl": 0.0, "train.replay_prompts": "replay.yaml",
+                          "evaluate.agreement_pass": False}
 
 
 def now() -> str:

@@ -209,6 +209,8 @@ class EvalSettings(_Section):
     # a gated fine-tuned answer that repeats a trained answer (character ROUGE-L >= 0.8) to a question sharing at least
     # this share of the asked one's terms passes both gates (0: off; provenance.TrainedValues.recites; README levers)
     recited_above: float = Field(0.5, ge=0.0, le=1.0)
+    # a gated fine-tuned + RAG answer that says what the passed closed-book answer says passes (provenance.agrees)
+    agreement_pass: bool = True
     # RAG prompts write each Markdown table row as a line of its own with its column names (retrieval.table_rows;
     # benchmarks/table_rows.py: base + RAG +0.22, fine-tuned + RAG -0.04 over 8 runs: off)
     table_rows: bool = False
