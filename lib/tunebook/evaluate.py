@@ -163,11 +163,9 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     and a value copied from the chunk in its prompt is not recalled. With ``recited_above`` > 0 a gated fine-tuned answer
     that repeats a trained answer to a question sharing at least that share of the asked one's terms passes too
     (:meth:`tunebook.provenance.TrainedValues.recites`; marked ``<condition>_recited``). With ``agreement_pass`` a
-    gated fine-tuned answer given with chunks passes when it says what the closed-book fine-tuned answer, which passed
-    the gates, says (:func:`tunebook.provenance.agrees`; marked ``<condition>_agrees``): the chunks lowered its
-    confidence, not its knowledge."""
-    from .outcomes import abstains
-    from .provenance import TrainedValues, agrees, grounded
+    gated answer given with chunks passes when it says what the passed closed-book fine-tuned answer says
+    (:func:`tunebook.provenance.agrees`; marked ``<condition>_agrees``)."""
+    from .provenance import TrainedValues
     from .retrieval import hit_rate
 
     trained = TrainedValues(train_rows) if (provenance_below > 0 or recited_above > 0) and train_rows else None
@@ -188,14 +186,10 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
                 row[f"{cond}_ungated"] = a
                 gated = provenance_gate(gate(a, conf, abstain_below, q), q, trained, provenance_below)
                 ctx = contexts[cond][i] if context_grounding and cond in contexts else ""
-                if gated != a and ctx and grounded(a, q, ctx, rag_index.common_terms(), rag_index.tokenizer):
-                    row[f"{cond}_grounded"] = True  # a gate would have stopped it; the chunk backs it
-                elif gated != a and trained is not None and trained.recites(a, q, recited_above):
-                    row[f"{cond}_recited"] = True  # ... it says what the student learned for this question
-                elif (gated != a and agreement_pass and CONDITIONS[cond][1] is not False and "tuned" in row
-                      and row["tuned"] == row.get("tuned_ungated") and not abstains(row["tuned"])
-                      and agrees(a, row["tuned"], q)):
-                    row[f"{cond}_agrees"] = True  # ... it says what the passed closed-book answer says
+                why = "" if gated == a else _let_through(a, q, cond, row, ctx, rag_index, trained, recited_above,
+                                                         agreement_pass)
+                if why:
+                    row[f"{cond}_{why}"] = True  # a gate would have stopped it; this is why it did not
                 else:
                     a = gated
             row[cond] = a
@@ -212,6 +206,25 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
             row["tuned_rag_hit"] = hit_rate([guided[i]], rag_index, [row["chunk_id"]])
         rows.append(row)
     return rows
+
+
+def _let_through(answer: str, question: str, cond: str, row: dict, ctx: str, rag_index, trained,
+                 recited_above: float, agreement_pass: bool) -> str:
+    """Why a gated fine-tuned ``answer`` passes after all, "" when it does not: ``grounded`` — it reads its values off
+    the chunks in its prompt (``ctx``); ``recited`` — it says what the student learned for this question; ``agrees`` —
+    given with chunks, it says what the closed-book answer (``row["tuned"]``), which passed the gates, says."""
+    from .outcomes import abstains
+    from .provenance import agrees, grounded
+
+    if ctx and grounded(answer, question, ctx, rag_index.common_terms(), rag_index.tokenizer):
+        return "grounded"
+    if trained is not None and trained.recites(answer, question, recited_above):
+        return "recited"
+    closed = row.get("tuned")
+    if (agreement_pass and CONDITIONS[cond][1] is not False and closed is not None
+            and closed == row.get("tuned_ungated") and not abstains(closed) and agrees(answer, closed, question)):
+        return "agrees"
+    return ""
 
 
 def _answer_all(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, system_prompt: str,
