@@ -1,7 +1,9 @@
 """Should a fine-tuned + RAG answer that reads its values from the chunk in its prompt pass 05's gates?
 (And, with ``--rule recited``: should a gated fine-tuned answer that repeats a trained answer to this question? With
 ``--rule agrees``: should a gated fine-tuned + RAG answer that says what the closed-book fine-tuned answer, which
-passed the gates, says — :func:`tunebook.provenance.agrees`, 05's ``evaluate.agreement_pass``?)
+passed the gates, says — :func:`tunebook.provenance.agrees`, 05's ``evaluate.agreement_pass``? With ``--rule base``:
+should a gated fine-tuned answer that says what the base student says to the same prompt — the value is the base's
+own, not the fine-tune's?)
 
 05's gates (the confidence gate, ``evaluate.abstain_below``; the provenance gate, ``evaluate.provenance_below``) turn
 the fine-tuned student's unsure or transplanted answers into "the docs don't cover this". They were built for what
@@ -45,7 +47,8 @@ from bench_io import judged, write_result  # noqa: E402
 from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
 
 LEVER = ("tuned_rag", "surer")  # the answers given with chunks (surer: when it picked the RAG answer)
-RECITED = ("tuned", "tuned_rag", "surer")  # rule "recited": every fine-tuned answer
+RECITED = ("tuned", "tuned_rag", "surer")  # rules "recited", "base": every fine-tuned answer
+BASE_TWIN = {"tuned": "base", "tuned_rag": "rag"}  # rule "base": the base's answer to the same prompt
 SCORED = ("_judge", "_verdicts", "_outcome", "_exact_values")
 SPLITS = ("recall", "unseen", "outofdocs")
 
@@ -84,7 +87,7 @@ def regated(rows: list[dict], index: Index, rule: str = "sentence", trained: Tra
                 put_back(r, "surer", said)
                 passed += 1
                 repicked = True
-        for c in (RECITED if rule == "recited" else LEVER):
+        for c in (RECITED if rule in ("recited", "base") else LEVER):
             if c == "surer" and repicked:
                 continue
             said = r.get(f"{c}_ungated")
@@ -92,6 +95,9 @@ def regated(rows: list[dict], index: Index, rule: str = "sentence", trained: Tra
                 continue
             if rule == "recited":
                 ok = trained is not None and trained.recites(said, r["question"], about)
+            elif rule == "base":  # the base, asked the same prompt, says the same
+                twin = BASE_TWIN[c] if c != "surer" else ("base" if r.get("surer_from") == "tuned" else "rag")
+                ok = bool(r.get(twin)) and not abstains(r[twin]) and agrees(said, r[twin], r["question"])
             elif rule == "agrees":  # the closed-book answer passed the gates and says the same
                 closed = r.get("tuned")
                 ok = (closed is not None and closed == r.get("tuned_ungated", closed) and not abstains(closed)
@@ -102,7 +108,7 @@ def regated(rows: list[dict], index: Index, rule: str = "sentence", trained: Tra
                                     grounded(said, r["question"], ctx, index.common_terms(), index.tokenizer))
             if not ok:
                 continue
-            r[f"{c}_{rule if rule in ('recited', 'agrees') else 'grounded'}"] = True
+            r[f"{c}_{rule if rule in ('recited', 'agrees', 'base') else 'grounded'}"] = True
             put_back(r, c, said)
             passed += 1
     return out, passed
@@ -169,16 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path, help="finished, judged run dirs (05 with a gate on)")
     ap.add_argument("--label", default="", help="the corpus, for the printed table and the JSON file's name")
-    ap.add_argument("--rule", choices=("sentence", "anywhere", "recited", "agrees"), default="sentence",
+    ap.add_argument("--rule", choices=("sentence", "anywhere", "recited", "agrees", "base"), default="sentence",
                     help="sentence: 05's rule (provenance.grounded); anywhere: the values anywhere in the chunks; "
                          "recited: a gated answer that repeats a trained answer to this question (--about); "
-                         "agrees: a gated fine-tuned + RAG answer saying what the passed closed-book answer says")
+                         "agrees: a gated fine-tuned + RAG answer saying what the passed closed-book answer says; "
+                         "base: a gated fine-tuned answer saying what the base says to the same prompt")
     ap.add_argument("--surer-recital", action="store_true",
                     help="rule recited: the surer of ± RAG also takes a recited closed-book answer over a surer RAG one")
     ap.add_argument("--about", type=float, default=0.3,
                     help="rule recited: the least share of terms the trained question shares with the asked one")
     a = ap.parse_args(argv)
-    conds = RECITED if a.rule == "recited" else LEVER
+    conds = RECITED if a.rule in ("recited", "base") else LEVER
     table, pairs = [], []
     for run in a.runs:
         gen = run / "eval" / evaluate.GENERATIONS_FILE
