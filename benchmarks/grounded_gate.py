@@ -39,8 +39,7 @@ sys.path.insert(0, str(ROOT / "lib"))
 from tunebook import evaluate  # noqa: E402
 from tunebook.evaluate import fact_group  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
-from tunebook.outcomes import names, new_values, values  # noqa: E402
-from tunebook.outcomes import abstains  # noqa: E402
+from tunebook.outcomes import abstains, names, new_values, values  # noqa: E402
 from tunebook.provenance import TrainedValues, agrees, grounded  # noqa: E402
 from tunebook.retrieval import Index  # noqa: E402
 from bench_io import judged, write_result  # noqa: E402
@@ -98,10 +97,8 @@ def regated(rows: list[dict], index: Index, rule: str = "sentence", trained: Tra
             elif rule == "base":  # the base, asked the same prompt, says the same
                 twin = BASE_TWIN[c] if c != "surer" else ("base" if r.get("surer_from") == "tuned" else "rag")
                 ok = bool(r.get(twin)) and not abstains(r[twin]) and agrees(said, r[twin], r["question"])
-            elif rule == "agrees":  # the closed-book answer passed the gates and says the same
-                closed = r.get("tuned")
-                ok = (closed is not None and closed == r.get("tuned_ungated", closed) and not abstains(closed)
-                      and agrees(said, closed, r["question"]))
+            elif rule == "agrees":  # 05's evaluate.agreement_pass
+                ok = evaluate.closed_book_agrees(r, said, r["question"])
             else:
                 ctx = context(r, c, index)
                 ok = bool(ctx) and (anywhere(said, r["question"], ctx) if rule == "anywhere" else

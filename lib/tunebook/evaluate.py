@@ -213,18 +213,26 @@ def _let_through(answer: str, question: str, cond: str, row: dict, ctx: str, rag
     """Why a gated fine-tuned ``answer`` passes after all, "" when it does not: ``grounded`` — it reads its values off
     the chunks in its prompt (``ctx``); ``recited`` — it says what the student learned for this question; ``agrees`` —
     given with chunks, it says what the closed-book answer (``row["tuned"]``), which passed the gates, says."""
-    from .outcomes import abstains
-    from .provenance import agrees, grounded
+    from .provenance import grounded
 
     if ctx and grounded(answer, question, ctx, rag_index.common_terms(), rag_index.tokenizer):
         return "grounded"
     if trained is not None and trained.recites(answer, question, recited_above):
         return "recited"
-    closed = row.get("tuned")
-    if (agreement_pass and CONDITIONS[cond][1] is not False and closed is not None
-            and closed == row.get("tuned_ungated") and not abstains(closed) and agrees(answer, closed, question)):
+    if agreement_pass and CONDITIONS[cond][1] is not False and closed_book_agrees(row, answer, question):
         return "agrees"
     return ""
+
+
+def closed_book_agrees(row: dict, answer: str, question: str) -> bool:
+    """The row's closed-book fine-tuned answer passed the gates and ``answer`` says what it says
+    (:func:`tunebook.provenance.agrees`; ``evaluate.agreement_pass``)."""
+    from .outcomes import abstains
+    from .provenance import agrees
+
+    closed = row.get("tuned")
+    return (closed is not None and closed == row.get("tuned_ungated", closed) and not abstains(closed)
+            and agrees(answer, closed, question))
 
 
 def _answer_all(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, system_prompt: str,
