@@ -85,6 +85,10 @@ ROWS: dict[str, list[str]] = {
     # answers the forgetting check's sums in one terse sentence, the base works them out first)
     "replay+kl4+worked": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=4",
                           "train.replay_prompts=replay_worked.yaml"],
+    # each pass over the train split meets its own replay prompts (train.replay_rotate; session 27): five times the
+    # general prompts over five passes, as many replay rows per pass (diversity over repetition, as for the facts)
+    "replay+kl4+rotate": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=4",
+                          "train.replay_rotate=true"],
     # the bottom half of the 24 layers frozen (Zheng et al. 2025, "spurious forgetting")
     "replay+top": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_first_layer=12"],
     # probe and repair: one round on the facts the trained student misses in a new wording

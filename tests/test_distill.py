@@ -133,3 +133,41 @@ def test_a_training_seed_of_its_own_keeps_the_runs_seed():
     assert st.load("ci", []).train_seed == st.load("ci", []).seed
     cfg = st.load("ci", ["train.seed=3"])
     assert (cfg.train_seed, cfg.seed) == (3, st.load("ci", []).seed)
+
+
+def test_rotated_replay_trains_one_slice_per_pass_and_as_many_steps(tiny_lm, tmp_path):
+    """train.replay_rotate: pass e over the train split meets replay slice e only; every documentation row is
+    trained once per pass, and a pass has the steps of the plain replay (one slice's worth of rows)."""
+    pytest.importorskip("trl")
+    from peft import LoraConfig
+
+    from tunebook import replay, train
+
+    model, tok = tiny_lm
+    model.train()
+    tok.padding_side = "right"
+    docs = _rows([f"w{i}" for i in range(24)])  # 4 documentation rows
+    rep = _rows([f"w{i}" for i in range(30, 54)])  # 4 replay rows: 2 slices of 2
+    ds = train.rows_dataset(docs + rep)
+    cfg = st.TrainSettings(epochs=2, batch_size=2, precision="fp32", replay_kl=1.0, replay_rotate=True)
+    args = train.sft_config(cfg, tmp_path, seed=1, has_eval=False, backend="hf")
+    peft = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    trainer = train.make_trainer(train.Student(model, tok, "hf", "tiny"), peft, ds, None, args, distill=rep)
+    assert replay.passes(cfg.epochs, cfg.replay_rotate) == 2 and replay.passes(2.5, True) == 3
+    assert replay.passes(5, False) == 1
+    slices = replay.rotate(trainer, rep, 2)
+    assert slices == [[4, 5], [6, 7]]
+    ids = [tuple(x) for x in trainer.train_dataset["input_ids"]]
+    seen: list[tuple[float, tuple]] = []
+    inner = trainer.data_collator
+
+    def spy(examples):
+        seen.extend((trainer.state.epoch or 0, tuple(ex["input_ids"])) for ex in examples)
+        return inner(examples)
+
+    trainer.data_collator = spy
+    metrics = train.train(trainer, tmp_path)
+    assert metrics["steps"] == 6  # (4 docs + 2 replay) / batch 2, twice: as without rotating
+    first = sorted(ids.index(t) for e, t in seen if e < 1)
+    second = sorted(ids.index(t) for e, t in seen if e >= 1)
+    assert first == [0, 1, 2, 3, 4, 5] and second == [0, 1, 2, 3, 6, 7]

@@ -91,3 +91,56 @@ def make_rows(model, tok, student: str, n: int, data_dir: Path, system_prompt: s
     tok.padding_side = "right"  # as 04's trainer had it before the replay asked
     write_jsonl(rows, path)
     return rows
+
+
+def passes(epochs: float, rotate: bool) -> int:
+    """How many slices of replay rows 04 asks for: one per pass over the train split with ``train.replay_rotate``
+    (``ceil(epochs)``), else one slice trained in every pass."""
+    import math
+
+    return max(1, math.ceil(epochs)) if rotate else 1
+
+
+class RotatingSampler:
+    """The trainer's own sampler over the documentation rows plus *one* slice of replay rows, its indices mapped so
+    that pass ``e`` over the train split trains slice ``e`` (``epoch()``: the passes done, read when a pass begins,
+    so a resumed run picks up the slice of the pass it resumes). Steps per pass, order and batching are those of the
+    plain replay; only which general prompts a pass meets changes."""
+
+    def __init__(self, inner, keep: list[int], slices: list[list[int]], epoch):
+        self.inner, self.keep, self.slices, self.epoch = inner, keep, slices, epoch
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self):
+        rows, k = self.slices[int(self.epoch() + 1e-6) % len(self.slices)], len(self.keep)
+        for j in self.inner:
+            yield self.keep[j] if j < k else rows[(j - k) % len(rows)]
+
+
+def rotate(trainer, rows: list[dict], n_slices: int) -> list[list[int]]:
+    """``train.replay_rotate``: ``trainer`` (its train set holding every replay row ``rows``) meets another
+    ``1/n_slices`` of them in each pass over the train split — as many replay rows per pass as without rotating, so
+    no slower, but five times the general prompts over five passes (diversity over repetition, as for the docs'
+    facts). Wraps the trainer's ``_get_train_sampler`` (transformers 5.x: called with the train set by
+    ``get_train_dataloader``). Returns the train-set indices of each slice."""
+    from .distill import _key
+
+    ds = trainer.train_dataset
+    where = {_key(r["messages"][:-1], r["messages"][-1:]): i for i, r in enumerate(rows)}
+    of = [where.get(_key(p, c)) for p, c in zip(ds["prompt"], ds["completion"])]
+    if sum(x is not None for x in of) != len(rows):
+        raise RuntimeError(f"train.replay_rotate: {len(rows)} replay rows, {sum(x is not None for x in of)} in the train set")
+    per = max(1, -(-len(rows) // n_slices))  # ceil: the last slice may be shorter (its rows then repeat)
+    slices = [[i for i, x in enumerate(of) if x is not None and x // per == s] for s in range(n_slices)]
+    slices = [s for s in slices if s]
+    keep = [i for i, x in enumerate(of) if x is None]
+    inner_fn = trainer._get_train_sampler
+
+    def sampler(train_dataset=None):
+        view = (train_dataset if train_dataset is not None else trainer.train_dataset).select(keep + slices[0])
+        return RotatingSampler(inner_fn(view), keep, slices, lambda: trainer.state.epoch or 0)
+
+    trainer._get_train_sampler = sampler
+    return slices
