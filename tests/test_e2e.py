@@ -304,7 +304,8 @@ def test_context_rows_are_trained_and_kept_in_the_run_dir(ci_run, tmp_path):
 
 def test_training_in_two_ddp_processes_through_the_launcher(ci_run, tmp_path):
     """-p train.num_gpus=2 runs 04 through the launcher: two ranks (gloo on this CPU machine, as TUNEBOOK_DDP_CPU=1
-    allows), rank 0 writes the adapter and metrics, the notebook replays the progress into one loss plot."""
+    allows), rank 0 writes the adapter and metrics, the notebook replays the progress into one loss plot. Replay is
+    on (rotated, KL asked for): rank 0 asks the base student, both ranks train the rows, by cross-entropy under DDP."""
     import shutil
 
     run_dir, _, _ = ci_run
@@ -314,10 +315,15 @@ def test_training_in_two_ddp_processes_through_the_launcher(ci_run, tmp_path):
     shutil.copytree(run_dir / "data", run / "data")
     env = {"TUNEBOOK_OUTPUTS": str(out), "TUNEBOOK_DDP_CPU": "1"}
     r = tunebook_cli("run", "--profile", "ci", "--run-id", "ddp", "--from", "04", "--to", "04",
-                     "-p", "train.num_gpus=2", *CONTEXT_ROWS, env=env)
+                     "-p", "train.num_gpus=2", *CONTEXT_ROWS, "-p", "train.replay_fraction=0.2",
+                     "-p", "train.replay_kl=4", "-p", "train.replay_rotate=true", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((run / "train" / "train_metrics.json").read_text())
-    assert metrics["processes"] == 2 and metrics["steps"] == 4 and metrics["tokens"] > 0
+    assert metrics["processes"] == 2 and metrics["tokens"] > 0
+    replayed = [json.loads(x) for x in (run / "data" / "replay.jsonl").read_text().splitlines()]
+    assert replayed and all(r["split"] == "replay" for r in replayed)
+    log = (run / "train" / "workers.log").read_text()
+    assert f"replay: {len(replayed)} general prompts" in log and "(DDP) the KL is computed in one process only" in log
     _assert_context_rows(run)  # the ranks add them as 04 does in one process
     assert (run / "train" / "adapter" / "adapter_model.safetensors").is_file()
     nb = nbformat.read(run / "notebooks" / "04_train.ipynb", 4)

@@ -42,7 +42,7 @@ def test_the_request_is_in_the_language_of_the_pair():
 def test_restyle_is_off_by_default_and_refused_under_ddp():
     assert st.load("cpu", []).train.restyle_answers is False
     with pytest.raises(Exception, match="restyle_answers"):
-        st.load("cpu", ["train.restyle_answers=true", "train.num_gpus=2", "train.replay_fraction=0"])
+        st.load("cpu", ["train.restyle_answers=true", "train.num_gpus=2"])
 
 
 def test_unkept_restatements_leave_the_teachers_answers_and_are_cached(tiny_lm, tmp_path):

@@ -173,8 +173,10 @@ def test_context_rows_need_room_for_their_chunk():
 
 
 def test_levers_that_run_only_in_04s_process_are_refused_with_ddp():
-    """replay and probe-and-repair need the student in 04's own process; under DDP they would be silently skipped."""
-    for lever in ("train.replay_fraction=0.1", "train.repair_rounds=1"):
+    """restyle and probe-and-repair need the student in 04's own process; under DDP they would be silently skipped.
+    Replay and context rows are mixed in by every rank (launch.worker), so they are allowed."""
+    for lever in ("train.restyle_answers=true", "train.repair_rounds=1"):
         with pytest.raises(st.SettingsError, match=f"{lever.split('=')[0]} .*train.num_gpus=2"):
             st.load("ci", [lever, "train.num_gpus=2"])
     assert st.load("ci", ["train.context_fraction=0.5", "train.max_length=768", "train.num_gpus=2"]).train.num_gpus == 2
+    assert st.load("cpu", ["train.num_gpus=2"]).train.replay_fraction == 0.1

@@ -23,13 +23,22 @@ REPLAY_KEY = "replay_tokens"  # the collator's per-token flag; taken out before 
 
 
 def applies(backend: str) -> bool:
-    """Whether ``backend`` can train by KL: transformers + PEFT (Unsloth's fused loss gives no logits)."""
-    return backend == "hf"
+    """Whether ``backend`` can train by KL: transformers + PEFT in one process (Unsloth's fused loss gives no logits;
+    under DDP the KL's forward passes would go around the DDP wrapper, whose gradient sync they need)."""
+    import os
+
+    return backend == "hf" and int(os.environ.get("WORLD_SIZE", "1")) == 1
 
 
 def fallback_note(backend: str) -> str:
-    return (f"train.replay_kl: {backend} computes its loss fused, without logits; the replay rows are trained by "
-            "cross-entropy on the base's answers instead (as with train.replay_kl: 0)")
+    import os
+
+    if backend == "hf" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        why = "with train.num_gpus > 1 (DDP) the KL is computed in one process only"
+    else:
+        why = f"{backend} computes its loss fused, without logits"
+    return (f"train.replay_kl: {why}; the replay rows are trained by cross-entropy on the base's answers instead "
+            "(as with train.replay_kl: 0)")
 
 
 class FlagCollator:

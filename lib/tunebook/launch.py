@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from . import replay
 from . import settings as settings_mod
 from . import train as train_mod
 from .paths import ROOT
@@ -179,15 +180,24 @@ def worker(run_dir: Path) -> dict[str, Any]:
     data = run_dir / "data"
     train_ds = train_mod.load_split(data / "train.jsonl", cfg.train.system_prompt)
     eval_ds = train_mod.load_split(data / "eval.jsonl", cfg.train.system_prompt)
+    student, peft_config = train_mod.load_student(cfg.student, cfg.train, cfg.train_seed)
+    from accelerate import PartialState
+
+    # the replay as 04 mixes it in one process: rank 0 asks the base student, the other ranks read its answers
+    train_ds, replayed, slices = replay.mix_in(student, cfg, data, train_ds, first=PartialState().main_process_first)
+    if replayed:
+        print(f"replay: {len(replayed)} general prompts answered by the base student, mixed into {len(train_ds)} rows")
     if cfg.train.context_fraction:  # the same rows on every rank (seeded), as 04 adds them in one process
         train_ds, _ = train_mod.add_context_rows(train_ds, run_dir, cfg, save=train_mod.is_main_process())
-    student, peft_config = train_mod.load_student(cfg.student, cfg.train, cfg.train_seed)
     train_tokens = train_mod.count_tokens(train_ds, student.tokenizer) if backend == "unsloth" else None
     args = train_mod.sft_config(cfg.train, out, cfg.train_seed, has_eval=len(eval_ds) > 0, backend=backend,
                                 train_tokens=train_tokens)
     main = train_mod.is_main_process()
     callbacks = [progress_callback(out / PROGRESS_FILE)] if main else []
-    trainer = train_mod.make_trainer(student, peft_config, train_ds, eval_ds, args, callbacks=callbacks)
+    trainer = train_mod.make_trainer(student, peft_config, train_ds, eval_ds, args, callbacks=callbacks,
+                                     distill=replayed if cfg.train.replay_kl else [], kl_weight=cfg.train.replay_kl)
+    if replayed and cfg.train.replay_rotate:
+        replay.rotate(trainer, replayed, slices)
     train_mod.check_batch_masking(trainer)
     if main:
         (out / MASKED_FILE).write_text(train_mod.masked_example_html(trainer), encoding="utf-8")

@@ -144,3 +144,23 @@ def rotate(trainer, rows: list[dict], n_slices: int) -> list[list[int]]:
 
     trainer._get_train_sampler = sampler
     return slices
+
+
+def mix_in(student, cfg, data_dir: Path, train_ds, first=None) -> tuple[Any, list[dict], int]:
+    """04's replay, the one way into training for the notebook and for every DDP rank: ``train.replay_fraction`` of
+    the mixed train set asked of the base ``student`` (a :class:`tunebook.train.Student`, its LoRA not trained yet)
+    and appended to ``train_ds``. Returns the mixed set, the replay rows and the number of slices to rotate
+    (``train.replay_rotate``; 1: every pass trains all rows). ``first``: a context manager under which one process
+    asks while the others wait (DDP: ``PartialState().main_process_first``), so they read its ``data/replay.jsonl``."""
+    import contextlib
+
+    from .train import add_rows
+
+    n = count_for(len(train_ds), cfg.train.replay_fraction, len(prompts(cfg.train.replay_prompts)))
+    if not n:
+        return train_ds, [], 1
+    slices = passes(cfg.train.epochs, cfg.train.replay_rotate)
+    with (first or contextlib.nullcontext)():
+        rows = make_rows(student.model, student.tokenizer, cfg.student, n * slices, data_dir, cfg.train.system_prompt,
+                         backend=student.backend, prompts_file=cfg.train.replay_prompts)
+    return add_rows(train_ds, rows, cfg.train.system_prompt), rows, slices

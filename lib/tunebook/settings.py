@@ -275,8 +275,7 @@ class Settings(_Section):
         if self.inspect.max_tokens > self.train.max_length:
             raise SettingsError(f"invalid settings in {origin}: inspect.max_tokens ({self.inspect.max_tokens}) must not "
                                 f"exceed train.max_length ({self.train.max_length}); longer pairs would be truncated")
-        multi = [k for k, on in (("train.replay_fraction", self.train.replay_fraction),
-                                 ("train.restyle_answers", self.train.restyle_answers),
+        multi = [k for k, on in (("train.restyle_answers", self.train.restyle_answers),
                                  ("train.repair_rounds", self.train.repair_rounds)) if on]
         if self.train.num_gpus > 1 and multi:
             raise SettingsError(f"invalid settings in {origin}: {', '.join(multi)} run(s) in 04's own process only, not "
