@@ -89,6 +89,9 @@ ROWS: dict[str, list[str]] = {
     # general prompts over five passes, as many replay rows per pass (diversity over repetition, as for the facts)
     "replay+kl4+rotate": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=4",
                           "train.replay_rotate=true"],
+    # LoRA dropout 0.1 on today's recipe (session 27; the default is 0)
+    "replay+kl4+drop": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=4",
+                        "train.lora_dropout=0.1"],
     # the bottom half of the 24 layers frozen (Zheng et al. 2025, "spurious forgetting")
     "replay+top": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_first_layer=12"],
     # probe and repair: one round on the facts the trained student misses in a new wording
