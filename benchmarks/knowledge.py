@@ -92,6 +92,10 @@ ROWS: dict[str, list[str]] = {
     # LoRA dropout 0.1 on today's recipe (session 27; the default is 0)
     "replay+kl4+drop": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=4",
                         "train.lora_dropout=0.1"],
+    # the KL from the base also at the documentation rows' prompt positions (their questions and the chat template,
+    # which cross-entropy leaves untrained): learning without forgetting on the new data's inputs (session 27)
+    "replay+kl4+pkl1": ["train.learning_rate=0.0005", "inspect.train_rewordings=1", *_REPLAY, "train.replay_kl=4",
+                        "train.prompt_kl=1"],
     # the bottom half of the 24 layers frozen (Zheng et al. 2025, "spurious forgetting")
     "replay+top": [_LR, "inspect.train_rewordings=1", *_REPLAY, "train.lora_first_layer=12"],
     # probe and repair: one round on the facts the trained student misses in a new wording

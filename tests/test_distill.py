@@ -171,3 +171,31 @@ def test_rotated_replay_trains_one_slice_per_pass_and_as_many_steps(tiny_lm, tmp
     first = sorted(ids.index(t) for e, t in seen if e < 1)
     second = sorted(ids.index(t) for e, t in seen if e >= 1)
     assert first == [0, 1, 2, 3, 4, 5] and second == [0, 1, 2, 3, 6, 7]
+
+
+def test_prompt_kl_adds_the_kl_at_the_documentation_rows_prompt_positions(kl_trainer):
+    """train.prompt_kl: the KL from the base also where a documentation row's next token is its question or the
+    chat template (never an answer token, never padding, never a replay row), weighted, in every batch."""
+    import torch
+
+    model = kl_trainer.model
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    kl_trainer.prompt_kl = 2.0
+    for rows in ((0, 4), (0, 1)):  # with a replay row, and a batch of documentation rows only
+        batch = kl_trainer.data_collator([kl_trainer.train_dataset[i] for i in rows])
+        ce, kl, n = _manual(kl_trainer, batch)
+        fwd = {k: batch[k] for k in ("input_ids", "attention_mask")}
+        with torch.no_grad():
+            tuned = model(**fwd).logits[:, :-1].float()
+            with model.disable_adapter():
+                base = model(**fwd).logits[:, :-1].float()
+        quiet = (batch["labels"][:, 1:] == -100) & batch["attention_mask"][:, 1:].bool() & ~batch["replay_tokens"][:, 1:]
+        assert int(quiet.sum()) > 0
+        kl_q = (base[quiet].softmax(-1) * (base[quiet].log_softmax(-1) - tuned[quiet].log_softmax(-1))).sum()
+        loss = kl_trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(n))
+        assert float(loss.detach()) == pytest.approx(float(ce + kl + 2.0 * kl_q) / n, rel=1e-4)
+    kl_trainer.prompt_kl = 0.0

@@ -83,15 +83,19 @@ def trainer_class():
 
     class ReplayKLTrainer(SFTTrainer):
         kl_weight = 1.0  # train.replay_kl (set by enable)
+        prompt_kl = 0.0  # train.prompt_kl: the KL at the documentation rows' prompt positions, its weight
         kl_sum, kl_tokens = 0.0, 0  # over training: the KL per replay token, for train_metrics.json
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             flags = inputs.pop(REPLAY_KEY, None)
             labels = inputs.get("labels")
-            where = None
+            where = quiet = None
             if flags is not None and labels is not None:
-                where = (labels[:, 1:] != -100) & flags[:, 1:].to(labels.device)  # position t predicts token t + 1
-            if where is None or not bool(where.any()):
+                flags = flags[:, 1:].to(labels.device)
+                where = (labels[:, 1:] != -100) & flags  # position t predicts token t + 1
+                if self.prompt_kl and "attention_mask" in inputs:  # a documentation row's question and template
+                    quiet = (labels[:, 1:] == -100) & inputs["attention_mask"][:, 1:].bool() & ~flags
+            if (where is None or not bool(where.any())) and (quiet is None or not bool(quiet.any())):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             # TRL's default loss (chunked NLL) projects only the labelled positions and returns no logits: this batch
             # runs the transformer once for the hidden states and projects the trained positions itself
@@ -106,8 +110,11 @@ def trainer_class():
             hidden = causal.model(**fwd).last_hidden_state[:, :-1]
             ce = F.cross_entropy(head(hidden[docs]).float(), target[docs], reduction="sum")
             with torch.no_grad(), peft.disable_adapter():
-                base = head(causal.model(**fwd).last_hidden_state[:, :-1][where])
-            kl = summed_kl(head(hidden[where]), base)
+                base = causal.model(**fwd).last_hidden_state[:, :-1]
+            kl = summed_kl(head(hidden[where]), head(base[where]))
+            if quiet is not None and bool(quiet.any()):  # LwF on the new data's inputs: the questions read as before
+                kl_q = summed_kl(head(hidden[quiet]), head(base[quiet]))
+                ce = ce + self.prompt_kl * kl_q
             if model.training:
                 self.kl_sum += float(kl.detach())
                 self.kl_tokens += int(where.sum())
@@ -121,7 +128,7 @@ def _key(prompt: list[dict], completion: list[dict]) -> tuple[str, str]:
     return ([m["content"] for m in prompt if m["role"] == "user"][-1:] or [""])[0], completion[-1]["content"]
 
 
-def enable(trainer, rows: list[dict], weight: float = 1.0) -> int:
+def enable(trainer, rows: list[dict], weight: float = 1.0, prompt_weight: float = 0.0) -> int:
     """Wrap ``trainer``'s collator so it flags the replay ``rows`` (``messages`` rows, as 04 mixed them in), found
     in its tokenized train set by question and answer, and weigh their KL by ``weight``; returns how many were found
     (all, or an error)."""
@@ -131,7 +138,7 @@ def enable(trainer, rows: list[dict], weight: float = 1.0) -> int:
     if len(found) != len(want):
         raise RuntimeError(f"train.replay_kl: {len(want)} replay rows, {len(found)} found in the trainer's train set")
     trainer.data_collator = FlagCollator(trainer.data_collator, found)
-    trainer.kl_weight = weight
+    trainer.kl_weight, trainer.prompt_kl = weight, prompt_weight
     return len(found)
 
 

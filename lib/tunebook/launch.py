@@ -195,7 +195,8 @@ def worker(run_dir: Path) -> dict[str, Any]:
     main = train_mod.is_main_process()
     callbacks = [progress_callback(out / PROGRESS_FILE)] if main else []
     trainer = train_mod.make_trainer(student, peft_config, train_ds, eval_ds, args, callbacks=callbacks,
-                                     distill=replayed if cfg.train.replay_kl else [], kl_weight=cfg.train.replay_kl)
+                                     distill=replayed if cfg.train.replay_kl else [], kl_weight=cfg.train.replay_kl,
+                                     prompt_kl=cfg.train.prompt_kl)
     if replayed and cfg.train.replay_rotate:
         replay.rotate(trainer, replayed, slices)
     train_mod.check_batch_masking(trainer)

@@ -158,6 +158,7 @@ class TrainSettings(_Section):
     # replay trained to the base's whole distribution, KL times this (distill.py; transformers + PEFT; 0: CE). 4 vs 0,
     # 3 trainings each, samples/docs: general change −1.03 → −0.60, recall 4.43 → 4.32; CloudPSS −0.56 → −0.44, 4.07 → 3.97
     replay_kl: float = Field(4.0, ge=0)
+    prompt_kl: float = Field(0.0, ge=0)  # with replay_kl: the KL at the doc rows' prompt positions too (LwF on the questions)
     replay_rotate: bool = False  # each pass over the train split meets its own replay prompts (ceil(epochs) x the rows asked)
     replay_prompts: str = "replay.yaml"  # the replay's prompts, in the order asked: a file in params/prompts or a path
 

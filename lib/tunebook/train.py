@@ -352,7 +352,7 @@ def check_batch_masking(trainer, n: int = 8) -> None:
 
 
 def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbacks=(), distill: list[dict] = (),
-                 kl_weight: float = 1.0):
+                 kl_weight: float = 1.0, prompt_kl: float = 0.0):
     """The SFT trainer; ``distill`` (``train.replay_kl`` > 0): the replay rows mixed into ``train_ds``, trained to
     the base's whole distribution instead of its greedy answer, the KL times ``kl_weight`` (:mod:`tunebook.distill`)."""
     from transformers import PrinterCallback
@@ -374,7 +374,7 @@ def make_trainer(student: Student, peft_config, train_ds, eval_ds, args, callbac
     )
     trainer.remove_callback(PrinterCallback)  # with tqdm off it prints every log dict; LiveLoss shows them instead
     if distill:
-        distillation.enable(trainer, list(distill), kl_weight)
+        distillation.enable(trainer, list(distill), kl_weight, prompt_kl)
     return trainer
 
 
