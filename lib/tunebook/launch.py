@@ -181,10 +181,14 @@ def worker(run_dir: Path) -> dict[str, Any]:
     train_ds = train_mod.load_split(data / "train.jsonl", cfg.train.system_prompt)
     eval_ds = train_mod.load_split(data / "eval.jsonl", cfg.train.system_prompt)
     student, peft_config = train_mod.load_student(cfg.student, cfg.train, cfg.train_seed)
+    import torch
     from accelerate import PartialState
 
-    # the replay as 04 mixes it in one process: rank 0 asks the base student, the other ranks read its answers
-    train_ds, replayed, slices = replay.mix_in(student, cfg, data, train_ds, first=PartialState().main_process_first)
+    # the replay as 04 mixes it in one process: rank 0 asks the base student, the other ranks wait, then read its
+    # answers. The state as TrainingArguments will ask for it (cpu=True without CUDA: else accelerate sees no
+    # distributed run on a CPU and main_process_first waits for nobody — both ranks wrote data/replay.jsonl)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    train_ds, replayed, slices = replay.mix_in(student, cfg, data, train_ds, first=state.main_process_first)
     if replayed:
         print(f"replay: {len(replayed)} general prompts answered by the base student, mixed into {len(train_ds)} rows")
     if cfg.train.context_fraction:  # the same rows on every rank (seeded), as 04 adds them in one process
