@@ -49,17 +49,21 @@ def main(runs: list[str]) -> int:
     import yaml
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    general_q = replay.prompts("replay.yaml")
+    loaded: dict[str, tuple] = {}  # per student: its model, tokenizer and the replay prompts' embeddings, once
     for run in map(Path, runs):
         params = yaml.safe_load((run / "params.yaml").read_text())
         src = models.hf_model(params["student"])
-        tok = AutoTokenizer.from_pretrained(src)
-        tok.padding_side = "right"
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+        if src not in loaded:
+            tok = AutoTokenizer.from_pretrained(src)
+            tok.padding_side = "right"
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+            loaded[src] = model, tok, embed(general_q, model, tok)
+        model, tok, neg = loaded[src]
         train_q = [r["messages"][0]["content"] for r in read_jsonl(run / "data" / "train.jsonl")]
-        general_q = replay.prompts("replay.yaml")
         gens = read_jsonl(run / "eval" / "generations.jsonl")
         gen_rows = read_jsonl(run / "eval" / "general.jsonl")
-        pos, neg = embed(train_q, model, tok), embed(general_q, model, tok)
+        pos = embed(train_q, model, tok)
 
         def to_adapter(qs: list[str]) -> list[bool]:
             e = embed(qs, model, tok)

@@ -180,3 +180,11 @@ def test_levers_that_run_only_in_04s_process_are_refused_with_ddp():
             st.load("ci", [lever, "train.num_gpus=2"])
     assert st.load("ci", ["train.context_fraction=0.5", "train.max_length=768", "train.num_gpus=2"]).train.num_gpus == 2
     assert st.load("cpu", ["train.num_gpus=2"]).train.replay_fraction == 0.1
+
+
+def test_prompt_kl_without_the_replays_kl_is_refused():
+    """train.prompt_kl rides on the replay's KL trainer: without replay rows trained by KL it would do nothing."""
+    for off in ("train.replay_kl=0", "train.replay_fraction=0"):
+        with pytest.raises(st.SettingsError, match="train.prompt_kl .* needs train.replay_kl > 0"):
+            st.load("cpu", ["train.prompt_kl=1", off])
+    assert st.load("cpu", ["train.prompt_kl=1"]).train.prompt_kl == 1

@@ -22,18 +22,21 @@ from typing import Any
 REPLAY_KEY = "replay_tokens"  # the collator's per-token flag; taken out before the model sees the batch
 
 
+def _ddp() -> bool:
+    """Several training processes (``train.world_size``'s reading; train imports this module, so not called)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def applies(backend: str) -> bool:
     """Whether ``backend`` can train by KL: transformers + PEFT in one process (Unsloth's fused loss gives no logits;
     under DDP the KL's forward passes would go around the DDP wrapper, whose gradient sync they need)."""
-    import os
-
-    return backend == "hf" and int(os.environ.get("WORLD_SIZE", "1")) == 1
+    return backend == "hf" and not _ddp()
 
 
 def fallback_note(backend: str) -> str:
-    import os
-
-    if backend == "hf" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if backend == "hf" and _ddp():
         why = "with train.num_gpus > 1 (DDP) the KL is computed in one process only"
     else:
         why = f"{backend} computes its loss fused, without logits"

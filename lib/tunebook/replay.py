@@ -130,8 +130,9 @@ def rotate(trainer, rows: list[dict], n_slices: int) -> list[list[int]]:
     ds = trainer.train_dataset
     where = {_key(r["messages"][:-1], r["messages"][-1:]): i for i, r in enumerate(rows)}
     of = [where.get(_key(p, c)) for p, c in zip(ds["prompt"], ds["completion"])]
-    if sum(x is not None for x in of) != len(rows):
-        raise RuntimeError(f"train.replay_rotate: {len(rows)} replay rows, {sum(x is not None for x in of)} in the train set")
+    found = sum(x is not None for x in of)
+    if found != len(rows):
+        raise RuntimeError(f"train.replay_rotate: {len(rows)} replay rows, {found} in the train set")
     per = max(1, -(-len(rows) // n_slices))  # ceil: the last slice may be shorter (its rows then repeat)
     slices = [[i for i, x in enumerate(of) if x is not None and x // per == s] for s in range(n_slices)]
     slices = [s for s in slices if s]

@@ -281,6 +281,9 @@ class Settings(_Section):
         if self.train.num_gpus > 1 and multi:
             raise SettingsError(f"invalid settings in {origin}: {', '.join(multi)} run(s) in 04's own process only, not "
                                 f"with train.num_gpus={self.train.num_gpus} (DDP); switch it off or train on one GPU")
+        if self.train.prompt_kl and not (self.train.replay_kl and self.train.replay_fraction):
+            raise SettingsError(f"invalid settings in {origin}: train.prompt_kl is computed with the replay's KL; it "
+                                "needs train.replay_kl > 0 and train.replay_fraction > 0, else it would do nothing")
         need = 256 * self.evaluate.rag_k + 512  # rag_k chunks of ≤ 384 tokens, the prompt and the answer fit
         if self.train.context_fraction and self.train.max_length < need:
             raise SettingsError(f"invalid settings in {origin}: train.context_fraction trains rows with "
