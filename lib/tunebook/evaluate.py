@@ -25,11 +25,12 @@ METRICS_FILE = "metrics.json"
 
 # who answers: the base student or the fine-tuned one, closed-book or with retrieved chunks in the prompt; and
 # "surer": of the fine-tuned student's two answers (closed-book, with the chunks) the one it was more confident of
-# (rag None: not generated, picked from the other two)
+# (rag None: not generated, picked from the other two); "switched": the scope switch's pick, the fine-tuned answer to
+# a question about the docs, the base's to any other (:mod:`tunebook.scope`; adapter None: either)
 CONDITIONS = {"base": (False, False), "rag": (False, True), "tuned": (True, False), "tuned_rag": (True, True),
-              "surer": (True, None)}
+              "surer": (True, None), "switched": (None, None)}
 CONDITION_LABELS = {"base": "base", "rag": "base + RAG", "tuned": "fine-tuned", "tuned_rag": "fine-tuned + RAG",
-                    "surer": "fine-tuned, surer of ± RAG"}
+                    "surer": "fine-tuned, surer of ± RAG", "switched": "switched: fine-tuned on the docs, base else"}
 MEASURES = ("rouge_l", "char_f1", "judge", "exact_values")
 
 
@@ -50,6 +51,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
     the outcome shares (``tuned_outcomes``) and the invented-value share (``tuned_invents``); the paired gain of
     the fine-tune over the base (``judge_gain``) and the retrieval hit rate."""
     from .outcomes import shares
+    from .scope import routed_share
     from .stats import mean_ci, paired_delta_ci
 
     out: dict[str, Any] = {"n": len(rows)}
@@ -70,6 +72,8 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
             out[f"{c}_invents"] = out[f"{c}_outcomes"]["invents"]
         if any(r.get(f"{c}_ungated") is not None for r in rows):  # the confidence gate was on
             out[f"{c}_gated"] = round(sum(r.get(f"{c}_ungated") not in (None, r[c]) for r in rows) / len(rows), 4)
+        if c == "switched":
+            out["switched_to_adapter"] = routed_share(rows)
         for kept in ("grounded", "recited", "agrees"):  # context_grounding / recited_above / agreement_pass
             if any(f"{c}_{kept}" in r for r in rows):
                 out[f"{c}_{kept}"] = round(sum(bool(r.get(f"{c}_{kept}")) for r in rows) / len(rows), 4)
@@ -149,7 +153,8 @@ def question_rows(questions: list[str]) -> list[dict]:
 def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: int, system_prompt: str = "",
             rag_index=None, rag_k: int = 2, server=None, abstain_below: float = 0.0,
             train_rows: list[dict] | None = None, provenance_below: float = 0.0, draft_search: bool = False,
-            context_grounding: bool = False, recited_above: float = 0.0, agreement_pass: bool = False) -> list[dict]:
+            context_grounding: bool = False, recited_above: float = 0.0, agreement_pass: bool = False,
+            switch=None) -> list[dict]:
     """Every eval question answered under each condition (:data:`CONDITIONS`; the RAG ones only with an index),
     greedily, with ROUGE-L and character F1 against the reference. Each answer's confidence is kept
     (``<condition>_confidence``); with ``abstain_below`` > 0 the fine-tuned student's answers below it are replaced
@@ -164,9 +169,11 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     that repeats a trained answer to a question sharing at least that share of the asked one's terms passes too
     (:meth:`tunebook.provenance.TrainedValues.recites`; marked ``<condition>_recited``). With ``agreement_pass`` a
     gated answer given with chunks passes when it says what the passed closed-book fine-tuned answer says
-    (:func:`tunebook.provenance.agrees`; marked ``<condition>_agrees``)."""
+    (:func:`tunebook.provenance.agrees`; marked ``<condition>_agrees``). With a scope ``switch``
+    (:class:`tunebook.scope.Switch`) each row also has the ``switched`` answer: the (gated) fine-tuned one where the
+    switch sends the question to the adapter, else the base's (``switched_from``)."""
     from .provenance import TrainedValues
-    from .retrieval import hit_rate
+    from .scope import switch_rows
 
     trained = TrainedValues(train_rows) if (provenance_below > 0 or recited_above > 0) and train_rows else None
     questions = [r["messages"][0]["content"] for r in eval_rows]
@@ -196,16 +203,26 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
             row[f"{cond}_confidence"] = conf
             row[f"{cond}_rouge_l"] = round(rouge_l(a, ref), 4)
             row[f"{cond}_char_f1"] = round(char_f1(a, ref), 4)
-        if found:
-            row["rag_chunks"] = [rag_index.chunk_ids[j] for j in found[i]]
-            row["rag_hit"] = hit_rate([found[i]], rag_index, [row["chunk_id"]])
-        if picked:
-            row["surer_from"] = picked[i]
-        if guided:
-            row["tuned_rag_chunks"] = [rag_index.chunk_ids[j] for j in guided[i]]
-            row["tuned_rag_hit"] = hit_rate([guided[i]], rag_index, [row["chunk_id"]])
+        _add_picks(row, i, rag_index, found, guided, picked)
         rows.append(row)
+    if switch is not None:
+        switch_rows(rows, switch.to_adapter(model, tok, questions))
     return rows
+
+
+def _add_picks(row: dict, i: int, rag_index, found: list, guided: list, picked: list[str]) -> None:
+    """The row's retrieved chunks and whether they hold its source (base + RAG, and fine-tuned + RAG with the draft),
+    and which fine-tuned answer the surer took."""
+    from .retrieval import hit_rate
+
+    if found:
+        row["rag_chunks"] = [rag_index.chunk_ids[j] for j in found[i]]
+        row["rag_hit"] = hit_rate([found[i]], rag_index, [row["chunk_id"]])
+    if picked:
+        row["surer_from"] = picked[i]
+    if guided:
+        row["tuned_rag_chunks"] = [rag_index.chunk_ids[j] for j in guided[i]]
+        row["tuned_rag_hit"] = hit_rate([guided[i]], rag_index, [row["chunk_id"]])
 
 
 def _let_through(answer: str, question: str, cond: str, row: dict, ctx: str, rag_index, trained,
@@ -400,6 +417,8 @@ def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
             notes.append(r[f"{c}_outcome"])
         if r.get(f"{c}_confidence") is not None:
             notes.append(f"confidence {r[c + '_confidence']:.2f}")
+        if r.get(f"{c}_from"):
+            notes.append(f"from {CONDITION_LABELS[r[c + '_from']]}")
         gated = r.get(f"{c}_ungated") not in (None, r[c])
         if gated:
             notes.append(f"gated; said: {r[c + '_ungated']}")

@@ -211,10 +211,11 @@ class EvalSettings(_Section):
     # a gated fine-tuned answer that repeats a trained answer (character ROUGE-L >= 0.8) to a question sharing at least
     # this share of the asked one's terms passes both gates (0: off; provenance.TrainedValues.recites; README levers)
     recited_above: float = Field(0.5, ge=0.0, le=1.0)
-    # a gated fine-tuned + RAG answer that says what the passed closed-book answer says passes (provenance.agrees)
-    agreement_pass: bool = True
-    # RAG prompts write each Markdown table row as a line of its own with its column names (retrieval.table_rows;
-    # benchmarks/table_rows.py: base + RAG +0.22, fine-tuned + RAG -0.04 over 8 runs: off)
+    agreement_pass: bool = True  # a gated fine-tuned + RAG answer saying what the passed closed-book one says passes
+    # the sixth answerer: the fine-tuned student for questions nearer the train questions than the replay prompts, the
+    # base for the rest (scope.py: served beside the base, the adapter need not forget; a merged export still does)
+    scope_switch: bool = True
+    # RAG prompts: each table row a line with its column names (benchmarks/table_rows.py: +0.22 base, -0.04 tuned: off)
     table_rows: bool = False
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)  # most questions per generate() batch (equal batches); with llama.cpp, the server's parallel slots
