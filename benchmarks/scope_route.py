@@ -1,4 +1,5 @@
-"""Would a scope switch keep the general answers? An offline measurement, not a lever of 05 (session 27).
+"""Would a scope switch keep the general answers? An offline measurement of 05's ``switched`` answerer (session 27;
+built into 05 in session 28: ``tunebook.scope``, ``evaluate.scope_switch``).
 
 The forgetting check (05) asks the fine-tuned student general prompts, and every training lever tried in sessions
 20–27 left it 0.3–1.0 under the base there (issue #16). A different answer is a *system*: serve the adapter only to
@@ -14,62 +15,57 @@ grades are in ``eval/``:
 - the score: per split, the fine-tuned grade where the switch sends a question to the adapter, the base's grade
   where it sends it to the base.
 
+With ``--probe`` (default ``benchmarks/scope_probe.yaml``) it also counts how many general prompts written unlike
+the replay prompts (chat, rewriting, word problems, command lines near a product's docs) the switch sends to the
+adapter: the replay prompts and the forgetting check were written in one spirit, users' questions are not.
+
     .venv/bin/python benchmarks/scope_route.py outputs/demo-s26b outputs/cps-s26a
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from tunebook import models, replay  # noqa: E402
+from tunebook import models, replay, scope  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
 
-
-def embed(texts: list[str], model, tok, batch: int = 16):
-    import torch
-
-    out = []
-    for i in range(0, len(texts), batch):
-        enc = tok(texts[i:i + batch], return_tensors="pt", padding=True, truncation=True, max_length=128)
-        with torch.no_grad():
-            h = model(**enc, output_hidden_states=True).hidden_states[-1].float()
-        m = enc["attention_mask"].unsqueeze(-1).float()
-        v = (h * m).sum(1) / m.sum(1)
-        out.append(torch.nn.functional.normalize(v, dim=-1))
-    return torch.cat(out)
+PROBE = ROOT / "benchmarks" / "scope_probe.yaml"
 
 
-def main(runs: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     import torch
     import yaml
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    general_q = replay.prompts("replay.yaml")
-    loaded: dict[str, tuple] = {}  # per student: its model, tokenizer and the replay prompts' embeddings, once
-    for run in map(Path, runs):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run dirs finished through 05 (eval/ judged)")
+    ap.add_argument("--probe", default=str(PROBE), help="general prompts unlike replay.yaml: the share sent to the "
+                                                        "adapter is counted (empty: skip)")
+    a = ap.parse_args(argv)
+    probe = [str(q) for q in yaml.safe_load(Path(a.probe).read_text(encoding="utf-8"))] if a.probe else []
+    loaded: dict[str, tuple] = {}  # per student: its model and tokenizer, once
+    for run in map(Path, a.runs):
         params = yaml.safe_load((run / "params.yaml").read_text())
         src = models.hf_model(params["student"])
         if src not in loaded:
             tok = AutoTokenizer.from_pretrained(src)
-            tok.padding_side = "right"
-            model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
-            loaded[src] = model, tok, embed(general_q, model, tok)
-        model, tok, neg = loaded[src]
-        train_q = [r["messages"][0]["content"] for r in read_jsonl(run / "data" / "train.jsonl")]
+            loaded[src] = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval(), tok
+        model, tok = loaded[src]
+        prompts_file = (params.get("train") or {}).get("replay_prompts", "replay.yaml")
+        switch = scope.for_run(model, tok, read_jsonl(run / "data" / "train.jsonl"), prompts_file)
         gens = read_jsonl(run / "eval" / "generations.jsonl")
         gen_rows = read_jsonl(run / "eval" / "general.jsonl")
-        pos = embed(train_q, model, tok)
 
         def to_adapter(qs: list[str]) -> list[bool]:
-            e = embed(qs, model, tok)
-            return ((e @ pos.T).max(1).values > (e @ neg.T).max(1).values).tolist()
+            return switch.to_adapter(model, tok, qs)
 
-        print(f"\n{run.name}: {len(train_q)} train questions, {len(general_q)} replay prompts")
+        print(f"\n{run.name}: {switch.meta['docs']} train questions, {len(replay.prompts(prompts_file))} replay prompts")
         print("| split | n | to the adapter | base | fine-tuned | switched |")
         print("|---|---|---|---|---|---|")
         for split in ("recall", "unseen"):
@@ -87,8 +83,13 @@ def main(runs: list[str]) -> int:
         for r, g in zip(gen_rows, go):
             if g:
                 print(f"    to the adapter: {r['question'][:60]}")
+        if probe:
+            went = [q for q, g in zip(probe, to_adapter(probe)) if g]
+            print(f"| probe ({Path(a.probe).name}) | {len(probe)} | {len(went)} | – | – | – |")
+            for q in went:
+                print(f"    to the adapter: {q[:70]}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

@@ -13,7 +13,9 @@ fact and facts of one run are not counted as independent questions). Reads only 
 Targets (issue #16, samples/docs; CloudPSS: recall ≥ 3.5): recall judge ≥ 4.0, exact key values ≥ 0.8, unseen
 answers inventing a value ≤ 0.2, general-prompt judge drop ≤ 0.25 (graded against reference answers: runs before
 session 20 count only once ``benchmarks/general_rejudge.py`` has graded them again), fine-tuned ≥ base + RAG on recall, fine-tuned
-+ RAG ≥ both (and the surer of ± RAG ≥ both), never worse than the base on unseen questions.
++ RAG ≥ both (and the surer of ± RAG ≥ both), never worse than the base on unseen questions. With 05's scope switch
+(``evaluate.scope_switch``, session 28) the general target is also read for the served system that switches
+(``general_switched``: the adapter for docs questions, the base for the rest), and its recall is shown.
 """
 
 from __future__ import annotations
@@ -49,16 +51,19 @@ def run_row(e: dict, recall_target: float) -> dict:
     rc, un, gen = m.get("recall") or {}, m.get("unseen") or {}, m.get("general") or {}
     j = {c: rc.get(f"{c}_judge") for c in ("tuned", "rag", "tuned_rag", "surer")}
     change = (gen.get("judge_change") or {}).get("mean")
+    switched = (gen.get("switched_change") or {}).get("mean")
     row = {"run": e["run"], "n": rc.get("n"), "recall": j["tuned"], "exact": rc.get("tuned_exact_values"),
            "rag": j["rag"], "tuned_rag": j["tuned_rag"], "surer": j["surer"],
            "unseen_n": un.get("n"), "unseen_invents": un.get("tuned_invents"), "unseen_base_invents": un.get("base_invents"),
-           "unseen_judge": un.get("tuned_judge"), "unseen_base_judge": un.get("base_judge"), "general_change": change}
+           "unseen_judge": un.get("tuned_judge"), "unseen_base_judge": un.get("base_judge"), "general_change": change,
+           "switched_recall": rc.get("switched_judge"), "switched_general_change": switched}
     ok = {
         "recall": j["tuned"] is not None and j["tuned"] >= recall_target,
         "exact": (rc.get("tuned_exact_values") or 0) >= 0.8,
         "unseen_invents": un.get("tuned_invents") is None or un["tuned_invents"] <= 0.2,
         # only a check graded against reference answers counts: the old holistic rubric gave "Mars" 4 of 5 (session 20)
         "general": change is not None and change >= -0.25 and gen.get("judged_by") == "reference",
+        "general_switched": switched is not None and switched >= -0.25 and gen.get("judged_by") == "reference",
         "tuned>=rag": j["rag"] is None or j["tuned"] >= j["rag"],
         "tuned_rag>=both": j["tuned_rag"] is not None and j["tuned_rag"] >= max(j["tuned"], j["rag"] or 0),
         "surer>=both": j["surer"] is not None and j["surer"] >= max(j["tuned"], j["rag"] or 0),
@@ -97,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("no finished, judged run among the given dirs")
     rows = [run_row(e, a.recall_target) for e in evals]
     f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-    print("| run | recall (n) | exact | base + RAG | fine-tuned + RAG | surer | unseen invents (base) | general change |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | recall (n) | exact | base + RAG | fine-tuned + RAG | surer | unseen invents (base) | general change "
+          "| switched: recall, general change |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {f(r['recall'])} ({r['n']}) | {f(r['exact'])} | {f(r['rag'])} | {f(r['tuned_rag'])} | "
-              f"{f(r['surer'])} | {f(r['unseen_invents'])} ({f(r['unseen_base_invents'])}) | {f(r['general_change'])} |")
+              f"{f(r['surer'])} | {f(r['unseen_invents'])} ({f(r['unseen_base_invents'])}) | {f(r['general_change'])} | "
+              f"{f(r['switched_recall'])}, {f(r['switched_general_change'])} |")
     print(f"\nruns meeting each target (of {len(rows)}):")
     for k in rows[0]["meets"]:
         misses = [r["run"] for r in rows if not r["meets"][k]]

@@ -334,6 +334,42 @@ def test_training_in_two_ddp_processes_through_the_launcher(ci_run, tmp_path):
     assert not [e for e in _outputs(nb) if e.output_type == "error"]
 
 
+def test_the_switched_system_is_served_from_the_exports(ci_run, tmp_path):
+    """05's scope switch: its sixth answerer is in the metrics and the forgetting check, and what 05 exports for it
+    (export/scope/) serves it: llama-server with the bundled GGUF and the exported GGUF LoRA, its scale picked per
+    question by the exported switch, routes as 05 routed them and answers as 05's llama.cpp answerer gave them."""
+    import yaml
+
+    from tunebook import answering, evaluate, scope, student_server
+
+    run_dir, _, _ = ci_run
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert "switched" in metrics["conditions"] and metrics["general"]["switched_change"]["n"] > 0
+    exports = json.loads((run_dir / "export" / "exports.json").read_text())
+    lora = Path(exports["scope_lora_gguf"])
+    assert lora.read_bytes()[:4] == b"GGUF" and "gguf_f16" in exports  # one record: the other exports kept
+    gens = [json.loads(x) for x in (run_dir / "eval" / "generations.jsonl").read_text().splitlines()][:6]
+    general = [json.loads(x) for x in (run_dir / "eval" / "general.jsonl").read_text().splitlines()][:4]
+    ev = yaml.safe_load((run_dir / "params.yaml").read_text())["evaluate"]
+    trained = evaluate.trained_record(run_dir / "train" / "adapter")
+    base = student_server.base_dir(trained)
+    model, tok = answering.load_tuned(run_dir / "export" / "adapter", str(base))
+    switch = scope.Switch.load(Path(exports["scope"]))
+    with student_server.StudentServer(trained["student"], run_dir / "export" / "adapter", base, tmp_path / "served",
+                                      parallel=2, port=8097, lora_gguf=lora) as server:
+        said, routes = scope.answer(switch, model, tok, [r["question"] for r in gens], ev["max_new_tokens"], 4,
+                                    trained["system_prompt"], server=server)
+        general_said, general_routes = scope.answer(
+            switch, model, tok, [r["question"] for r in general],
+            ev["general_max_new_tokens"] or ev["max_new_tokens"], 4, trained["system_prompt"], server=server)
+    assert routes == [r["switched_from"] for r in gens] and general_routes == [r["switched_from"] for r in general]
+    want = [r.get("switched_ungated", r["switched"]) for r in gens] + [r["switched"] for r in general]
+    got = said + general_said
+    same = sum(a == b for a, b in zip(got, want))
+    assert all(got) and same >= len(want) // 2, list(zip(got, want))  # greedy both; slots may batch differently
+    assert not server_processes("adapter-lora.gguf")
+
+
 VLLM_PY = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
 
 

@@ -11,7 +11,8 @@ targets = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(targets)
 
 
-def make_run(tmp: Path, name: str, tuned: list[float], rag: list[float], unseen: dict, change: float) -> Path:
+def make_run(tmp: Path, name: str, tuned: list[float], rag: list[float], unseen: dict, change: float,
+             switched: float | None = None) -> Path:
     d = tmp / name / "eval"
     d.mkdir(parents=True)
     rows = [{"id": f"f{i}-p", "split": "recall", "tuned_judge": t, "rag_judge": r, "tuned_rag_judge": r,
@@ -22,6 +23,8 @@ def make_run(tmp: Path, name: str, tuned: list[float], rag: list[float], unseen:
                           "tuned_rag_judge": mean(rag), "surer_judge": mean([max(a, b) for a, b in zip(tuned, rag)]),
                           "tuned_exact_values": 0.9},
                "unseen": {"n": 5, **unseen}, "general": {"judge_change": {"mean": change}, "judged_by": "reference"}}
+    if switched is not None:
+        metrics["general"]["switched_change"] = {"mean": switched}
     (d / "metrics.json").write_text(json.dumps(metrics))
     return tmp / name
 
@@ -30,14 +33,15 @@ def test_targets_per_run_and_pooled(tmp_path, capsys):
     good = make_run(tmp_path, "good", [5, 5, 5, 4], [5, 5, 0, 5], {"tuned_invents": 0.0, "base_invents": 1.0,
                                                                    "tuned_judge": 1.0, "base_judge": 0.0}, -0.1)
     bad = make_run(tmp_path, "bad", [0, 5, 5, 5], [5, 5, 5, 5], {"tuned_invents": 0.4, "base_invents": 1.0,
-                                                                 "tuned_judge": 0.0, "base_judge": 1.0}, -0.5)
+                                                                 "tuned_judge": 0.0, "base_judge": 1.0}, -0.5, switched=0.0)
     (tmp_path / "unfinished").mkdir()
     evals = [targets.load(p) for p in (good, bad)]
     rows = [targets.run_row(e, 4.0) for e in evals]
     assert rows[0]["meets"] == {"recall": True, "exact": True, "unseen_invents": True, "general": True,
-                                "tuned>=rag": True, "tuned_rag>=both": False, "surer>=both": True,
+                                "general_switched": False, "tuned>=rag": True, "tuned_rag>=both": False, "surer>=both": True,
                                 "unseen_not_worse": True}
     assert not any(rows[1]["meets"][k] for k in ("unseen_invents", "general", "tuned>=rag", "unseen_not_worse"))
+    assert rows[1]["meets"]["general_switched"] and rows[1]["switched_general_change"] == 0.0  # the switch kept it
     p = targets.pooled(evals)
     assert p["questions"] == 8 and p["facts"] == 8  # one fact per question, labelled by run
     assert p["tuned-rag"]["mean"] == (19 + 15 - 15 - 20) / 8

@@ -128,13 +128,11 @@ def trained_record(adapter_dir: Path, student: str = "") -> dict[str, Any]:
 def start_student(ev, trained: dict[str, Any], adapter_dir: Path, eval_dir: Path):
     """The llama-server answerer (:mod:`tunebook.student_server`), started, when ``ev.engine`` is ``llama.cpp``;
     None means transformers answers. Stop it with ``.stop()`` when the answering is done."""
-    from . import models, student_server
+    from . import student_server
 
     if not student_server.wanted(ev.engine, trained["student"]):
         return None
-    loaded = trained.get("loaded_from") or ""
-    base_dir = loaded if loaded and Path(loaded).is_dir() else models.hf_model(trained["student"])
-    return student_server.StudentServer(trained["student"], adapter_dir, Path(base_dir),
+    return student_server.StudentServer(trained["student"], adapter_dir, student_server.base_dir(trained),
                                         Path(eval_dir) / student_server.SERVER_DIR, parallel=ev.batch_size,
                                         port=ev.engine_port).start()
 

@@ -114,3 +114,43 @@ def routed_share(rows: list[dict[str, Any]]) -> float | None:
     """The share of rows the switch sent to the adapter (None: the switch was off)."""
     went = [r["switched_from"] == "tuned" for r in rows if "switched_from" in r]
     return round(sum(went) / len(went), 4) if went else None
+
+
+def answer(switch: Switch, model, tok, questions: list[str], max_new_tokens: int, batch_size: int,
+           system_prompt: str = "", server=None) -> tuple[list[str], list[str]]:
+    """The switched system's answers to ``questions`` and who gave each (``tuned`` or ``base``): the docs' questions
+    asked with the adapter, the rest without — through transformers, or through llama-server with the LoRA's scale
+    picked per request (``server``: a started :class:`tunebook.student_server.StudentServer`). Ungated."""
+    from .answering import generate
+
+    go = switch.to_adapter(model, tok, questions)
+    out = [""] * len(questions)
+    for adapter in (True, False):
+        idx = [i for i, g in enumerate(go) if g == adapter]
+        if idx:
+            said = generate(model, tok, [questions[i] for i in idx], max_new_tokens, batch_size, adapter=adapter,
+                            system_prompt=system_prompt, desc="switched: " + ("fine-tuned" if adapter else "base"),
+                            server=server)
+            for i, a in zip(idx, said):
+                out[i] = a
+    return out, ["tuned" if g else "base" for g in go]
+
+
+def export(switch: Switch, adapter_dir: Path, base_hf_dir: Path, export_dir: Path) -> dict[str, str]:
+    """What serving the switched system takes besides the base student's GGUF, under ``export/scope/``: the switch
+    (:data:`SCOPE_FILE`) and the adapter as a GGUF LoRA (llama.cpp's converter) for ``llama-server --lora FILE
+    --lora-init-without-apply``, whose scale each request then sets (1: a docs question, 0: any other). Recorded in
+    ``export/exports.json`` beside the other exports."""
+    import json
+
+    from .export import EXPORTS_FILE
+    from .jsonio import write_json
+    from .student_server import lora_to_gguf
+
+    out_dir = Path(export_dir) / "scope"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = {"scope": str(switch.save(out_dir / SCOPE_FILE)),
+            "scope_lora_gguf": str(lora_to_gguf(Path(adapter_dir), Path(base_hf_dir), out_dir / "adapter-lora.gguf"))}
+    record = Path(export_dir) / EXPORTS_FILE
+    write_json({**(json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}), **done}, record)
+    return done

@@ -33,6 +33,15 @@ def wanted(engine: str, student: str) -> bool:
     return True
 
 
+def base_dir(trained: dict[str, Any]) -> Path:
+    """The base student's transformers folder the adapter was trained on (``evaluate.trained_record``): the copy 04
+    loaded, else the model's own."""
+    from . import models
+
+    loaded = trained.get("loaded_from") or ""
+    return Path(loaded if loaded and Path(loaded).is_dir() else models.hf_model(trained["student"]))
+
+
 def lora_to_gguf(adapter_dir: Path, base_hf_dir: Path, out: Path) -> Path:
     """The PEFT adapter as a GGUF LoRA (f32), with llama.cpp's converter; kept next to the adapter's copy."""
     from .export import _run, llama_tools_dir
@@ -55,10 +64,11 @@ class StudentServer:
     end stops one a crash left behind (``serve.stop_all``)."""
 
     def __init__(self, student: str, adapter_dir: Path, base_hf_dir: Path, work_dir: Path, parallel: int = 4,
-                 ctx_per_slot: int = 2048, port: int = 8095):
+                 ctx_per_slot: int = 2048, port: int = 8095, lora_gguf: Path | None = None):
         self.student, self.adapter_dir, self.base_hf_dir = student, Path(adapter_dir), Path(base_hf_dir)
         self.work_dir, self.parallel, self.ctx, self.port = Path(work_dir), parallel, ctx_per_slot, port
         self.teacher: Any = None
+        self.lora_gguf = Path(lora_gguf) if lora_gguf else None  # an exported GGUF LoRA (scope.export): not converted
 
     def __enter__(self) -> "StudentServer":
         return self.start()
@@ -71,7 +81,7 @@ class StudentServer:
         from .settings import ServeSettings
 
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        lora = lora_to_gguf(self.adapter_dir, self.base_hf_dir, self.work_dir / "adapter-lora.gguf")
+        lora = self.lora_gguf or lora_to_gguf(self.adapter_dir, self.base_hf_dir, self.work_dir / "adapter-lora.gguf")
         cfg = ServeSettings(port=self.port, parallel=self.parallel, ctx_per_slot=self.ctx, ready_timeout=300, spec_type="none",
                             extra_args=["--lora", str(lora), "--lora-init-without-apply"])
         serve.stop(self.work_dir)  # a server a crashed 05 left behind may hold another adapter: never reuse it

@@ -103,6 +103,10 @@ def build(run_dir: Path) -> str:
                           + (f"; answers stating the reference's fact: base {general['base_right']:.0%} → fine-tuned "
                              f"{general['tuned_right']:.0%}" if general.get("base_right") is not None
                              and general.get("tuned_right") is not None else "")]
+            if general.get("switched_change"):
+                lines[-1] += (f"; switched (the adapter for {general.get('switched_to_adapter', 0):.0%} of them, "
+                              f"the base for the rest): {_fmt(general.get('switched_judge'))}, change "
+                              f"{fmt(general['switched_change'])}")
         for q, g in (metrics.get("gguf_agreement") or {}).items():
             lines += ["", f"Exported GGUF {q} served by llama-server vs the notebook's fine-tuned model: "
                           f"{_agreement(g)}"]
