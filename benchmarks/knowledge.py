@@ -148,6 +148,8 @@ def row_numbers(run_dir: Path) -> dict:
         "general_base": gen.get("base_judge"), "general_tuned": gen.get("tuned_judge"), "general_n": gen.get("n"),
         "general_change": change.get("mean"), "general_change_ci": [change.get("lo"), change.get("hi")],
         "general_right_base": gen.get("base_right"), "general_right_tuned": gen.get("tuned_right"),
+        # 05's scope switch (evaluate.scope_switch): the served system's general grade, the base beside the adapter
+        "general_switched": gen.get("switched_judge"), "general_switched_change": (gen.get("switched_change") or {}).get("mean"),
         "train_rows": sum(1 for _ in open(run_dir / "data" / "train.jsonl")), "train_steps": t.get("steps"),
         "train_tokens": t.get("tokens"),
         "train_s": rec["steps"]["04_train"].get("seconds"), "eval_s": rec["steps"]["05_eval_export"].get("seconds"),
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             results_path.write_text(json.dumps([r for r in done if r["row"] not in names] + results, indent=2))
     keys = ["row", "recall_n", "recall_judge", "recall_exact_values", "recall_rag_judge", "unseen_n", "unseen_judge",
             "unseen_base_judge", "unseen_invents", "unseen_base_invents", "outofdocs_n", "outofdocs_invents",
-            "outofdocs_abstains", "general_base", "general_tuned", "general_right_tuned", "train_rows", "train_s", "repair_hit_rates"]
+            "outofdocs_abstains", "general_base", "general_tuned", "general_right_tuned", "general_switched", "train_rows", "train_s",
+            "repair_hit_rates"]
     import yaml
 
     corpus = (yaml.safe_load((base / "params.yaml").read_text()) or {}).get("corpus", a.corpus)
