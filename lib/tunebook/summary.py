@@ -59,7 +59,7 @@ def _agreement(g: dict[str, Any]) -> str:
 def _metrics_lines(metrics: dict[str, Any]) -> list[str]:
     """05's table (:func:`evaluate.metric_rows`): per split and condition, judge and exact key values with 95 %
     intervals, invented / abstaining shares, retrieval hit rate."""
-    from .evaluate import metric_rows, verdict
+    from .eval_tables import metric_rows, verdict
 
     lines = ["## Metrics: does the student know the docs?", ""]
     sentence = verdict(metrics)
