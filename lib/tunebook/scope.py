@@ -35,6 +35,8 @@ def embed(model, tok, texts: list[str], batch: int = 16, max_length: int = 128):
     if not texts:
         return torch.zeros((0, model.config.hidden_size))
     off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = inner.get_decoder() if hasattr(inner, "get_decoder") else inner  # no LM head: 5.4 s for 7.4 (109 texts)
     side, tok.padding_side = tok.padding_side, "right"  # positions from 0 for every text, as in training
     out = []
     try:
@@ -42,7 +44,7 @@ def embed(model, tok, texts: list[str], batch: int = 16, max_length: int = 128):
             for i in range(0, len(texts), batch):
                 enc = tok(texts[i:i + batch], return_tensors="pt", padding=True, truncation=True,
                           max_length=max_length).to(model.device)
-                h = model(**enc, output_hidden_states=True).hidden_states[-1].float()
+                h = body(**enc).last_hidden_state.float()  # the final norm's output, as hidden_states[-1]
                 m = enc["attention_mask"].unsqueeze(-1).float()
                 out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1).cpu())
     finally:
