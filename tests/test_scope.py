@@ -1,5 +1,7 @@
 """05's scope switch (tunebook.scope): the adapter for questions about the docs, the base for the rest."""
 
+import json
+
 import pytest
 
 from tunebook import evaluate, forgetting, scope
@@ -92,3 +94,15 @@ def test_the_general_metrics_pair_the_switched_answers_with_the_base():
     assert m["judge_change"]["mean"] == -2.5 and m["switched_change"]["mean"] == 0.0
     assert m["switched_to_adapter"] == 0.25 and m["switched_judge"] == m["base_judge"]
     assert forgetting.answerers(rows) == ("base", "tuned", "switched")
+
+
+def test_a_hub_student_exports_the_switch_without_a_gguf_lora(lora_lm, tmp_path, monkeypatch):
+    from tunebook import student_server
+
+    model, tok = lora_lm
+    switch = scope.Switch.build(model, tok, DOCS, GENERAL)
+    monkeypatch.setattr(student_server, "lora_to_gguf", lambda *a: pytest.fail("no GGUF student: nothing to convert"))
+    (tmp_path / "exports.json").write_text('{"adapter": "a"}')
+    done = scope.export(switch, tmp_path / "adapter", {"student": "Qwen/Qwen2.5-0.5B-Instruct"}, tmp_path)
+    assert set(done) == {"scope"} and scope.Switch.load(done["scope"]).meta["docs"] == "3"
+    assert json.loads((tmp_path / "exports.json").read_text()) == {"adapter": "a", "scope": done["scope"]}

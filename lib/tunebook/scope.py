@@ -138,21 +138,27 @@ def answer(switch: Switch, model, tok, questions: list[str], max_new_tokens: int
     return out, ["tuned" if g else "base" for g in go]
 
 
-def export(switch: Switch, adapter_dir: Path, base_hf_dir: Path, export_dir: Path) -> dict[str, str]:
+def export(switch: Switch, adapter_dir: Path, trained: dict[str, Any], export_dir: Path) -> dict[str, str]:
     """What serving the switched system takes besides the base student's GGUF, under ``export/scope/``: the switch
-    (:data:`SCOPE_FILE`) and the adapter as a GGUF LoRA (llama.cpp's converter) for ``llama-server --lora FILE
-    --lora-init-without-apply``, whose scale each request then sets (1: a docs question, 0: any other). Recorded in
-    ``export/exports.json`` beside the other exports."""
+    (:data:`SCOPE_FILE`) and, for a GGUF student (``trained``: :func:`tunebook.evaluate.trained_record`), the adapter
+    as a GGUF LoRA (llama.cpp's converter) for ``llama-server --lora FILE --lora-init-without-apply``, whose scale
+    each request then sets (1: a docs question, 0: any other). A student from the hub or a folder has no GGUF to
+    serve it beside: the switch alone is written (vLLM's ``--enable-lora`` or transformers serve that adapter).
+    Recorded in ``export/exports.json`` beside the other exports."""
     import json
 
+    from . import models
     from .export import EXPORTS_FILE
     from .jsonio import write_json
-    from .student_server import lora_to_gguf
+    from .student_server import base_dir, lora_to_gguf
 
     out_dir = Path(export_dir) / "scope"
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = {"scope": str(switch.save(out_dir / SCOPE_FILE)),
-            "scope_lora_gguf": str(lora_to_gguf(Path(adapter_dir), Path(base_hf_dir), out_dir / "adapter-lora.gguf"))}
+    done = {"scope": str(switch.save(out_dir / SCOPE_FILE))}
+    if models.parse(trained["student"]).kind in ("bundled", "gguf"):
+        done["scope_lora_gguf"] = str(lora_to_gguf(Path(adapter_dir), base_dir(trained), out_dir / "adapter-lora.gguf"))
+    else:
+        print(f"export/scope: the switch only; {trained['student']!r} is not a GGUF, so no GGUF LoRA to serve beside it")
     record = Path(export_dir) / EXPORTS_FILE
     write_json({**(json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}), **done}, record)
     return done
