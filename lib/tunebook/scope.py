@@ -23,7 +23,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-SCOPE_FILE = "scope.safetensors"  # under export/: both sides' embeddings, for a router in front of llama-server
+SCOPE_FILE = "scope.safetensors"  # under export/scope/: both sides' embeddings, for a router in front of llama-server
 COPIED = ("", "_confidence", "_rouge_l", "_char_f1", "_ungated")  # what a switched answer takes from its source
 
 
