@@ -13,7 +13,9 @@ fact and facts of one run are not counted as independent questions). Reads only 
 Targets (issue #16, samples/docs; CloudPSS: recall ≥ 3.5): recall judge ≥ 4.0, exact key values ≥ 0.8, unseen
 answers inventing a value ≤ 0.2, general-prompt judge drop ≤ 0.25 (graded against reference answers: runs before
 session 20 count only once ``benchmarks/general_rejudge.py`` has graded them again), fine-tuned ≥ base + RAG on recall, fine-tuned
-+ RAG ≥ both (and the surer of ± RAG ≥ both), never worse than the base on unseen questions. With 05's scope switch
++ RAG ≥ both (and the surer of ± RAG ≥ both), never worse than the base on unseen questions — per run, and pooled
+over every run's unseen questions (runs with other ``inspect.unseen_fold`` values hold out other chunks, so a
+small corpus's unseen split need not rest on two or five chunks). With 05's scope switch
 (``evaluate.scope_switch``, session 28) the general target is also read for the served system that switches
 (``general_switched``: the adapter for docs questions, the base for the rest), and its recall is shown.
 """
@@ -42,7 +44,7 @@ def load(run_dir: Path) -> dict | None:
     recall = [r for r in rows if r.get("split") == "recall"]
     if not recall or recall[0].get("tuned_judge") is None:
         return None
-    return {"run": run_dir.name, "metrics": m, "recall": recall}
+    return {"run": run_dir.name, "metrics": m, "recall": recall, "unseen": [r for r in rows if r.get("split") == "unseen"]}
 
 
 def run_row(e: dict, recall_target: float) -> dict:
@@ -87,7 +89,26 @@ def pooled(evals: list[dict]) -> dict:
         out[c] = mean_ci(col(c), groups=groups)
     for a, b in (("tuned", "rag"), ("tuned_rag", "tuned"), ("tuned_rag", "rag"), ("surer", "tuned"), ("surer", "rag")):
         out[f"{a}-{b}"] = paired_delta_ci(col(a), col(b), groups=groups)
-    return out
+    return {**out, **pooled_unseen(evals)}
+
+
+def pooled_unseen(evals: list[dict]) -> dict:
+    """Every run's unseen questions together (runs over other ``inspect.unseen_fold`` values add other held-out
+    chunks): fine-tuned − base, judge and invented-value rate, paired per question. A question asked in several runs
+    (trainings of one fold) is one group, so repeated trainings do not pass for more questions."""
+    rows = [r for e in evals for r in e.get("unseen", []) if r.get("tuned_judge") is not None]
+    groups = [r["question"] for r in rows]
+
+    def invents(c: str) -> list:
+        return [None if r.get(f"{c}_outcome") is None else float(r[f"{c}_outcome"] == "invents") for r in rows]
+
+    judge = {c: [r.get(f"{c}_judge") for r in rows] for c in ("base", "tuned")}
+    return {"unseen_answers": len(rows), "unseen_questions": len(set(groups)),
+            "unseen_base": mean_ci(judge["base"], groups=groups), "unseen_tuned": mean_ci(judge["tuned"], groups=groups),
+            "unseen_tuned-base": paired_delta_ci(judge["tuned"], judge["base"], groups=groups),
+            "unseen_invents_base": mean_ci(invents("base"), groups=groups),
+            "unseen_invents_tuned": mean_ci(invents("tuned"), groups=groups),
+            "unseen_invents_tuned-base": paired_delta_ci(invents("tuned"), invents("base"), groups=groups)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {label:18s} {fmt(p[c])}")
     for k in ("tuned-rag", "tuned_rag-tuned", "tuned_rag-rag", "surer-tuned", "surer-rag"):
         print(f"  {k:18s} {fmt(p[k])}")
+    print(f"\npooled unseen: {p['unseen_answers']} answers to {p['unseen_questions']} questions (a question asked in "
+          "several runs counts once; other unseen_fold values add other chunks)")
+    for k, label in (("unseen_base", "base judge"), ("unseen_tuned", "fine-tuned judge"),
+                     ("unseen_tuned-base", "fine-tuned − base"), ("unseen_invents_base", "base invents"),
+                     ("unseen_invents_tuned", "fine-tuned invents"), ("unseen_invents_tuned-base", "invents: ft − base")):
+        print(f"  {label:18s} {fmt(p[k])}")
     if skipped:
         print(f"\nskipped (no judged 05): {', '.join(skipped)}")
     if a.json:

@@ -1,4 +1,5 @@
 import json
+import random
 
 import pytest
 
@@ -116,6 +117,23 @@ def test_paraphrase_too_close_to_its_original_is_not_a_recall_question():
     assert leak["recall_paraphrases_too_close"] >= 1
     assert (leak["recall_paraphrases_too_close"] + leak["recall_paraphrases_unusable"]
             == len([r for r in train if r.get("paraphrases")]))
+
+
+def test_unseen_folds_hold_out_disjoint_chunks_and_fold_0_is_the_old_split():
+    rows = _rows(n_chunks=9)
+    cfg = dict(eval_fraction=0.34, recall_fraction=1.0)
+    held = []
+    for k in range(3):  # 9 chunks, 3 held out per fold: folds 0, 1, 2
+        train, unseen = splitting._hold_out_chunks(rows, InspectSettings(**cfg, unseen_fold=k), random.Random(5))
+        chunks = {r["chunk_id"] for r in unseen}
+        assert len(chunks) == 3 and not chunks & {r["chunk_id"] for r in train}  # whole chunks, none trained
+        held.append(chunks)
+    assert not (held[0] & held[1] or held[0] & held[2] or held[1] & held[2])  # every chunk asked unseen in one fold
+    assert set.union(*held) == {r["chunk_id"] for r in rows}
+    default = splitting.split(rows, InspectSettings(**cfg), seed=5)  # unseen_fold 0 is the split runs always made
+    assert default == splitting.split(rows, InspectSettings(**cfg, unseen_fold=0), seed=5)
+    with pytest.raises(ValueError, match=r"unseen_fold=3: 9 chunks with pairs make 3 folds of 3"):
+        splitting.split(rows, InspectSettings(**cfg, unseen_fold=3), seed=5)
 
 
 def test_exports_for_other_tools(tmp_path):

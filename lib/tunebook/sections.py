@@ -82,6 +82,7 @@ class SynthSettings(_Section):
 
 class InspectSettings(_Section):
     eval_fraction: float = Field(0.2, gt=0, lt=1)
+    unseen_fold: int = Field(0, ge=0)  # which eval_fraction-sized run of the shuffled chunks is held out (k: disjoint from 0)
     recall_fraction: float = Field(1.0, ge=0, le=1)
     recall_wordings: int = Field(1, ge=1, le=4)  # reworded questions asked per recalled pair (needs synth.paraphrases)
     min_eval: int = Field(2, ge=1)

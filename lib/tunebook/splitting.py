@@ -86,6 +86,14 @@ def _hold_out_chunks(rows: list[dict], cfg: InspectSettings, rng: random.Random)
                          "lower synth.chunk_tokens")
     rng.shuffle(chunks)
     n_unseen = min(max(1, round(len(chunks) * cfg.eval_fraction)), len(chunks) - 1)
+    # unseen_fold k holds out the k-th run of n_unseen chunks of the same shuffle (0: the first, as always): k runs
+    # over disjoint chunks, so several trainings ask unseen questions about every part of a small corpus
+    folds = len(chunks) // n_unseen
+    if cfg.unseen_fold >= folds:
+        raise ValueError(f"inspect.unseen_fold={cfg.unseen_fold}: {len(chunks)} chunks with pairs make {folds} folds of "
+                         f"{n_unseen} (inspect.eval_fraction {cfg.eval_fraction}); use 0 … {folds - 1}")
+    start = cfg.unseen_fold * n_unseen
+    chunks = chunks[start:] + chunks[:start]  # the fold first; min_eval takes the chunks after it
     held = set(chunks[:n_unseen])
     i = n_unseen
     while sum(r["chunk_id"] in held for r in rows) < cfg.min_eval and i < len(chunks) - 1:
