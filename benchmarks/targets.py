@@ -95,20 +95,25 @@ def pooled(evals: list[dict]) -> dict:
 def pooled_unseen(evals: list[dict]) -> dict:
     """Every run's unseen questions together (runs over other ``inspect.unseen_fold`` values add other held-out
     chunks): fine-tuned − base, judge and invented-value rate, paired per question. A question asked in several runs
-    (trainings of one fold) is one group, so repeated trainings do not pass for more questions."""
+    (trainings of one fold) is first averaged over them, so it counts once, as in ``seeds.py``."""
     rows = [r for e in evals for r in e.get("unseen", []) if r.get("tuned_judge") is not None]
-    groups = [r["question"] for r in rows]
+    by_q: dict[str, list[dict]] = {}
+    for r in rows:
+        by_q.setdefault(r["question"], []).append(r)
 
-    def invents(c: str) -> list:
-        return [None if r.get(f"{c}_outcome") is None else float(r[f"{c}_outcome"] == "invents") for r in rows]
+    def avg(f) -> list:
+        vals = [[f(r) for r in rs if f(r) is not None] for rs in by_q.values()]
+        return [sum(v) / len(v) if v else None for v in vals]
 
-    judge = {c: [r.get(f"{c}_judge") for r in rows] for c in ("base", "tuned")}
-    return {"unseen_answers": len(rows), "unseen_questions": len(set(groups)),
-            "unseen_base": mean_ci(judge["base"], groups=groups), "unseen_tuned": mean_ci(judge["tuned"], groups=groups),
-            "unseen_tuned-base": paired_delta_ci(judge["tuned"], judge["base"], groups=groups),
-            "unseen_invents_base": mean_ci(invents("base"), groups=groups),
-            "unseen_invents_tuned": mean_ci(invents("tuned"), groups=groups),
-            "unseen_invents_tuned-base": paired_delta_ci(invents("tuned"), invents("base"), groups=groups)}
+    def invents(c: str):
+        return lambda r: None if r.get(f"{c}_outcome") is None else float(r[f"{c}_outcome"] == "invents")
+
+    jb, jt = avg(lambda r: r.get("base_judge")), avg(lambda r: r.get("tuned_judge"))
+    ib, it = avg(invents("base")), avg(invents("tuned"))
+    return {"unseen_answers": len(rows), "unseen_questions": len(by_q),
+            "unseen_base": mean_ci(jb), "unseen_tuned": mean_ci(jt), "unseen_tuned-base": paired_delta_ci(jt, jb),
+            "unseen_invents_base": mean_ci(ib), "unseen_invents_tuned": mean_ci(it),
+            "unseen_invents_tuned-base": paired_delta_ci(it, ib)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("tuned-rag", "tuned_rag-tuned", "tuned_rag-rag", "surer-tuned", "surer-rag"):
         print(f"  {k:18s} {fmt(p[k])}")
     print(f"\npooled unseen: {p['unseen_answers']} answers to {p['unseen_questions']} questions (a question asked in "
-          "several runs counts once; other unseen_fold values add other chunks)")
+          "several runs is averaged over them first; other unseen_fold values add other chunks)")
     for k, label in (("unseen_base", "base judge"), ("unseen_tuned", "fine-tuned judge"),
                      ("unseen_tuned-base", "fine-tuned − base"), ("unseen_invents_base", "base invents"),
                      ("unseen_invents_tuned", "fine-tuned invents"), ("unseen_invents_tuned-base", "invents: ft − base")):

@@ -49,3 +49,24 @@ def test_targets_per_run_and_pooled(tmp_path, capsys):
     assert targets.main([str(good), str(bad), str(tmp_path / "unfinished")]) == 0
     out = capsys.readouterr().out
     assert "tuned>=rag         1   (not: bad)" in out and "skipped (no judged 05): unfinished" in out
+
+
+def test_unseen_questions_pooled_over_folds_count_each_question_once(tmp_path, capsys):
+    def run(name: str, unseen: list[tuple[str, float, float, str, str]]) -> Path:
+        d = make_run(tmp_path, name, [5], [5], {"tuned_judge": 0.0, "base_judge": 0.0}, 0.0)
+        rows = [json.loads(x) for x in (d / "eval" / "generations.jsonl").read_text().splitlines()]
+        rows += [{"split": "unseen", "question": q, "base_judge": b, "tuned_judge": t, "base_outcome": bo,
+                  "tuned_outcome": to} for q, b, t, bo, to in unseen]
+        (d / "eval" / "generations.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        return d
+
+    fold0 = run("fold0", [("a?", 5.0, 0.0, "correct", "abstains"), ("b?", 0.0, 0.0, "invents", "abstains")])
+    fold0b = run("fold0-seed2", [("a?", 5.0, 5.0, "correct", "correct"), ("b?", 0.0, 0.0, "invents", "invents")])
+    fold1 = run("fold1", [("c?", 0.0, 5.0, "invents", "correct")])
+    p = targets.pooled_unseen([targets.load(d) for d in (fold0, fold0b, fold1)])
+    assert p["unseen_answers"] == 5 and p["unseen_questions"] == 3
+    assert p["unseen_tuned"]["mean"] == round((2.5 + 0.0 + 5.0) / 3, 4)  # "a?" averaged over its two trainings first
+    assert p["unseen_tuned-base"]["mean"] == round(((2.5 - 5) + 0 + 5) / 3, 4)
+    assert p["unseen_invents_base"]["mean"] == round(2 / 3, 4) and p["unseen_invents_tuned"]["mean"] == round(0.5 / 3, 4)
+    targets.main([str(fold0), str(fold1)])
+    assert "pooled unseen: 3 answers to 3 questions" in capsys.readouterr().out
