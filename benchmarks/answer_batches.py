@@ -1,8 +1,9 @@
 """05's answer batches in question order vs shortest prompt first (``answering.by_length``), on a finished run dir:
 seconds per pass, the share of tokens read that were padding, how often the greedy answers are the same and each
 one's ROUGE-L against the reference. Both orders run in the same process, one after the other per prompt set.
+With ``--caps A,B`` the two passes are instead batches of at most A against at most B prompts (both sorted).
 
-    .venv/bin/python benchmarks/answer_batches.py outputs/RUN [--sets rag,closed] [--limit 0]
+    .venv/bin/python benchmarks/answer_batches.py outputs/RUN [--sets rag,closed,general] [--limit 0] [--caps 16,40]
 
 Batch composition changes the padding, and with it the floating-point rounding of a few answers: the "same answer"
 column says how many.
@@ -32,17 +33,21 @@ def padding_share(tok, prompts: list[str], order: list[int], batch: int) -> floa
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from tunebook import answering, evaluate
+    from tunebook import answering, evaluate, forgetting
     from tunebook.text import rouge_l
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--sets", default="rag,closed", help="prompt sets: rag (question + its chunk), closed (question)")
     ap.add_argument("--limit", type=int, default=0, help="first N eval questions (0: all)")
+    ap.add_argument("--caps", default="", help="A,B: batches of at most A vs at most B prompts, both sorted")
     a = ap.parse_args(argv)
+    caps = [int(x) for x in a.caps.split(",")] if a.caps else []
     run = a.run_dir.resolve()
     ev = run_settings(run).evaluate
     rows, questions, refs, sets = eval_prompts(run, ev, a.limit)
+    general = forgetting.general_prompts()
+    sets["general"] = [p["question"] for p in general[:ev.general_prompts or len(general)]]
     model, tok, trained = tuned_student(run, ev)
     batch = answering.balanced_batch(len(questions), ev.batch_size)
     res: dict = {"date": str(date.today()), "run": run.name, "threads": torch.get_num_threads(),
@@ -53,14 +58,19 @@ def main(argv: list[str] | None = None) -> int:
             ps = sets[name]
             templated = answering._prompts(tok, ps, trained["system_prompt"])
             got = {}
-            for sort in (False, True):
+            new = ev.general_max_new_tokens or ev.max_new_tokens if name == "general" else ev.max_new_tokens
+            for second in (False, True):
+                sort = second or bool(caps)
+                cap = caps[second] if caps else ev.batch_size
+                size = answering.balanced_batch(len(ps), cap)
                 order = answering.by_length(tok, templated) if sort else list(range(len(ps)))
                 t0 = time.perf_counter()
-                got[sort] = evaluate.generate_scored(model, tok, ps, ev.max_new_tokens, ev.batch_size,
-                                                     adapter=adapter_on, system_prompt=trained["system_prompt"],
-                                                     desc=f"{name} · {'sorted' if sort else 'in order'}", sort=sort)[0]
-                got[f"{sort}_s"] = time.perf_counter() - t0
-                got[f"{sort}_pad"] = padding_share(tok, templated, order, batch)
+                got[second] = evaluate.generate_scored(model, tok, ps, new, cap,
+                                                       adapter=adapter_on, system_prompt=trained["system_prompt"],
+                                                       desc=f"{name} · {cap if caps else ('sorted' if sort else 'in order')}",
+                                                       sort=sort)[0]
+                got[f"{second}_s"] = time.perf_counter() - t0
+                got[f"{second}_pad"] = padding_share(tok, templated, order, size)
             x, y = got[False], got[True]
             r = {"in_order_s": round(got["False_s"], 1), "sorted_s": round(got["True_s"], 1),
                  "padding_in_order": round(got["False_pad"], 3), "padding_sorted": round(got["True_pad"], 3),
@@ -76,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             print(lines[-1], flush=True)
     print(f"\n{run.name}: {len(rows)} questions in batches of {batch}, {date.today()}, "
           f"{res['threads']} threads, {res['precision']}")
-    print("| prompts | in order s | sorted s | speed-up | padding read | same answer | ROUGE-L in order → sorted |")
+    first, then = (f"≤ {caps[0]}", f"≤ {caps[1]}") if caps else ("in order", "sorted")
+    res["compared"] = [first, then]
+    print(f"| prompts | {first} s | {then} s | speed-up | padding read | same answer | ROUGE-L {first} → {then} |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(lines))
-    write_result(f"answer_batches-{run.name}", res, indent=1)
+    write_result(f"answer_batches-{run.name}" + (f"-caps{caps[0]}v{caps[1]}" if caps else ""), res, indent=1)
     return 0
 
 

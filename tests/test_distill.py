@@ -199,3 +199,24 @@ def test_prompt_kl_adds_the_kl_at_the_documentation_rows_prompt_positions(kl_tra
         loss = kl_trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(n))
         assert float(loss.detach()) == pytest.approx(float(ce + kl + 2.0 * kl_q) / n, rel=1e-4)
     kl_trainer.prompt_kl = 0.0
+
+
+def test_the_base_pass_reads_only_the_kl_rows_cut_to_their_length(kl_trainer):
+    """distill.base_hidden: the LoRA-off pass over the rows with KL positions, right padding cut to their longest
+    row, gives those rows' hidden states as the whole batch's pass does (a faster pass, the same targets)."""
+    import torch
+
+    from tunebook import distill
+
+    causal = kl_trainer.model.get_base_model()
+    lengths = [12, 5, 8]
+    ids = torch.randint(5, 40, (3, 12))
+    mask = torch.tensor([[1] * n + [0] * (12 - n) for n in lengths])
+    fwd = {"input_ids": ids, "attention_mask": mask}
+    rows = torch.tensor([False, True, True])
+    with torch.no_grad():
+        whole = causal.model(**fwd).last_hidden_state[:, :-1]
+        part = distill.base_hidden(causal, fwd, rows)
+    assert part.shape[:2] == (2, 7)  # two rows, cut to the longer one (8 tokens), less the last position
+    for row, (b, n) in enumerate(zip((1, 2), (5, 8))):
+        assert torch.allclose(part[row, :n - 1], whole[b, :n - 1], atol=1e-4)

@@ -77,6 +77,17 @@ def summed_kl(logits, base_logits) -> Any:
     return F.kl_div(tuned, base, log_target=True, reduction="sum")
 
 
+def base_hidden(causal, fwd: dict, rows) -> Any:
+    """The base's last hidden states (LoRA off: the caller's context) of the batch rows ``rows`` only, cut to their
+    longest row (rows are right-padded), without the last position (it predicts nothing trained). A batch of four
+    with one replay row runs a quarter of the extra forward pass (``benchmarks/kl_rows.py``)."""
+    sub = {k: v[rows] for k, v in fwd.items()}
+    if "attention_mask" in sub and bool(sub["attention_mask"][:, 0].all()):  # right-padded: cut the padding
+        width = int(sub["attention_mask"].sum(1).max())
+        sub = {k: v[:, :width] for k, v in sub.items()}
+    return causal.model(**sub).last_hidden_state[:, :-1]
+
+
 def trainer_class():
     """SFTTrainer whose loss on replay answer tokens is ``kl_weight`` × the KL from the base (LoRA off),
     cross-entropy elsewhere."""
@@ -88,6 +99,7 @@ def trainer_class():
         kl_weight = 1.0  # train.replay_kl (set by enable)
         prompt_kl = 0.0  # train.prompt_kl: the KL at the documentation rows' prompt positions, its weight
         kl_sum, kl_tokens = 0.0, 0  # over training: the KL per replay token, for train_metrics.json
+        base_rows_only = True  # the LoRA-off pass reads only the rows with KL positions (False: the whole batch)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             flags = inputs.pop(REPLAY_KEY, None)
@@ -112,11 +124,14 @@ def trainer_class():
             fwd = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
             hidden = causal.model(**fwd).last_hidden_state[:, :-1]
             ce = F.cross_entropy(head(hidden[docs]).float(), target[docs], reduction="sum")
+            rows = where.any(1) | (quiet.any(1) if quiet is not None else False)  # rows the KL reads
+            if not self.base_rows_only:
+                rows = torch.ones_like(rows)
             with torch.no_grad(), peft.disable_adapter():
-                base = causal.model(**fwd).last_hidden_state[:, :-1]
-            kl = summed_kl(head(hidden[where]), head(base[where]))
+                base = base_hidden(causal, fwd, rows)
+            kl = summed_kl(head(hidden[where]), head(base[where[rows][:, :base.shape[1]]]))
             if quiet is not None and bool(quiet.any()):  # LwF on the new data's inputs: the questions read as before
-                kl_q = summed_kl(head(hidden[quiet]), head(base[quiet]))
+                kl_q = summed_kl(head(hidden[quiet]), head(base[quiet[rows][:, :base.shape[1]]]))
                 ce = ce + self.prompt_kl * kl_q
             if model.training:
                 self.kl_sum += float(kl.detach())
