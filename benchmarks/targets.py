@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
@@ -92,25 +93,33 @@ def pooled(evals: list[dict]) -> dict:
     return {**out, **pooled_unseen(evals)}
 
 
+def question_means(rows: list[dict], fields: dict[str, Callable[[dict], float | None]]) -> dict[str, list]:
+    """Per question (``rows`` grouped by their ``question``, in first-seen order), each field's mean over the
+    question's rows, None values left out (None where it has none): a question asked in several runs (trainings of
+    one fold) counts once."""
+    by_q: dict[str, list[dict]] = {}
+    for r in rows:
+        by_q.setdefault(r["question"], []).append(r)
+    out = {}
+    for name, f in fields.items():
+        vals = [[f(r) for r in rs if f(r) is not None] for rs in by_q.values()]
+        out[name] = [sum(v) / len(v) if v else None for v in vals]
+    return out
+
+
 def pooled_unseen(evals: list[dict]) -> dict:
     """Every run's unseen questions together (runs over other ``inspect.unseen_fold`` values add other held-out
     chunks): fine-tuned − base, judge and invented-value rate, paired per question. A question asked in several runs
     (trainings of one fold) is first averaged over them, so it counts once, as in ``seeds.py``."""
     rows = [r for e in evals for r in e.get("unseen", []) if r.get("tuned_judge") is not None]
-    by_q: dict[str, list[dict]] = {}
-    for r in rows:
-        by_q.setdefault(r["question"], []).append(r)
-
-    def avg(f) -> list:
-        vals = [[f(r) for r in rs if f(r) is not None] for rs in by_q.values()]
-        return [sum(v) / len(v) if v else None for v in vals]
 
     def invents(c: str):
         return lambda r: None if r.get(f"{c}_outcome") is None else float(r[f"{c}_outcome"] == "invents")
 
-    jb, jt = avg(lambda r: r.get("base_judge")), avg(lambda r: r.get("tuned_judge"))
-    ib, it = avg(invents("base")), avg(invents("tuned"))
-    return {"unseen_answers": len(rows), "unseen_questions": len(by_q),
+    m = question_means(rows, {"jb": lambda r: r.get("base_judge"), "jt": lambda r: r.get("tuned_judge"),
+                              "ib": invents("base"), "it": invents("tuned")})
+    jb, jt, ib, it = m["jb"], m["jt"], m["ib"], m["it"]
+    return {"unseen_answers": len(rows), "unseen_questions": len(jt),
             "unseen_base": mean_ci(jb), "unseen_tuned": mean_ci(jt), "unseen_tuned-base": paired_delta_ci(jt, jb),
             "unseen_invents_base": mean_ci(ib), "unseen_invents_tuned": mean_ci(it),
             "unseen_invents_tuned-base": paired_delta_ci(it, ib)}

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from targets import load  # noqa: E402
+from targets import load, question_means  # noqa: E402
 from tunebook.judge import fact_score  # noqa: E402
 from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
 
@@ -97,19 +97,20 @@ def agreement(rows: list[dict]) -> dict:
 def pooled(rows: list[dict]) -> dict:
     """Fine-tuned − base over the labeled unseen questions, a question averaged over its runs first: by the judge
     and by the labels, and the invented-value rates by 05's outcome and by the labels."""
-    by_q: dict[str, dict[str, list]] = {}
-    for r in rows:
-        d = by_q.setdefault(r["question"], {})
-        d.setdefault(f"{r['answerer']}_judge", []).append(r["judge"])
-        d.setdefault(f"{r['answerer']}_label", []).append(r["label"])
-        d.setdefault(f"{r['answerer']}_inv05", []).append(float(r["outcome"] == "invents"))
-        d.setdefault(f"{r['answerer']}_invlab", []).append(float(r["label_outcome"] == "invents"))
-    qs = [d for d in by_q.values() if all(f"{c}_judge" in d for c in ANSWERERS)]
+    measures = {"judge": lambda r: r["judge"], "label": lambda r: r["label"],
+                "inv05": lambda r: float(r["outcome"] == "invents"),
+                "invlab": lambda r: float(r["label_outcome"] == "invents")}
+
+    def of(c: str, f):
+        return lambda r: f(r) if r["answerer"] == c else None
+
+    means = question_means(rows, {f"{c}_{m}": of(c, f) for c in ANSWERERS for m, f in measures.items()})
+    keep = [i for i, (b, t) in enumerate(zip(means["base_judge"], means["tuned_judge"])) if None not in (b, t)]
 
     def col(name: str) -> list[float]:
-        return [sum(d[name]) / len(d[name]) for d in qs]
+        return [means[name][i] for i in keep]
 
-    out = {"questions": len(qs)}
+    out = {"questions": len(keep)}
     for m in ("judge", "label", "inv05", "invlab"):
         out[f"base_{m}"] = mean_ci(col(f"base_{m}"))
         out[f"tuned_{m}"] = mean_ci(col(f"tuned_{m}"))
