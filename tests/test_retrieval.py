@@ -176,3 +176,41 @@ def test_table_rows_name_each_cell_by_its_column_and_leave_other_lines_alone():
     index = retrieval.Index.build([{"id": "t", "text": text}], "jieba", table_rows=True)
     assert "Generators per model — Community: 150" in index.context([0])
     assert "| Generators per model |" in retrieval.Index.build([{"id": "t", "text": text}], "jieba").context([0])
+
+
+FLAGS = ("[Running a simulation]\nRun a model with `bwatt run`:\n```bash\nbwatt run harbour.bwm --horizon 48h --step 300\n"
+         "```\n| Flag | Default | Meaning |\n|------|---------|---------|\n| `--horizon` | `24h` | Simulated time span |\n"
+         "| `--step` | `900` | Seconds between solver steps |\n| `--threads` | `4` | Worker threads for the solver |\n"
+         "| `--seed` | `17` | Random seed for stochastic load profiles |\n| `--out` | `<model>.bwr` | Output file |\n"
+         "| `--quiet` | off | Suppress the progress bar |\n\nIf a step does not converge, `bwatt run` stops with BW-204.\n"
+         "[Checking a model]\n`bwatt check harbour.bwm` validates a model without solving it.\n"
+         "It exits with status 0 when the model is clean.")
+
+
+def test_passage_keeps_the_row_asked_about_under_its_header_and_heading():
+    """evaluate.rag_lines: a RAG prompt holds the line about the question, its neighbours, the section heading and
+    the table header (a row alone does not say which column is the default), and marks what it left out."""
+    index = retrieval.Index.build([{"id": "cli", "text": FLAGS}, *CHUNKS], "jieba", passage_lines=1)
+    got = index.context([0], "What is the default value of the `--seed` flag?")
+    lines = got.splitlines()
+    assert "| `--seed` | `17` | Random seed for stochastic load profiles |" in lines
+    assert lines[:2] == ["[Running a simulation]", "…"]  # the heading above the cut, then a mark for the gap
+    assert "| Flag | Default | Meaning |" in lines and "|------|---------|---------|" in lines
+    assert "| `--horizon` | `24h` | Simulated time span |" not in lines  # rows far from the one asked are left out
+    assert "[Checking a model]" not in got and lines[-1] == "…"
+    assert len(got) < len(FLAGS) / 2
+    # the student's draft counts too: fine-tuned + RAG asks with the question and its closed-book answer
+    assert "`bwatt check harbour.bwm` validates" in index.context([0], "How do I validate it?\nbwatt check validates it")
+    # no question, or a chunk no longer than the passage: the chunk as it is
+    assert index.context([0]) == FLAGS
+    assert index.context([1], "默认端口是多少？") == CHUNKS[0]["text"]
+
+
+def test_passage_keeps_a_cut_code_block_fenced_and_whole_chunks_when_off():
+    text = "[Install]\nintro\n```bash\npip install a\npip install b\npip install c\npip install d\n```\nafter\nmore\nend"
+    got = retrieval.passage(text, "pip install d", 1, {}, "jieba")
+    assert got.count("```") == 2  # the opening fence comes along, so the block still reads as code
+    assert "pip install d" in got and "pip install a" not in got
+    assert retrieval.passage(text, "pip install d", 0, {}, "jieba") == text
+    off = retrieval.Index.build([{"id": "cli", "text": FLAGS}], "jieba")
+    assert off.context([0], "What is the default value of the `--seed` flag?") == FLAGS

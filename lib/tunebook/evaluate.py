@@ -242,7 +242,7 @@ def _answer_all(model, tok, questions: list[str], max_new_tokens: int, batch_siz
     contexts: dict[str, list[str]] = {}  # per RAG condition, the chunks each prompt held
     if rag_index is not None:
         found = rag_index.search(questions, rag_k)
-        contexts["rag"] = [rag_index.context(idx) for idx in found]
+        contexts["rag"] = [rag_index.context(idx, q) for idx, q in zip(found, questions)]
         prompts[True] = [rag_prompt(q, c) for q, c in zip(questions, contexts["rag"])]
     answers, confidence = {}, {}
     guided: list[list[int]] = []
@@ -253,7 +253,8 @@ def _answer_all(model, tok, questions: list[str], max_new_tokens: int, batch_siz
                 contexts[cond] = contexts["rag"]
             if cond == "tuned_rag" and draft_search:  # the closed-book answers ("tuned") came first
                 guided = rag_index.search_with_drafts(questions, answers["tuned"], rag_k)
-                contexts[cond] = [rag_index.context(idx) for idx in guided]
+                contexts[cond] = [rag_index.context(idx, f"{q}\n{d}")
+                                  for idx, q, d in zip(guided, questions, answers["tuned"])]
                 todo = [rag_prompt(q, c) for q, c in zip(questions, contexts[cond])]
             answers[cond], confidence[cond] = generate_scored(
                 model, tok, todo, max_new_tokens, batch_size, adapter=adapter, system_prompt=system_prompt,

@@ -49,11 +49,15 @@ class Index:
     _bm25: object = None
     _common: frozenset[str] | None = None
     table_rows: bool = False  # :meth:`context` writes Markdown tables one self-contained line per row
+    passage_lines: int = 0  # :meth:`context` keeps the line best matching the question and this many either side
+    _idf: dict[str, float] | None = None
 
     @classmethod
-    def build(cls, chunks: list[dict], tokenizer: Tokenizer = "jieba", table_rows: bool = False) -> "Index":
+    def build(cls, chunks: list[dict], tokenizer: Tokenizer = "jieba", table_rows: bool = False,
+              passage_lines: int = 0) -> "Index":
         """One BM25 index over the chunks (``data/chunks.jsonl`` rows); the headings count as text. ``table_rows``:
-        :meth:`context` writes tables as :func:`table_rows` (the index searches the chunks as written)."""
+        :meth:`context` writes tables as :func:`table_rows` (the index searches the chunks as written).
+        ``passage_lines`` > 0: :meth:`context` gives of each chunk only the passage :func:`passage` cuts."""
         import os
 
         # bm25s runs a JAX call at import; with CUDA JAX installed that preallocates 75 % of the GPU in this process
@@ -66,7 +70,8 @@ class Index:
         docs = [terms(" ".join(c.get("breadcrumb") or []) + "\n" + c["text"], tokenizer) for c in chunks]
         bm25 = bm25s.BM25()
         bm25.index(docs, show_progress=False)
-        return cls([c["id"] for c in chunks], texts, tokenizer, bm25, table_rows=table_rows)
+        return cls([c["id"] for c in chunks], texts, tokenizer, bm25, table_rows=table_rows,
+                   passage_lines=passage_lines)
 
     def search(self, questions: list[str], k: int) -> list[list[int]]:
         """Indices of the top-``k`` chunks for each question (best first)."""
@@ -104,9 +109,26 @@ class Index:
             self._common = frozenset(t for t, n in df.items() if n >= max(2, len(self.texts) / 2))
         return self._common
 
-    def context(self, idx: list[int]) -> str:
-        """The chunks ``idx`` as a RAG prompt holds them (with :attr:`table_rows`, tables as :func:`table_rows`)."""
-        texts = [table_rows(self.texts[i]) if self.table_rows else self.texts[i] for i in idx]
+    def idf(self) -> dict[str, float]:
+        """Each term's inverse document frequency over the chunks (BM25's): a code such as ``BW-310`` that one chunk
+        holds weighs far more than a word every page uses. Counted once per index."""
+        if self._idf is None:
+            import math
+            from collections import Counter
+
+            n = len(self.texts)
+            df = Counter(t for text in self.texts for t in term_set(text, self.tokenizer))
+            self._idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
+        return self._idf
+
+    def context(self, idx: list[int], about: str = "") -> str:
+        """The chunks ``idx`` as a RAG prompt holds them (with :attr:`table_rows`, tables as :func:`table_rows`;
+        with :attr:`passage_lines` and ``about`` — the question, with a draft answer where there is one — each
+        chunk's :func:`passage` about it)."""
+        texts = [self.texts[i] for i in idx]
+        if self.passage_lines > 0 and about:
+            texts = [passage(t, about, self.passage_lines, self.idf(), self.tokenizer) for t in texts]
+        texts = [table_rows(t) if self.table_rows else t for t in texts]
         return "\n\n---\n\n".join(texts) or "(no excerpt matches this question)"
 
 
@@ -171,6 +193,62 @@ def window(text: str, about: str, lines: int, tokenizer: Tokenizer = "jieba") ->
     best = max(range(len(rows)), key=lambda i: (len(want & set(terms(rows[i], tokenizer))), -i))
     lo = max(0, min(best - lines, len(rows) - 2 * lines - 1))
     return "\n".join(rows[lo:lo + 2 * lines + 1])
+
+
+_HEADING = re.compile(r"^\s*(#{1,6}\s|\[[^\]]+\]\s*$)")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def passage(text: str, about: str, lines: int, idf: dict[str, float], tokenizer: Tokenizer = "jieba") -> str:
+    """The passage of a chunk that a RAG prompt needs: the non-blank line sharing the most weight of terms with
+    ``about`` (each term weighed by ``idf``; a term the corpus never saw weighs as the rarest), ``lines`` lines either
+    side, and what makes them readable on their own — the section heading above them, a cut table's header row and
+    rule, a cut code block's fences. Lines left out are marked "…". A whole 384-token chunk costs the 0.5B student
+    ~1.2 s of prompt reading per answer on a 2-core CPU (05's RAG passes are most of the demo's eval, RESULTS.md
+    session 26), and the rows beside the one asked about are where it reads its wrong values (RESULTS.md session
+    17). ``lines`` ≤ 0 or a chunk of at most ``2 * lines + 1`` lines: the chunk as it is."""
+    rows = [ln for ln in text.splitlines() if ln.strip()]
+    if lines <= 0 or len(rows) <= 2 * lines + 1:
+        return text
+    want = set(terms(about, tokenizer))
+    rare = max(idf.values(), default=1.0)
+    said = [set(terms(r, tokenizer)) for r in rows]
+    for i, r in enumerate(rows):  # a table row is read under its header: "| `--seed` | `17` |" says "default" too
+        if i >= 2 and _TABLE_LINE.match(r) and not _TABLE_RULE.match(r):
+            j = i
+            while j > 0 and _TABLE_LINE.match(rows[j - 1]):
+                j -= 1
+            if j + 1 < i and _TABLE_RULE.match(rows[j + 1]):
+                said[i] = said[i] | said[j]
+    weight = [sum(idf.get(t, rare) for t in want & s) for s in said]
+    best = max(range(len(rows)), key=lambda i: (weight[i], -i))
+    lo = max(0, min(best - lines, len(rows) - 2 * lines - 1))
+    keep = set(range(lo, lo + 2 * lines + 1))
+    heading = next((i for i in range(lo, -1, -1) if _HEADING.match(rows[i])), None)
+    if heading is not None:
+        keep.add(heading)
+    for i in sorted(keep):  # a table cut below its header: the header and its rule come along
+        if _TABLE_LINE.match(rows[i]) and not _TABLE_RULE.match(rows[i]):
+            j = i
+            while j > 0 and _TABLE_LINE.match(rows[j - 1]):
+                j -= 1
+            if j + 1 < len(rows) and _TABLE_RULE.match(rows[j + 1]):
+                keep |= {j, j + 1}
+            break
+    fences = [i for i, r in enumerate(rows) if _FENCE.match(r)]
+    for a, b in zip(fences[::2], fences[1::2]):  # a code block cut at one end keeps both fences
+        inside = keep & set(range(a, b + 1))
+        if inside and not {a, b} <= keep:
+            keep |= {a, b}
+    out, last = [], -1
+    for i in sorted(keep):
+        if i > last + 1:
+            out.append("…")
+        out.append(rows[i])
+        last = i
+    if last < len(rows) - 1:
+        out.append("…")
+    return "\n".join(out)
 
 
 CONTEXT_FILE = "context_rows.jsonl"  # 04 keeps the context rows it trained in train/
