@@ -6,7 +6,9 @@ search. Where fine-tuned + RAG lost to the closed-book student, it mostly read a
 (RESULTS.md, session 17; demo-s30a: BW-101 and BW-310 answered with BW-204's meaning). :func:`tunebook.retrieval.passage`
 keeps of each retrieved chunk the line that shares the most (idf-weighted) terms with the question — with the
 student's closed-book draft for fine-tuned + RAG — ``--lines`` lines either side, its section heading and a cut
-table's header. The chunks BM25 finds are the same; only how much of them the prompt holds changes.
+table's header. The chunks BM25 finds are the same; only how much of them the prompt holds changes. 05 gives
+passages to the fine-tuned student's RAG prompts only; ``--base-too`` cuts base + RAG's as well (session 31: −0.22
+[−0.44, −0.04] on samples/docs recall, so the baseline keeps whole chunks).
 
 Same run, same code, both ways, one process: for each finished run every eval question is answered by 05's
 :func:`tunebook.evaluate.compare` (the run's adapter and settings, gates included) once with whole chunks and once
@@ -16,7 +18,7 @@ fact-level 95 % intervals, the mean RAG context in student tokens, and each way'
 answers are the same work both ways, so the difference is the RAG passes').
 
     .venv/bin/python benchmarks/rag_passage.py --label samples/docs outputs/demo-s30a outputs/demo-s29a
-    .venv/bin/python benchmarks/rag_passage.py --label CloudPSS outputs/cps-s26a
+    .venv/bin/python benchmarks/rag_passage.py --label CloudPSS --base-too outputs/cps-s26a
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ CONDS = ("rag", "tuned_rag", "surer")
 SPLITS = ("recall", "unseen", "outofdocs")
 
 
-def answer(run: Path, eval_rows: list[dict], index: Index, cfg, model, tok, trained: dict) -> tuple[list[dict], float]:
+def answer(run: Path, eval_rows: list[dict], index: Index, cfg, model, tok, trained: dict,
+           base_too: bool = False) -> tuple[list[dict], float]:
     ev = cfg.evaluate
     t0 = time.time()
     rows = evaluate.compare(model, tok, eval_rows, ev.max_new_tokens, ev.batch_size, trained["system_prompt"],
@@ -48,15 +51,15 @@ def answer(run: Path, eval_rows: list[dict], index: Index, cfg, model, tok, trai
                             train_rows=list(read_jsonl(run / "data" / "train.jsonl")),
                             provenance_below=ev.provenance_below, draft_search=ev.draft_search,
                             context_grounding=ev.context_grounding, recited_above=ev.recited_above,
-                            agreement_pass=ev.agreement_pass)
+                            agreement_pass=ev.agreement_pass, base_passages=base_too)
     return rows, time.time() - t0
 
 
-def context_tokens(rows: list[dict], index: Index, tok) -> dict[str, float]:
+def context_tokens(rows: list[dict], index: Index, tok, base_too: bool) -> dict[str, float]:
     """Mean student tokens of the chunks (or passages) each RAG prompt held: base + RAG's, fine-tuned + RAG's."""
     pos = {cid: i for i, cid in enumerate(index.chunk_ids)}
     out = {}
-    for cond, about in (("rag", lambda r: r["question"]),
+    for cond, about in (("rag", lambda r: r["question"] if base_too else ""),
                         ("tuned_rag", lambda r: f"{r['question']}\n{r.get('tuned_ungated', r['tuned'])}")):
         n = [len(tok(index.context([pos[c] for c in r.get(f"{cond}_chunks") or []], about(r)))["input_ids"])
              for r in rows]
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path, help="finished, judged run dirs (RAG on)")
     ap.add_argument("--lines", type=int, default=3, help="lines either side of the best line (evaluate.rag_lines)")
+    ap.add_argument("--base-too", action="store_true",
+                    help="base + RAG's prompts hold passages too (05 gives them only to the fine-tuned student)")
     ap.add_argument("--label", default="", help="the corpus, for the printed table and the JSON file's name")
     a = ap.parse_args(argv)
     table, pooled_rows = [], []  # pooled: (run, whole row, passage row)
@@ -95,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         ways = [("whole", whole_ix), ("passage", part_ix)]
         answered, seconds = {}, {}
         for name, ix in (ways if n_run % 2 == 0 else ways[::-1]):  # alternate which way goes first
-            answered[name], seconds[name] = answer(run, eval_rows, ix, cfg, model, tok, trained)
+            answered[name], seconds[name] = answer(run, eval_rows, ix, cfg, model, tok, trained, a.base_too)
             print(f"{run.name}: {name} answered in {seconds[name]:.0f} s", flush=True)
-        tokens = {name: context_tokens(answered[name], ix, tok) for name, ix in ways}
+        tokens = {name: context_tokens(answered[name], ix, tok, a.base_too) for name, ix in ways}
         del model
         whole, part = judged(answered["whole"], run), judged(answered["passage"], run)
         w_by, p_by = {r["id"]: r for r in whole}, {r["id"]: r for r in part}
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sum(meets(t["passage"]["recall"], c) for t in table)
         summary[f"runs_{c}_at_or_above_both"] = [w, p, len(table)]
         print(f"  runs where {c} ≥ both fine-tuned and base + RAG on recall: {w} → {p} of {len(table)}")
-    write_result(f"rag_passage-{(a.label or 'runs').replace('/', '_')}-lines{a.lines}",
+    write_result(f"rag_passage-{(a.label or 'runs').replace('/', '_')}-lines{a.lines}{'-base-too' * a.base_too}",
                  {"runs": table, "pooled": summary})
     return 0
 

@@ -214,3 +214,32 @@ def test_passage_keeps_a_cut_code_block_fenced_and_whole_chunks_when_off():
     assert retrieval.passage(text, "pip install d", 0, {}, "jieba") == text
     off = retrieval.Index.build([{"id": "cli", "text": FLAGS}], "jieba")
     assert off.context([0], "What is the default value of the `--seed` flag?") == FLAGS
+
+
+@pytest.mark.parametrize("draft_search", [True, False])
+def test_compare_gives_passages_to_fine_tuned_rag_and_whole_chunks_to_base_rag(monkeypatch, draft_search):
+    """evaluate.rag_lines in 05: the fine-tuned student's RAG prompt holds the passage about the question (and its
+    closed-book draft); base + RAG, the baseline, keeps the whole chunk — whole chunks scored higher for the base on
+    recall (benchmarks/rag_passage.py, session 31); ``base_passages`` cuts both, for that benchmark."""
+    from tunebook import evaluate
+
+    seen: dict[str, list[str]] = {}
+
+    def fake(model, tok, prompts, max_new_tokens, batch_size, adapter, desc="", **kw):
+        seen[desc] = prompts
+        return ["The default of `--seed` is `17`."] * len(prompts), [0.9] * len(prompts)
+
+    monkeypatch.setattr(evaluate, "generate_scored", fake)
+    index = retrieval.Index.build([{"id": "cli", "text": FLAGS}, *CHUNKS], "jieba", passage_lines=1)
+    q = "What is the default value of the `--seed` flag?"
+    rows = [{"id": "q0", "split": "recall", "chunk_id": "cli",
+             "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "17"}]}]
+    evaluate.compare(None, None, rows, 8, 2, rag_index=index, rag_k=1, draft_search=draft_search)
+    assert FLAGS in seen["base + RAG"][0]  # the whole chunk
+    tuned = seen["fine-tuned + RAG"][0]
+    assert "| `--seed` | `17` |" in tuned and "| `--horizon` |" not in tuned and "…" in tuned
+    evaluate.compare(None, None, rows, 8, 2, rag_index=index, rag_k=1, draft_search=draft_search, base_passages=True)
+    assert FLAGS not in seen["base + RAG"][0] and "| `--seed` | `17` |" in seen["base + RAG"][0]
+    whole = retrieval.Index.build([{"id": "cli", "text": FLAGS}, *CHUNKS], "jieba")
+    evaluate.compare(None, None, rows, 8, 2, rag_index=whole, rag_k=1, draft_search=draft_search)
+    assert FLAGS in seen["fine-tuned + RAG"][0]  # rag_lines 0: whole chunks, as before

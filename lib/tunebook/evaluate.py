@@ -132,7 +132,7 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
             rag_index=None, rag_k: int = 2, server=None, abstain_below: float = 0.0,
             train_rows: list[dict] | None = None, provenance_below: float = 0.0, draft_search: bool = False,
             context_grounding: bool = False, recited_above: float = 0.0, agreement_pass: bool = False,
-            switch=None) -> list[dict]:
+            switch=None, base_passages: bool = False) -> list[dict]:
     """Every eval question answered under each condition (:data:`CONDITIONS`; the RAG ones only with an index),
     greedily, with ROUGE-L and character F1 against the reference. Each answer's confidence is kept
     (``<condition>_confidence``); with ``abstain_below`` > 0 the fine-tuned student's answers below it are replaced
@@ -147,9 +147,10 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     that repeats a trained answer to a question sharing at least that share of the asked one's terms passes too
     (:meth:`tunebook.provenance.TrainedValues.recites`; marked ``<condition>_recited``). With ``agreement_pass`` a
     gated answer given with chunks passes when it says what the passed closed-book fine-tuned answer says
-    (:func:`tunebook.provenance.agrees`; marked ``<condition>_agrees``). With a scope ``switch``
-    (:class:`tunebook.scope.Switch`) each row also has the ``switched`` answer: the (gated) fine-tuned one where the
-    switch sends the question to the adapter, else the base's (``switched_from``)."""
+    (:func:`tunebook.provenance.agrees`; marked ``<condition>_agrees``). An index cutting passages (``rag_lines``) gives
+    them to the fine-tuned student's RAG prompts, base + RAG keeps whole chunks (``base_passages``: cut them too). With
+    a scope ``switch`` (:class:`tunebook.scope.Switch`) each row also has the ``switched`` answer: the (gated)
+    fine-tuned one where the switch sends the question to the adapter, else the base's (``switched_from``)."""
     from .provenance import TrainedValues
     from .scope import switch_rows
 
@@ -159,7 +160,7 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     recites = (lambda a, q: trained.recites(a, q, recited_above)) if trained is not None and recited_above > 0 else None
     answers, confidence, contexts, found, guided, picked = _answer_all(
         model, tok, questions, max_new_tokens, batch_size, system_prompt, rag_index, rag_k, server, draft_search,
-        recites)
+        recites, base_passages)
     rows = []
     for i, (r, q, ref) in enumerate(zip(eval_rows, questions, refs)):
         row = {"id": r["id"], "source": r.get("source", ""), "chunk_id": r.get("chunk_id", ""),
@@ -231,7 +232,7 @@ def closed_book_agrees(row: dict, answer: str, question: str) -> bool:
 
 
 def _answer_all(model, tok, questions: list[str], max_new_tokens: int, batch_size: int, system_prompt: str,
-                rag_index, rag_k: int, server, draft_search: bool, recites=None):
+                rag_index, rag_k: int, server, draft_search: bool, recites=None, base_passages: bool = False):
     """:func:`compare`'s answers: per condition the answers and their confidences, per RAG condition the chunks each
     prompt held, the chunks found with the question (``found``) and with the draft too (``guided``), and which answer
     the surer took per question (``picked``; ``recites(answer, question)``: a closed-book recital wins it)."""
@@ -242,7 +243,7 @@ def _answer_all(model, tok, questions: list[str], max_new_tokens: int, batch_siz
     contexts: dict[str, list[str]] = {}  # per RAG condition, the chunks each prompt held
     if rag_index is not None:
         found = rag_index.search(questions, rag_k)
-        contexts["rag"] = [rag_index.context(idx, q) for idx, q in zip(found, questions)]
+        contexts["rag"] = [rag_index.context(idx, q if base_passages else "") for idx, q in zip(found, questions)]
         prompts[True] = [rag_prompt(q, c) for q, c in zip(questions, contexts["rag"])]
     answers, confidence = {}, {}
     guided: list[list[int]] = []
@@ -251,10 +252,11 @@ def _answer_all(model, tok, questions: list[str], max_new_tokens: int, batch_siz
             todo = prompts[rag]
             if rag:
                 contexts[cond] = contexts["rag"]
-            if cond == "tuned_rag" and draft_search:  # the closed-book answers ("tuned") came first
-                guided = rag_index.search_with_drafts(questions, answers["tuned"], rag_k)
-                contexts[cond] = [rag_index.context(idx, f"{q}\n{d}")
-                                  for idx, q, d in zip(guided, questions, answers["tuned"])]
+            if cond == "tuned_rag" and (draft_search or (rag_index.passage_lines and not base_passages)):
+                if draft_search:  # the closed-book answers ("tuned") came first
+                    guided = rag_index.search_with_drafts(questions, answers["tuned"], rag_k)
+                about = [f"{q}\n{d}" if draft_search else q for q, d in zip(questions, answers["tuned"])]
+                contexts[cond] = [rag_index.context(idx, a) for idx, a in zip(guided or found, about)]
                 todo = [rag_prompt(q, c) for q, c in zip(questions, contexts[cond])]
             answers[cond], confidence[cond] = generate_scored(
                 model, tok, todo, max_new_tokens, batch_size, adapter=adapter, system_prompt=system_prompt,

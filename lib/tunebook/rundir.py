@@ -62,9 +62,10 @@ class RunMismatch(st.SettingsError):
 # lacks one ran with this value, so resuming it keeps that value (the default is for new runs). train.replay_kl came
 # in session 23 at 0 and became 4 in session 24. train.replay_prompts (session 25) defaults to what older runs read,
 # replay.yaml; it is listed so that a later change of that default leaves them as they ran. evaluate.agreement_pass
-# came in session 26, on; older runs were gated without it.
+# came in session 26, on; older runs were gated without it. evaluate.rag_lines came in session 31 at 3; older runs
+# gave fine-tuned + RAG whole chunks.
 LEGACY: dict[str, Any] = {"train.replay_kl": 0.0, "train.replay_prompts": "replay.yaml",
-                          "evaluate.agreement_pass": False}
+                          "evaluate.agreement_pass": False, "evaluate.rag_lines": 0}
 
 
 def now() -> str:

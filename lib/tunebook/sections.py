@@ -197,9 +197,10 @@ class EvalSettings(_Section):
     scope_switch: bool = True
     # RAG prompts: each table row a line with its column names (benchmarks/table_rows.py: +0.22 base, -0.04 tuned: off)
     table_rows: bool = False
-    # RAG prompts hold of each chunk only the line best matching the question (with the fine-tuned student's draft),
-    # this many lines either side, its heading and table header (retrieval.passage; 0: whole chunks)
-    rag_lines: int = Field(0, ge=0)
+    # the fine-tuned student's RAG prompts hold of each chunk only the line best matching the question and its draft,
+    # this many lines either side, its heading and table header (retrieval.passage; 0: whole chunks); base + RAG keeps
+    # whole chunks. benchmarks/rag_passage.py: 1.3-1.5x faster RAG answering, fine-tuned + RAG recall -0.04 / -0.13
+    rag_lines: int = Field(3, ge=0)
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)  # most questions per generate() batch (equal batches); with llama.cpp, the server's parallel slots
     # who answers as the student: transformers, or llama.cpp (its GGUF + the LoRA as GGUF; faster on a CPU for short
