@@ -199,6 +199,21 @@ _HEADING = re.compile(r"^\s*(#{1,6}\s|\[[^\]]+\]\s*$)")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
+def _table_headers(rows: list[str]) -> dict[int, int]:
+    """For each body row of a Markdown table among ``rows``, the index of its table's header row (the rule follows it)."""
+    out, i = {}, 0
+    while i + 1 < len(rows):
+        if _TABLE_LINE.match(rows[i]) and _TABLE_RULE.match(rows[i + 1]):
+            j = i + 2
+            while j < len(rows) and _TABLE_LINE.match(rows[j]):
+                out[j] = i
+                j += 1
+            i = j
+        else:
+            i += 1
+    return out
+
+
 def passage(text: str, about: str, lines: int, idf: dict[str, float], tokenizer: Tokenizer = "jieba") -> str:
     """The passage of a chunk that a RAG prompt needs: the non-blank line sharing the most weight of terms with
     ``about`` (each term weighed by ``idf``; a term the corpus never saw weighs as the rarest), ``lines`` lines either
@@ -212,14 +227,9 @@ def passage(text: str, about: str, lines: int, idf: dict[str, float], tokenizer:
         return text
     want = set(terms(about, tokenizer))
     rare = max(idf.values(), default=1.0)
+    head = _table_headers(rows)
     said = [set(terms(r, tokenizer)) for r in rows]
-    for i, r in enumerate(rows):  # a table row is read under its header: "| `--seed` | `17` |" says "default" too
-        if i >= 2 and _TABLE_LINE.match(r) and not _TABLE_RULE.match(r):
-            j = i
-            while j > 0 and _TABLE_LINE.match(rows[j - 1]):
-                j -= 1
-            if j + 1 < i and _TABLE_RULE.match(rows[j + 1]):
-                said[i] = said[i] | said[j]
+    said = [s | said[head[i]] if i in head else s for i, s in enumerate(said)]  # "| `--seed` | `17` |" says "Default"
     weight = [sum(idf.get(t, rare) for t in want & s) for s in said]
     best = max(range(len(rows)), key=lambda i: (weight[i], -i))
     lo = max(0, min(best - lines, len(rows) - 2 * lines - 1))
@@ -227,14 +237,8 @@ def passage(text: str, about: str, lines: int, idf: dict[str, float], tokenizer:
     heading = next((i for i in range(lo, -1, -1) if _HEADING.match(rows[i])), None)
     if heading is not None:
         keep.add(heading)
-    for i in sorted(keep):  # a table cut below its header: the header and its rule come along
-        if _TABLE_LINE.match(rows[i]) and not _TABLE_RULE.match(rows[i]):
-            j = i
-            while j > 0 and _TABLE_LINE.match(rows[j - 1]):
-                j -= 1
-            if j + 1 < len(rows) and _TABLE_RULE.match(rows[j + 1]):
-                keep |= {j, j + 1}
-            break
+    tops = set(head.values())  # a cut table keeps its header and rule
+    keep |= {j for i in keep if i in head for j in (head[i], head[i] + 1)} | {i + 1 for i in keep if i in tops}
     fences = [i for i, r in enumerate(rows) if _FENCE.match(r)]
     for a, b in zip(fences[::2], fences[1::2]):  # a code block cut at one end keeps both fences
         inside = keep & set(range(a, b + 1))
