@@ -200,7 +200,7 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
 def _table_headers(rows: list[str]) -> dict[int, int]:
-    """Each body row of a Markdown table among ``rows`` → the index of its table's header row (the rule follows it)."""
+    """Each body row of a Markdown table among ``rows`` → the index of its table's header row (its rule follows)."""
     out, i = {}, 0
     while i + 1 < len(rows):
         if _TABLE_LINE.match(rows[i]) and _TABLE_RULE.match(rows[i + 1]):
