@@ -71,3 +71,45 @@ def tuned_student(run: Path, ev):
     trained = evaluate.trained_record(adapter)
     model, tok = evaluate.load_tuned(adapter, models.hf_model(trained["student"]), ev.precision)
     return model, tok, trained
+
+
+def split_means(rows: list[dict], split: str, conds: tuple[str, ...]) -> dict:
+    """The judge's mean per answerer (the fine-tuned student and ``conds``) over ``rows`` of one split, and n."""
+    part = [r for r in rows if r.get("split") == split]
+    return {c: (round(sum(r[f"{c}_judge"] for r in part) / len(part), 3) if part else None)
+            for c in ("tuned", *conds)} | {"n": len(part)}
+
+
+def meets(m: dict, c: str) -> bool:
+    """``c``'s mean (of :func:`split_means`) is at or above both the fine-tuned student's and base + RAG's."""
+    return None not in (m.get(c), m.get("tuned")) and m[c] >= max(m["tuned"], m.get("rag") or 0)
+
+
+def pooled_two_ways(pooled: list[tuple[str, dict, dict]], ways: tuple[str, str], conds: tuple[str, ...],
+                    splits: tuple[str, ...]) -> dict:
+    """Judged answers of the same questions two ways (``pooled``: run, first way's row, second's), per split and
+    answerer in ``conds``: each way's mean with its 95 % CI, the paired change (second − first) and the invented-value
+    shares, grouped by fact over the runs; printed as it goes, returned keyed by split, answerer and ``ways``."""
+    from tunebook.evaluate import fact_group
+    from tunebook.stats import fmt, mean_ci, paired_delta_ci
+
+    first, second = ways
+    summary: dict = {}
+    for s in splits:
+        part = [(run, x, y) for run, x, y in pooled if x.get("split") == s]
+        if not part:
+            continue
+        groups = [f"{run}:{fact_group(x)}" for run, x, _ in part]
+        summary[s] = {"n": len(part)}
+        tuned = mean_ci([x["tuned_judge"] for _, x, _ in part], groups=groups)
+        print(f"  {s} (n={len(part)}): fine-tuned {fmt(tuned)}")
+        for c in conds:
+            a = [x[f"{c}_judge"] for _, x, _ in part]
+            b = [y[f"{c}_judge"] for _, _, y in part]
+            inv = [sum(x[f"{c}_outcome"] == "invents" for x in xs) / len(part)
+                   for xs in ([x for _, x, _ in part], [y for _, _, y in part])]
+            summary[s][c] = {first: mean_ci(a, groups=groups), second: mean_ci(b, groups=groups),
+                             "delta": paired_delta_ci(b, a, groups=groups), "invents": [round(v, 3) for v in inv]}
+            print(f"    {c:10s} {fmt(summary[s][c][first])} → {fmt(summary[s][c][second])}   "
+                  f"Δ {fmt(summary[s][c]['delta'])}   invents {inv[0]:.2f} → {inv[1]:.2f}")
+    return summary

@@ -32,11 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
 from tunebook import evaluate  # noqa: E402
-from tunebook.evaluate import fact_group  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.retrieval import Index  # noqa: E402
-from bench_io import judged, run_settings, tuned_student, write_result  # noqa: E402
-from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
+from bench_io import (judged, meets, pooled_two_ways, run_settings, split_means, tuned_student,  # noqa: E402
+                      write_result)
 
 CONDS = ("rag", "tuned_rag", "surer")
 SPLITS = ("recall", "unseen", "outofdocs")
@@ -65,16 +64,6 @@ def context_tokens(rows: list[dict], index: Index, tok, base_too: bool) -> dict[
              for r in rows]
         out[cond] = round(sum(n) / max(1, len(n)), 1)
     return out
-
-
-def means(rows: list[dict], split: str) -> dict:
-    part = [r for r in rows if r.get("split") == split]
-    return {c: (round(sum(r[f"{c}_judge"] for r in part) / len(part), 3) if part else None)
-            for c in ("tuned", *CONDS)} | {"n": len(part)}
-
-
-def meets(m: dict, c: str) -> bool:
-    return None not in (m.get(c), m.get("tuned")) and m[c] >= max(m["tuned"], m.get("rag") or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         changed = {c: sum(w_by[i][c] != p_by[i][c] for i in w_by) for c in CONDS}
         row = {"run": run.name, "questions": len(eval_rows), "changed": changed,
                "seconds": {k: round(v, 1) for k, v in seconds.items()}, "context_tokens": tokens,
-               "whole": {s: means(whole, s) for s in SPLITS}, "passage": {s: means(part, s) for s in SPLITS}}
+               **{k: {s: split_means(rows, s, CONDS) for s in SPLITS}
+                  for k, rows in (("whole", whole), ("passage", part))}}
         table.append(row)
         pooled_rows += [(run.name, w_by[i], p_by[i]) for i in w_by]
         f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
@@ -124,23 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds": {k: round(sum(t["seconds"][k] for t in table), 1) for k in ("whole", "passage")}}
     print(f"\npooled over {len(table)} runs ({a.label or 'runs given'}), passages of ±{a.lines} lines; answering "
           f"{summary['seconds']['whole']:.0f} s → {summary['seconds']['passage']:.0f} s "
-          f"({summary['seconds']['whole'] / summary['seconds']['passage']:.2f}×); judge 0–5 with 95 % CI, paired by fact:")
-    for s in SPLITS:
-        part = [(run, w, p) for run, w, p in pooled_rows if w.get("split") == s]
-        if not part:
-            continue
-        groups = [f"{run}:{fact_group(w)}" for run, w, _ in part]
-        summary[s] = {"n": len(part)}
-        print(f"  {s} (n={len(part)}): fine-tuned {fmt(mean_ci([w['tuned_judge'] for _, w, _ in part], groups=groups))}")
-        for c in CONDS:
-            w = [x[f"{c}_judge"] for _, x, _ in part]
-            p = [x[f"{c}_judge"] for _, _, x in part]
-            inv = [sum(x[f"{c}_outcome"] == "invents" for x in xs) / len(part)
-                   for xs in ([x for _, x, _ in part], [x for _, _, x in part])]
-            summary[s][c] = {"whole": mean_ci(w, groups=groups), "passage": mean_ci(p, groups=groups),
-                             "delta": paired_delta_ci(p, w, groups=groups), "invents": [round(v, 3) for v in inv]}
-            print(f"    {c:10s} {fmt(summary[s][c]['whole'])} → {fmt(summary[s][c]['passage'])}   "
-                  f"Δ {fmt(summary[s][c]['delta'])}   invents {inv[0]:.2f} → {inv[1]:.2f}")
+          f"({summary['seconds']['whole'] / summary['seconds']['passage']:.2f}×); "
+          "judge 0–5 with 95 % CI, paired by fact:")
+    summary |= pooled_two_ways(pooled_rows, ("whole", "passage"), CONDS, SPLITS)
     for c in CONDS:
         w = sum(meets(t["whole"]["recall"], c) for t in table)
         p = sum(meets(t["passage"]["recall"], c) for t in table)

@@ -28,11 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
 from tunebook import evaluate, models  # noqa: E402
-from tunebook.evaluate import fact_group  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.retrieval import Index, table_rows  # noqa: E402
-from bench_io import judged, run_settings, write_result  # noqa: E402
-from tunebook.stats import fmt, mean_ci, paired_delta_ci  # noqa: E402
+from bench_io import judged, meets, pooled_two_ways, run_settings, split_means, write_result  # noqa: E402
 
 CONDS = ("rag", "tuned_rag", "surer")
 SPLITS = ("recall", "unseen", "outofdocs")
@@ -51,16 +49,6 @@ def answer(run: Path, eval_rows: list[dict], index: Index, cfg, model, tok, trai
                             train_rows=list(read_jsonl(run / "data" / "train.jsonl")),
                             provenance_below=ev.provenance_below, draft_search=ev.draft_search,
                             context_grounding=ev.context_grounding)
-
-
-def means(rows: list[dict], split: str) -> dict:
-    part = [r for r in rows if r.get("split") == split]
-    return {c: (round(sum(r[f"{c}_judge"] for r in part) / len(part), 3) if part else None)
-            for c in ("tuned", *CONDS)} | {"n": len(part)}
-
-
-def meets(m: dict, c: str) -> bool:
-    return None not in (m.get(c), m.get("tuned")) and m[c] >= max(m["tuned"], m.get("rag") or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         whole_on = [on_by.get(r["id"], r) for r in recorded]
         changed = {c: sum(off_by[i][c] != on_by[i][c] for i in off_by) for c in CONDS}
         row = {"run": run.name, "questions": len(eval_rows), "changed": changed, "seconds": round(time.time() - t0),
-               "off": {s: means(off, s) for s in SPLITS}, "on": {s: means(on, s) for s in SPLITS},
-               "run_off": {s: means(whole_off, s) for s in SPLITS}, "run_on": {s: means(whole_on, s) for s in SPLITS}}
+               **{k: {s: split_means(rows, s, CONDS) for s in SPLITS}
+                  for k, rows in (("off", off), ("on", on), ("run_off", whole_off), ("run_on", whole_on))}}
         table.append(row)
         pooled_rows += [(run.name, off_by[i], on_by[i]) for i in off_by]
         f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
@@ -111,22 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict = {}
     print(f"\npooled over {len(table)} runs ({a.label or 'runs given'}), the questions whose RAG prompts hold a table; "
           "judge 0–5 with 95 % CI, paired by fact:")
-    for s in SPLITS:
-        part = [(run, b, n) for run, b, n in pooled_rows if b.get("split") == s]
-        if not part:
-            continue
-        groups = [f"{run}:{fact_group(b)}" for run, b, _ in part]
-        summary[s] = {"n": len(part)}
-        print(f"  {s} (n={len(part)}): fine-tuned {fmt(mean_ci([b['tuned_judge'] for _, b, _ in part], groups=groups))}")
-        for c in CONDS:
-            b = [x[f"{c}_judge"] for _, x, _ in part]
-            n = [x[f"{c}_judge"] for _, _, x in part]
-            inv = [sum(x[f"{c}_outcome"] == "invents" for x in xs) / len(part)
-                   for xs in ([x for _, x, _ in part], [x for _, _, x in part])]
-            summary[s][c] = {"off": mean_ci(b, groups=groups), "on": mean_ci(n, groups=groups),
-                             "delta": paired_delta_ci(n, b, groups=groups), "invents": [round(v, 3) for v in inv]}
-            print(f"    {c:10s} {fmt(summary[s][c]['off'])} → {fmt(summary[s][c]['on'])}   "
-                  f"Δ {fmt(summary[s][c]['delta'])}   invents {inv[0]:.2f} → {inv[1]:.2f}")
+    summary |= pooled_two_ways(pooled_rows, ("off", "on"), CONDS, SPLITS)
     for c in CONDS:
         b = sum(meets(t["run_off"]["recall"], c) for t in table)
         n = sum(meets(t["run_on"]["recall"], c) for t in table)
