@@ -113,3 +113,15 @@ def pooled_two_ways(pooled: list[tuple[str, dict, dict]], ways: tuple[str, str],
             print(f"    {c:10s} {fmt(summary[s][c][first])} → {fmt(summary[s][c][second])}   "
                   f"Δ {fmt(summary[s][c]['delta'])}   invents {inv[0]:.2f} → {inv[1]:.2f}")
     return summary
+
+
+def runs_at_or_above_both(table: list[dict], keys: tuple[str, str], conds: tuple[str, ...]) -> dict:
+    """Per answerer in ``conds``, in how many runs of ``table`` its recall mean is at or above both the fine-tuned
+    student's and base + RAG's, the first way (``keys[0]``: each run's :func:`split_means` per split) and the second;
+    printed, and returned as ``runs_<answerer>_at_or_above_both``: [first, second, runs]."""
+    out = {}
+    for c in conds:
+        a, b = (sum(meets(t[k]["recall"], c) for t in table) for k in keys)
+        out[f"runs_{c}_at_or_above_both"] = [a, b, len(table)]
+        print(f"  runs where {c} ≥ both fine-tuned and base + RAG on recall: {a} → {b} of {len(table)}")
+    return out

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT / "lib"))
 from tunebook import evaluate  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.retrieval import Index  # noqa: E402
-from bench_io import (judged, meets, pooled_two_ways, run_settings, split_means, tuned_student,  # noqa: E402
-                      write_result)
+from bench_io import (judged, meets, pooled_two_ways, run_settings, runs_at_or_above_both,  # noqa: E402
+                      split_means, tuned_student, write_result)
 
 CONDS = ("rag", "tuned_rag", "surer")
 SPLITS = ("recall", "unseen", "outofdocs")
@@ -117,11 +117,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({summary['seconds']['whole'] / summary['seconds']['passage']:.2f}×); "
           "judge 0–5 with 95 % CI, paired by fact:")
     summary |= pooled_two_ways(pooled_rows, ("whole", "passage"), CONDS, SPLITS)
-    for c in CONDS:
-        w = sum(meets(t["whole"]["recall"], c) for t in table)
-        p = sum(meets(t["passage"]["recall"], c) for t in table)
-        summary[f"runs_{c}_at_or_above_both"] = [w, p, len(table)]
-        print(f"  runs where {c} ≥ both fine-tuned and base + RAG on recall: {w} → {p} of {len(table)}")
+    summary |= runs_at_or_above_both(table, ("whole", "passage"), CONDS)
     write_result(f"rag_passage-{(a.label or 'runs').replace('/', '_')}-lines{a.lines}{'-base-too' * a.base_too}",
                  {"runs": table, "pooled": summary})
     return 0

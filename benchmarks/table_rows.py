@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / "lib"))
 from tunebook import evaluate, models  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.retrieval import Index, table_rows  # noqa: E402
-from bench_io import judged, meets, pooled_two_ways, run_settings, split_means, write_result  # noqa: E402
+from bench_io import (judged, meets, pooled_two_ways, run_settings, runs_at_or_above_both,  # noqa: E402
+                      split_means, write_result)
 
 CONDS = ("rag", "tuned_rag", "surer")
 SPLITS = ("recall", "unseen", "outofdocs")
@@ -100,11 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\npooled over {len(table)} runs ({a.label or 'runs given'}), the questions whose RAG prompts hold a table; "
           "judge 0–5 with 95 % CI, paired by fact:")
     summary |= pooled_two_ways(pooled_rows, ("off", "on"), CONDS, SPLITS)
-    for c in CONDS:
-        b = sum(meets(t["run_off"]["recall"], c) for t in table)
-        n = sum(meets(t["run_on"]["recall"], c) for t in table)
-        summary[f"runs_{c}_at_or_above_both"] = [b, n, len(table)]
-        print(f"  runs where {c} ≥ both fine-tuned and base + RAG on recall: {b} → {n} of {len(table)}")
+    summary |= runs_at_or_above_both(table, ("run_off", "run_on"), CONDS)
     write_result(f"table_rows-{(a.label or 'runs').replace('/', '_')}", {"runs": table, "pooled": summary})
     return 0
 
