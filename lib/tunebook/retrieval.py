@@ -51,6 +51,7 @@ class Index:
     table_rows: bool = False  # :meth:`context` writes Markdown tables one self-contained line per row
     passage_lines: int = 0  # :meth:`context` keeps the line best matching the question and this many either side
     _idf: dict[str, float] | None = None
+    _df: dict[str, int] | None = None
 
     @classmethod
     def build(cls, chunks: list[dict], tokenizer: Tokenizer = "jieba", table_rows: bool = False,
@@ -99,14 +100,19 @@ class Index:
         guided = self.search([f"{q}\n{d}" for q, d in zip(questions, drafts)], k)
         return [list(dict.fromkeys(a + b)) for a, b in zip(plain, guided)]
 
+    def doc_freq(self) -> dict[str, int]:
+        """In how many chunks each term occurs (jieba/char2 terms, as searched). Counted once per index."""
+        if self._df is None:
+            from collections import Counter
+
+            self._df = dict(Counter(t for text in self.texts for t in term_set(text, self.tokenizer)))
+        return self._df
+
     def common_terms(self) -> frozenset[str]:
         """Terms in at least half of the chunks (and in two): the product's and the docs' own words, which say what
         every page is about rather than which fact a question asks for. Counted once per index."""
         if self._common is None:
-            from collections import Counter
-
-            df = Counter(t for text in self.texts for t in term_set(text, self.tokenizer))
-            self._common = frozenset(t for t, n in df.items() if n >= max(2, len(self.texts) / 2))
+            self._common = frozenset(t for t, n in self.doc_freq().items() if n >= max(2, len(self.texts) / 2))
         return self._common
 
     def idf(self) -> dict[str, float]:
@@ -114,11 +120,9 @@ class Index:
         holds weighs far more than a word every page uses. Counted once per index."""
         if self._idf is None:
             import math
-            from collections import Counter
 
             n = len(self.texts)
-            df = Counter(t for text in self.texts for t in term_set(text, self.tokenizer))
-            self._idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
+            self._idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in self.doc_freq().items()}
         return self._idf
 
     def context(self, idx: list[int], about: str = "") -> str:

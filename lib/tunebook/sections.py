@@ -199,7 +199,7 @@ class EvalSettings(_Section):
     table_rows: bool = False
     # the fine-tuned student's RAG prompts hold of each chunk only the line best matching the question and its draft,
     # this many lines either side, its heading and table header (retrieval.passage; 0: whole chunks); base + RAG keeps
-    # whole chunks. benchmarks/rag_passage.py: 1.3-1.5x faster RAG answering, fine-tuned + RAG recall -0.04 / -0.13
+    # whole chunks. benchmarks/rag_passage.py: 05's answering 1.21x faster, fine-tuned + RAG recall -0.04 / -0.13 n.s.
     rag_lines: int = Field(3, ge=0)
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)  # most questions per generate() batch (equal batches); with llama.cpp, the server's parallel slots
