@@ -1,7 +1,11 @@
-"""05's answerers on a CPU: transformers (float32 ``generate``) vs llama.cpp (the student's GGUF + the LoRA as GGUF,
+"""05's answerers on a CPU: transformers (``generate`` in 05's ``evaluate.precision``) vs llama.cpp (the student's GGUF + the LoRA as GGUF,
 switched per request), on one finished run dir, same questions, same prompts, greedy both.
 
-    .venv/bin/python benchmarks/eval_engine.py outputs/RUN [--conditions base,tuned_rag] [--limit N]
+    .venv/bin/python benchmarks/eval_engine.py outputs/RUN [--conditions base,tuned_rag,general_base] [--limit N]
+
+Conditions: 05's (base, rag, tuned, tuned_rag; RAG prompts with whole chunks) and ``general_base`` /
+``general_tuned``: the forgetting check's general prompts (``evaluate.general_prompts``, answered with
+``evaluate.general_max_new_tokens``).
 
 Prints, per condition: seconds of each engine, the speed-up, and how often the two agree (exact answer, mean
 character F1). The run dir is only read; the llama.cpp server's files go to a temporary folder.
@@ -20,11 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from bench_io import eval_prompts, run_settings  # noqa: E402
+from bench_io import eval_prompts, run_settings, tuned_student  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tunebook import evaluate, models
+    from tunebook import evaluate
+    from tunebook.forgetting import general_prompts
     from tunebook.text import char_f1
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,10 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = run_settings(run)
     ev = cfg.evaluate
     adapter = run / "train" / "adapter"
-    trained = evaluate.trained_record(adapter)
     rows, questions, _, sets = eval_prompts(run, ev, a.limit)
-    prompts = {False: sets["closed"], True: sets["rag"]}
-    model, tok = evaluate.load_tuned(adapter, models.hf_model(trained["student"]))
+    general = [it["question"] for it in general_prompts()]
+    general = general[:ev.general_prompts] if ev.general_prompts else general
+    general_tokens = ev.general_max_new_tokens or ev.max_new_tokens
+    asks = {cond: (sets["rag"] if rag else sets["closed"], ev.max_new_tokens, questions)
+            for cond, (_, rag) in evaluate.CONDITIONS.items()}
+    asks |= {f"general_{c}": (general, general_tokens, general) for c in ("base", "tuned")}
+    model, tok, trained = tuned_student(run, ev)
     wanted = a.conditions.split(",")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,11 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         start_s = time.perf_counter() - t0
         try:
             for cond in wanted:
-                tuned, rag = evaluate.CONDITIONS[cond]
+                tuned = cond == "general_tuned" or (cond in evaluate.CONDITIONS and evaluate.CONDITIONS[cond][0])
+                prompts, tokens, asked = asks[cond]
                 out = {}
                 for name, srv in (("transformers", None), ("llama.cpp", server)):
                     t0 = time.perf_counter()
-                    out[name] = evaluate.generate(model, tok, prompts[rag], ev.max_new_tokens, ev.batch_size,
+                    out[name] = evaluate.generate(model, tok, prompts, tokens, ev.batch_size,
                                                   adapter=tuned, system_prompt=trained["system_prompt"],
                                                   desc=f"{cond} · {name}", server=srv)
                     out[f"{name}_s"] = time.perf_counter() - t0
@@ -64,13 +74,14 @@ def main(argv: list[str] | None = None) -> int:
                     "exact_agreement": round(sum(x == y for x, y in pairs) / len(pairs), 3),
                     "mean_char_f1": round(sum(char_f1(y, x) for x, y in pairs) / len(pairs), 3),
                     "examples": [{"q": q, "transformers": x, "llama.cpp": y}
-                                 for q, (x, y) in list(zip(questions, pairs))[:2]],
+                                 for q, (x, y) in list(zip(asked, pairs))[:2]],
                 })
                 print(json.dumps({k: v for k, v in results[-1].items() if k != "examples"}), flush=True)
         finally:
             server.stop()
     print(f"\nrun {run.name}: student {trained['student']}, {len(rows)} questions, max_new_tokens "
-          f"{ev.max_new_tokens}, batch/slots {ev.batch_size}, {date.today()}; llama.cpp start-up incl. LoRA "
+          f"{ev.max_new_tokens} (general {general_tokens}), batch/slots {ev.batch_size}, transformers "
+          f"{model.dtype}, {date.today()}; llama.cpp start-up incl. LoRA "
           f"conversion {start_s:.0f} s")
     print("| condition | n | transformers s | llama.cpp s | speed-up | exact agreement | mean char F1 |\n|---|---|---|---|---|---|---|")
     for r in results:

@@ -144,6 +144,7 @@ def test_newcomer_path_01_to_05_in_jupyterlab_with_the_notebooks_defaults(tmp_pa
         recall = metrics["recall"]
         assert recall["tuned_rouge_l"] > recall["base_rouge_l"], recall
     assert not metrics["general"].get("collapsed"), metrics["general"]
+    assert metrics["engine"] == "transformers"  # the default engine (the e2e run takes llama.cpp)
     exports = run_dir / "export"
     assert (exports / "adapter").is_dir() and (exports / "merged").is_dir()
     assert (exports / "gguf" / "dev-q4_k_m.gguf").is_file() and (exports / "gguf" / "Modelfile").is_file()

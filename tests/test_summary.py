@@ -31,7 +31,8 @@ def test_summary_from_fake_metrics_files(tmp_path):
            {"backend": "transformers", "steps": 40, "runtime_s": 230.5, "tokens_per_s": 301.456,
             "peak_memory_mb": 5053.9, "first_loss": 5.8012, "final_loss": 0.4031})
     _write(run / "export" / "exports.json", {"adapter": "/x/adapter"})
-    _write(run / "eval" / "metrics.json", {"gguf_agreement": {"q8_0": {"n": 16, "exact_agreement": 0.9375,
+    _write(run / "eval" / "metrics.json", {"engine": "hybrid",
+                                           "gguf_agreement": {"q8_0": {"n": 16, "exact_agreement": 0.9375,
                                                                       "mean_char_f1": 0.981}}})
     text = summary.build(run)
     assert "7.6 teacher tokens/s" in text
@@ -39,6 +40,7 @@ def test_summary_from_fake_metrics_files(tmp_path):
     assert "40 steps, 3 min 50 s, 301.5 tokens/s, peak memory 4.9 GiB" in text
     assert "loss 5.80 → 0.40" in text
     assert "15 of 16 answers agree exactly, mean character F1 0.98" in text
+    assert "Answered by: llama-server" in text and "transformers for the RAG prompts" in text
     for raw in ("7.590", "230.5", "5053", "MB", "{'"):
         assert raw not in text, raw
 

@@ -106,15 +106,17 @@ def trained_record(adapter_dir: Path, student: str = "") -> dict[str, Any]:
 
 
 def start_student(ev, trained: dict[str, Any], adapter_dir: Path, eval_dir: Path):
-    """The llama-server answerer (:mod:`tunebook.student_server`), started, when ``ev.engine`` is ``llama.cpp``;
+    """The llama-server answerer (:mod:`tunebook.student_server`), started, when ``ev.engine`` is or resolves to
+    ``llama.cpp`` (every prompt) or ``hybrid`` (all but the RAG prompts; :func:`~tunebook.student_server.engine_for`);
     None means transformers answers. Stop it with ``.stop()`` when the answering is done."""
     from . import student_server
 
-    if not student_server.wanted(ev.engine, trained["student"]):
+    engine = student_server.engine_for(ev.engine, trained["student"])
+    if engine == "transformers":
         return None
     return student_server.StudentServer(trained["student"], adapter_dir, student_server.base_dir(trained),
                                         Path(eval_dir) / student_server.SERVER_DIR, parallel=ev.batch_size,
-                                        port=ev.engine_port).start()
+                                        port=ev.engine_port, rag=engine == "llama.cpp").start()
 
 
 def save_metrics(metrics: dict[str, Any], eval_dir: Path) -> Path:
@@ -165,7 +167,7 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     for i, (r, q, ref) in enumerate(zip(eval_rows, questions, refs)):
         row = {"id": r["id"], "source": r.get("source", ""), "chunk_id": r.get("chunk_id", ""),
                "split": r.get("split", "eval"), "question": q, "reference": ref,
-               "engine": "llama.cpp" if server is not None else "transformers"}
+               "engine": server.engine if server is not None else "transformers"}
         for cond, ans in answers.items():
             a, conf = ans[i], confidence[cond][i]
             if CONDITIONS[cond][0] and (abstain_below > 0 or trained):  # the gates are the fine-tuned student's
@@ -260,7 +262,7 @@ def _answer_all(model, tok, questions: list[str], max_new_tokens: int, batch_siz
                 todo = [rag_prompt(q, c) for q, c in zip(questions, contexts[cond])]
             answers[cond], confidence[cond] = generate_scored(
                 model, tok, todo, max_new_tokens, batch_size, adapter=adapter, system_prompt=system_prompt,
-                desc=CONDITION_LABELS[cond], server=server)
+                desc=CONDITION_LABELS[cond], server=server.for_prompts(rag) if server is not None else None)
     picked: list[str] = []
     if "tuned_rag" in answers:
         recited = [bool(recites and recites(a, q)) for a, q in zip(answers["tuned"], questions)]

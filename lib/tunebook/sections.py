@@ -203,9 +203,11 @@ class EvalSettings(_Section):
     rag_lines: int = Field(3, ge=0)
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)  # most questions per generate() batch (equal batches); with llama.cpp, the server's parallel slots
-    # who answers as the student: transformers, or llama.cpp (its GGUF + the LoRA as GGUF; faster on a CPU for short
-    # prompts, slower for RAG prompts: benchmarks/eval_engine.py)
-    engine: Literal["transformers", "llama.cpp"] = "transformers"
+    # who answers as the student: transformers, llama.cpp (its GGUF + the LoRA as GGUF; faster on a CPU for short
+    # prompts, slower for RAG prompts: benchmarks/eval_engine.py), or hybrid (llama.cpp for the closed-book and general
+    # prompts, transformers for the RAG prompts: 05's answering only 1.04x faster over 3 runs, base and general
+    # answers worded differently; benchmarks/hybrid_engine.py, RESULTS.md session 32)
+    engine: Literal["transformers", "llama.cpp", "hybrid"] = "transformers"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # the transformers answerer's float type (see train.precision)
     engine_port: int = Field(8095, ge=1, le=65535)
     judge: bool = True

@@ -1,15 +1,15 @@
-"""05's other answerer: the student through llama-server instead of transformers (``evaluate.engine=llama.cpp``).
+"""05's other answerer: the student through llama-server instead of transformers (``evaluate.engine``).
 
 llama-server serves the very GGUF the student was trained from (04 trained on its dequantized copy, so the weights
 are the same numbers), with the LoRA adapter converted to GGUF by llama.cpp's own ``convert_lora_to_gguf.py`` and
 switched per request — scale 1 answers as the fine-tuned student, scale 0 as the base. Prompts are rendered with the
 trained tokenizer's chat template, exactly as on the transformers path, and sent as raw text; answers are greedy.
 
-Measured on the 2-core CPU (``benchmarks/eval_engine.py``, RESULTS.md) against float32 transformers: 2.5× faster
-for closed-book questions (short prompts: decoding dominates), 0.7× for RAG prompts (≈ 700 tokens: prompt
-processing dominates). Since then transformers answers in bf16 on CPUs with AMX (``evaluate.precision``,
-``benchmarks/cpu_bf16.py``: 1.6–1.8× over float32), so transformers stays the default; ``llama.cpp`` shows how the
-exported student behaves.
+Measured on the 2-core CPU (``benchmarks/eval_engine.py``, RESULTS.md): against bf16 transformers 1.2–1.6× faster for
+closed-book questions and general prompts (short prompts: decoding dominates), slower for RAG prompts (prompt
+processing dominates: PyTorch reads long prompts at the CPU's matmul peak). ``hybrid`` uses it for the short prompts
+only; over three finished runs that made 05's answering only 1.04× faster (``benchmarks/hybrid_engine.py``), and the
+base's answers changed wording, so transformers stays the default.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from typing import Any
 SERVER_DIR = "student-server"  # under eval/: the server's record and log (stopped by serve.stop_all)
 
 
-def wanted(engine: str, student: str) -> bool:
-    """Whether 05 answers through llama-server (``evaluate.engine=llama.cpp``; the student must be a GGUF)."""
+def engine_for(engine: str, student: str) -> str:
+    """Who answers as the student in 05 (``evaluate.engine``): ``transformers``; ``llama.cpp``, this server for every
+    prompt; or ``hybrid``, this server for the decode-bound closed-book and general prompts and transformers for the
+    prompt-bound RAG prompts. The last two need a GGUF student."""
     from . import models
 
-    if engine != "llama.cpp":
-        return False
     kind = models.parse(student).kind
-    if kind not in ("bundled", "gguf"):
-        raise ValueError(f"evaluate.engine=llama.cpp needs a GGUF student; {student!r} is a {kind}")
-    return True
+    if engine in ("llama.cpp", "hybrid") and kind not in ("bundled", "gguf"):
+        raise ValueError(f"evaluate.engine={engine} needs a GGUF student; {student!r} is a {kind}")
+    return engine
 
 
 def base_dir(trained: dict[str, Any]) -> Path:
@@ -61,10 +61,13 @@ def lora_to_gguf(adapter_dir: Path, base_hf_dir: Path, out: Path) -> Path:
 class StudentServer:
     """llama-server with the student's GGUF and its LoRA (loaded at scale 0); ``answer`` switches it per request.
     ``start()``/``stop()``, or use it as a context manager (stopped on exit, also after an error); the runner's
-    end stops one a crash left behind (``serve.stop_all``)."""
+    end stops one a crash left behind (``serve.stop_all``). ``rag=False`` (``evaluate.engine=hybrid``): it answers
+    the short prompts only, and RAG prompts go to transformers (:meth:`for_prompts`)."""
 
     def __init__(self, student: str, adapter_dir: Path, base_hf_dir: Path, work_dir: Path, parallel: int = 4,
-                 ctx_per_slot: int = 2048, port: int = 8095, lora_gguf: Path | None = None):
+                 ctx_per_slot: int = 2048, port: int = 8095, lora_gguf: Path | None = None, rag: bool = True):
+        self.rag = rag
+        self.engine = "llama.cpp" if rag else "hybrid"
         self.student, self.adapter_dir, self.base_hf_dir = student, Path(adapter_dir), Path(base_hf_dir)
         self.work_dir, self.parallel, self.ctx, self.port = Path(work_dir), parallel, ctx_per_slot, port
         self.teacher: Any = None
@@ -92,6 +95,10 @@ class StudentServer:
         from . import serve
 
         serve.stop(self.work_dir)
+
+    def for_prompts(self, rag: bool) -> "StudentServer | None":
+        """This server where it answers prompts of this kind (closed-book, or with chunks), else None: transformers."""
+        return self if self.rag or not rag else None
 
     def answer(self, prompts: list[str], tuned: bool, max_new_tokens: int, desc: str = "") -> list[str]:
         """Greedy completions of already templated ``prompts``, in order; the LoRA at scale 1 when ``tuned``."""

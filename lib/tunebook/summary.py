@@ -70,7 +70,15 @@ def _metrics_lines(metrics: dict[str, Any]) -> list[str]:
     lines += ["| " + " | ".join(c.replace("condition", "answerer") for c in cols) + " |", "|---" * len(cols) + "|"]
     for r in metric_rows(metrics):
         lines.append("| " + " | ".join("" if c == "retrieval hit" and r[c] is None else _fmt(r[c]) for c in cols) + " |")
+    if metrics.get("engine"):
+        lines += ["", f"Answered by: {ENGINES.get(metrics['engine'], metrics['engine'])} (`evaluate.engine`)."]
     return lines
+
+
+ENGINES = {"transformers": "transformers, every prompt",
+           "llama.cpp": "llama-server (the student's GGUF, the LoRA as GGUF switched per request), every prompt",
+           "hybrid": "llama-server (the student's GGUF, the LoRA as GGUF switched per request) for the closed-book "
+                     "questions and general prompts, transformers for the RAG prompts"}
 
 
 def build(run_dir: Path) -> str:
