@@ -46,12 +46,9 @@ def answer(run: Path, cfg, model, tok, trained: dict, index: Index, switch, serv
     """05's answering cell and forgetting check, as 05 runs them (``server``: None for transformers only)."""
     ev = cfg.evaluate
     t0 = time.time()
-    rows = evaluate.compare(model, tok, list(read_jsonl(run / "data" / "eval.jsonl")), ev.max_new_tokens,
-                            ev.batch_size, trained["system_prompt"], rag_index=index, rag_k=ev.rag_k, server=server,
-                            abstain_below=ev.abstain_below, train_rows=list(read_jsonl(run / "data" / "train.jsonl")),
-                            switch=switch, provenance_below=ev.provenance_below, draft_search=ev.draft_search,
-                            context_grounding=ev.context_grounding, recited_above=ev.recited_above,
-                            agreement_pass=ev.agreement_pass)
+    rows = evaluate.compare_with(ev, model, tok, list(read_jsonl(run / "data" / "eval.jsonl")),
+                                 trained["system_prompt"], rag_index=index, server=server,
+                                 train_rows=list(read_jsonl(run / "data" / "train.jsonl")), switch=switch)
     general = forgetting.forgetting_check(model, tok, None, scratch, ev.general_max_new_tokens or ev.max_new_tokens,
                                           ev.batch_size, trained["system_prompt"], limit=ev.general_prompts,
                                           server=server, switch=switch)["rows"]

@@ -45,12 +45,8 @@ def answer(run: Path, eval_rows: list[dict], index: Index, cfg, model, tok, trai
            base_too: bool = False) -> tuple[list[dict], float]:
     ev = cfg.evaluate
     t0 = time.time()
-    rows = evaluate.compare(model, tok, eval_rows, ev.max_new_tokens, ev.batch_size, trained["system_prompt"],
-                            rag_index=index, rag_k=ev.rag_k, abstain_below=ev.abstain_below,
-                            train_rows=list(read_jsonl(run / "data" / "train.jsonl")),
-                            provenance_below=ev.provenance_below, draft_search=ev.draft_search,
-                            context_grounding=ev.context_grounding, recited_above=ev.recited_above,
-                            agreement_pass=ev.agreement_pass, base_passages=base_too)
+    rows = evaluate.compare_with(ev, model, tok, eval_rows, trained["system_prompt"], rag_index=index,
+                                 train_rows=list(read_jsonl(run / "data" / "train.jsonl")), base_passages=base_too)
     return rows, time.time() - t0
 
 

@@ -45,11 +45,8 @@ def with_tables(rows: list[dict], index: Index) -> set[str]:
 
 def answer(run: Path, eval_rows: list[dict], index: Index, cfg, model, tok, trained: dict) -> list[dict]:
     ev = cfg.evaluate
-    return evaluate.compare(model, tok, eval_rows, ev.max_new_tokens, ev.batch_size, trained["system_prompt"],
-                            rag_index=index, rag_k=ev.rag_k, abstain_below=ev.abstain_below,
-                            train_rows=list(read_jsonl(run / "data" / "train.jsonl")),
-                            provenance_below=ev.provenance_below, draft_search=ev.draft_search,
-                            context_grounding=ev.context_grounding)
+    return evaluate.compare_with(ev, model, tok, eval_rows, trained["system_prompt"], rag_index=index,
+                                 train_rows=list(read_jsonl(run / "data" / "train.jsonl")))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,3 +111,29 @@ def test_your_own_questions_are_answered_like_the_eval_without_a_score(monkeypat
     assert [r["tuned"] for r in answered] == ["tuned says 8080"] * 2 and answered[0]["reference"] == ""
     html = evaluate.side_by_side_html(answered)
     assert "tuned says 8080" in html and "ROUGE-L" not in html  # no reference: no score shown
+
+
+def test_compare_with_passes_every_setting_compare_shares_with_the_evaluate_section(monkeypatch):
+    """evaluate.compare_with is 05's answering call, also used by the benchmarks that rerun it: each parameter of
+    compare that names an ``evaluate`` setting gets that setting (a new gate added to both cannot be left out)."""
+    import inspect
+
+    from tunebook import evaluate
+    from tunebook import settings as st
+
+    ev = st.load("cpu", ["evaluate.abstain_below=0.31", "evaluate.recited_above=0.77", "evaluate.rag_k=3",
+                         "evaluate.agreement_pass=false"]).evaluate
+    seen = {}
+
+    def fake(*args, **kwargs):
+        names = list(inspect.signature(real).parameters)
+        seen.update(dict(zip(names, args)) | kwargs)
+        return []
+
+    real = evaluate.compare
+    monkeypatch.setattr(evaluate, "compare", fake)
+    evaluate.compare_with(ev, None, None, [], "sys", train_rows=[])
+    shared = [n for n in inspect.signature(real).parameters if n in type(ev).model_fields]
+    assert {"max_new_tokens", "batch_size", "abstain_below", "recited_above", "agreement_pass", "rag_k"} <= set(shared)
+    assert all(seen[n] == getattr(ev, n) for n in shared), {n: (seen[n], getattr(ev, n)) for n in shared}
+    assert seen["system_prompt"] == "sys"

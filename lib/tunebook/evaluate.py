@@ -191,6 +191,17 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     return rows
 
 
+def compare_with(ev, model, tok, eval_rows: list[dict], system_prompt: str = "", rag_index=None, server=None,
+                 train_rows: list[dict] | None = None, switch=None, base_passages: bool = False) -> list[dict]:
+    """:func:`compare` as 05 runs it: answer length, batch size, retrieval and every gate setting from ``ev`` (the
+    run's ``evaluate`` settings), so that 05 and the benchmarks that rerun its answering cannot drift apart."""
+    return compare(model, tok, eval_rows, ev.max_new_tokens, ev.batch_size, system_prompt, rag_index=rag_index,
+                   rag_k=ev.rag_k, server=server, abstain_below=ev.abstain_below, train_rows=train_rows,
+                   provenance_below=ev.provenance_below, draft_search=ev.draft_search,
+                   context_grounding=ev.context_grounding, recited_above=ev.recited_above,
+                   agreement_pass=ev.agreement_pass, switch=switch, base_passages=base_passages)
+
+
 def _add_picks(row: dict, i: int, rag_index, found: list, guided: list, picked: list[str]) -> None:
     """The row's retrieved chunks and whether they hold its source (base + RAG, and fine-tuned + RAG with the draft),
     and which fine-tuned answer the surer took."""
