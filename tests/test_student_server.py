@@ -7,12 +7,12 @@ from tunebook import student_server
 
 def test_engine_choice():
     gguf, hub = "qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct"
-    assert student_server.engine_for("transformers", gguf) == student_server.engine_for("transformers", hub) == "transformers"
-    assert student_server.engine_for("llama.cpp", gguf) == "llama.cpp"  # a bundled GGUF
-    assert student_server.engine_for("hybrid", gguf) == "hybrid"
+    for engine in ("transformers", "llama.cpp", "hybrid"):  # a bundled GGUF takes every engine
+        student_server.check_engine(engine, gguf)
+    student_server.check_engine("transformers", hub)
     for engine in ("llama.cpp", "hybrid"):
         with pytest.raises(ValueError, match="needs a GGUF student"):
-            student_server.engine_for(engine, hub)
+            student_server.check_engine(engine, hub)
 
 
 def test_the_lora_scale_rides_on_each_request_and_no_prompt_cache_crosses_scales(monkeypatch):

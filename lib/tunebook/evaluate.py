@@ -106,17 +106,17 @@ def trained_record(adapter_dir: Path, student: str = "") -> dict[str, Any]:
 
 
 def start_student(ev, trained: dict[str, Any], adapter_dir: Path, eval_dir: Path):
-    """The llama-server answerer (:mod:`tunebook.student_server`), started, when ``ev.engine`` is or resolves to
-    ``llama.cpp`` (every prompt) or ``hybrid`` (all but the RAG prompts; :func:`~tunebook.student_server.engine_for`);
-    None means transformers answers. Stop it with ``.stop()`` when the answering is done."""
+    """The llama-server answerer (:mod:`tunebook.student_server`), started, when ``ev.engine`` is ``llama.cpp`` (every
+    prompt) or ``hybrid`` (all but the RAG prompts); None means transformers answers. Stop it with ``.stop()`` when
+    the answering is done."""
     from . import student_server
 
-    engine = student_server.engine_for(ev.engine, trained["student"])
-    if engine == "transformers":
+    student_server.check_engine(ev.engine, trained["student"])
+    if ev.engine == "transformers":
         return None
     return student_server.StudentServer(trained["student"], adapter_dir, student_server.base_dir(trained),
                                         Path(eval_dir) / student_server.SERVER_DIR, parallel=ev.batch_size,
-                                        port=ev.engine_port, rag=engine == "llama.cpp").start()
+                                        port=ev.engine_port, rag=ev.engine == "llama.cpp").start()
 
 
 def save_metrics(metrics: dict[str, Any], eval_dir: Path) -> Path:

@@ -21,16 +21,15 @@ from typing import Any
 SERVER_DIR = "student-server"  # under eval/: the server's record and log (stopped by serve.stop_all)
 
 
-def engine_for(engine: str, student: str) -> str:
-    """Who answers as the student in 05 (``evaluate.engine``): ``transformers``; ``llama.cpp``, this server for every
-    prompt; or ``hybrid``, this server for the decode-bound closed-book and general prompts and transformers for the
-    prompt-bound RAG prompts. The last two need a GGUF student."""
+def check_engine(engine: str, student: str) -> None:
+    """``evaluate.engine`` — ``transformers``; ``llama.cpp``, this server for every prompt; or ``hybrid``, this server
+    for the decode-bound closed-book and general prompts and transformers for the prompt-bound RAG prompts — with a
+    clear error where the last two meet a student that is not a GGUF."""
     from . import models
 
     kind = models.parse(student).kind
     if engine in ("llama.cpp", "hybrid") and kind not in ("bundled", "gguf"):
         raise ValueError(f"evaluate.engine={engine} needs a GGUF student; {student!r} is a {kind}")
-    return engine
 
 
 def base_dir(trained: dict[str, Any]) -> Path:
@@ -67,7 +66,6 @@ class StudentServer:
     def __init__(self, student: str, adapter_dir: Path, base_hf_dir: Path, work_dir: Path, parallel: int = 4,
                  ctx_per_slot: int = 2048, port: int = 8095, lora_gguf: Path | None = None, rag: bool = True):
         self.rag = rag
-        self.engine = "llama.cpp" if rag else "hybrid"
         self.student, self.adapter_dir, self.base_hf_dir = student, Path(adapter_dir), Path(base_hf_dir)
         self.work_dir, self.parallel, self.ctx, self.port = Path(work_dir), parallel, ctx_per_slot, port
         self.teacher: Any = None
@@ -95,6 +93,11 @@ class StudentServer:
         from . import serve
 
         serve.stop(self.work_dir)
+
+    @property
+    def engine(self) -> str:
+        """``evaluate.engine`` as this server serves it: ``llama.cpp`` (every prompt) or ``hybrid``."""
+        return "llama.cpp" if self.rag else "hybrid"
 
     def for_prompts(self, rag: bool) -> "StudentServer | None":
         """This server where it answers prompts of this kind (closed-book, or with chunks), else None: transformers."""
