@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 import sys
 import tempfile
 from datetime import date
@@ -18,15 +19,23 @@ from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.serve import Teacher  # noqa: E402
 
 
-def judged(rows: list[dict], run: Path) -> list[dict]:
-    """``rows`` scored by 05's :func:`tunebook.evaluate.score` with the run's teacher (start it first, as 01 would),
-    in a scratch dir holding a copy of the run's judge cache: the run dir is not touched."""
+@contextmanager
+def judge_scratch(run: Path):
+    """A scratch dir holding a copy of the run's judge cache: judging there asks the teacher only what the run's own
+    judge has not, and leaves the run dir untouched."""
     with tempfile.TemporaryDirectory() as scratch:
         cache = run / "eval" / "judge_cache.jsonl"
         if cache.is_file():
             shutil.copy(cache, Path(scratch) / cache.name)
-        evaluate.score(rows, Teacher.load(run), Path(scratch))
-        return list(read_jsonl(Path(scratch) / evaluate.GENERATIONS_FILE))
+        yield Path(scratch)
+
+
+def judged(rows: list[dict], run: Path) -> list[dict]:
+    """``rows`` scored by 05's :func:`tunebook.evaluate.score` with the run's teacher (start it first, as 01 would),
+    in a :func:`judge_scratch` dir."""
+    with judge_scratch(run) as scratch:
+        evaluate.score(rows, Teacher.load(run), scratch)
+        return list(read_jsonl(scratch / evaluate.GENERATIONS_FILE))
 
 
 def write_result(stem: str, payload, indent: int = 2) -> Path:

@@ -21,7 +21,6 @@ how many answers changed, the judge per answerer, the invented-value shares and 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -35,7 +34,8 @@ from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.retrieval import Index  # noqa: E402
 from tunebook.serve import Teacher  # noqa: E402
 from tunebook.stats import fmt, paired_delta_ci  # noqa: E402
-from bench_io import judged, pooled_two_ways, run_settings, runs_at_or_above_both, split_means, tuned_student, write_result  # noqa: E402,E501
+from bench_io import (judge_scratch, judged, pooled_two_ways, run_settings, runs_at_or_above_both,  # noqa: E402
+                      split_means, tuned_student, write_result)
 
 WAYS = ("transformers", "hybrid")
 CONDS = ("base", "rag", "tuned_rag", "surer", "switched")
@@ -56,12 +56,9 @@ def answer(run: Path, cfg, model, tok, trained: dict, index: Index, switch, serv
 
 
 def judged_general(rows: list[dict], run: Path) -> dict:
-    """The forgetting check's rows judged as 05 judges them, in a scratch dir with a copy of the run's judge cache."""
-    with tempfile.TemporaryDirectory() as scratch:
-        cache = run / "eval" / "judge_cache.jsonl"
-        if cache.is_file():
-            shutil.copy(cache, Path(scratch) / cache.name)
-        forgetting.score_general(rows, Teacher.load(run), Path(scratch))
+    """The forgetting check's rows judged as 05 judges them, in a :func:`bench_io.judge_scratch` dir."""
+    with judge_scratch(run) as scratch:
+        forgetting.score_general(rows, Teacher.load(run), scratch)
     return forgetting.general_metrics(rows)
 
 
