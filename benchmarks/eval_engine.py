@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     general = [it["question"] for it in general_prompts()]
     general = general[:ev.general_prompts] if ev.general_prompts else general
     general_tokens = ev.general_max_new_tokens or ev.max_new_tokens
-    asks = {cond: (sets["rag"] if rag else sets["closed"], ev.max_new_tokens, questions)
-            for cond, (_, rag) in evaluate.CONDITIONS.items()}
-    asks |= {f"general_{c}": (general, general_tokens, general) for c in ("base", "tuned")}
+    asks = {cond: (sets["rag"] if rag else sets["closed"], ev.max_new_tokens, questions, bool(tuned))
+            for cond, (tuned, rag) in evaluate.CONDITIONS.items()}
+    asks |= {f"general_{c}": (general, general_tokens, general, c == "tuned") for c in ("base", "tuned")}
     model, tok, trained = tuned_student(run, ev)
     wanted = a.conditions.split(",")
     results = []
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         start_s = time.perf_counter() - t0
         try:
             for cond in wanted:
-                tuned = cond == "general_tuned" or (cond in evaluate.CONDITIONS and evaluate.CONDITIONS[cond][0])
-                prompts, tokens, asked = asks[cond]
+                prompts, tokens, asked, tuned = asks[cond]
                 out = {}
                 for name, srv in (("transformers", None), ("llama.cpp", server)):
                     t0 = time.perf_counter()

@@ -49,9 +49,8 @@ def answer(run: Path, cfg, model, tok, trained: dict, index: Index, switch, serv
     rows = evaluate.compare_with(ev, model, tok, list(read_jsonl(run / "data" / "eval.jsonl")),
                                  trained["system_prompt"], rag_index=index, server=server,
                                  train_rows=list(read_jsonl(run / "data" / "train.jsonl")), switch=switch)
-    general = forgetting.forgetting_check(model, tok, None, scratch, ev.general_max_new_tokens or ev.max_new_tokens,
-                                          ev.batch_size, trained["system_prompt"], limit=ev.general_prompts,
-                                          server=server, switch=switch)["rows"]
+    general = forgetting.forgetting_check_with(ev, model, tok, None, scratch, trained["system_prompt"], server=server,
+                                               switch=switch)["rows"]
     return rows, general, time.time() - t0
 
 

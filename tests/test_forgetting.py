@@ -56,3 +56,17 @@ def test_a_prompt_without_a_reference_is_read_as_before(tmp_path):
     p.write_text("- {reference: Lima}\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no question"):
         forgetting.general_prompts(p)
+
+
+def test_forgetting_check_with_takes_its_prompts_length_and_batch_from_the_evaluate_section(monkeypatch, tmp_path):
+    """05's forgetting-check call, also used by benchmarks/hybrid_engine.py: general_prompts, general_max_new_tokens
+    (0: max_new_tokens) and batch_size come from ``ev``."""
+    from tunebook import settings as st
+
+    seen = {}
+    monkeypatch.setattr(forgetting, "forgetting_check", lambda *a, **kw: seen.update(args=a, kw=kw) or {})
+    ev = st.load("cpu", ["evaluate.general_prompts=7", "evaluate.general_max_new_tokens=0",
+                         "evaluate.max_new_tokens=33", "evaluate.batch_size=5"]).evaluate
+    forgetting.forgetting_check_with(ev, "m", "t", None, tmp_path, "sys", server="srv", switch="sw")
+    assert seen["args"] == ("m", "t", None, tmp_path, 33, 5, "sys")
+    assert seen["kw"] == {"limit": 7, "server": "srv", "switch": "sw"}

@@ -15,7 +15,8 @@ from .answering import balanced_batch, gate, generate, generate_scored, load_tun
 from .conditions import CONDITION_LABELS, CONDITIONS, MEASURES, conditions_in, fact_group  # noqa: F401
 from .eval_tables import SPLITS_SHOWN, metric_rows, metrics_table, score_plot, side_by_side_html, verdict  # noqa: F401
 from .surer import surer, surer_pick  # noqa: F401  (05's fifth answerer; benchmarks read surer_pick from here)
-from .forgetting import GENERAL_FILE, forgetting_check, general_metrics, general_prompts, score_general  # noqa: F401
+from .forgetting import (GENERAL_FILE, forgetting_check, forgetting_check_with, general_metrics,  # noqa: F401
+                         general_prompts, score_general)
 from .jsonio import write_json, write_jsonl
 from .text import char_f1, rouge_l
 

@@ -59,6 +59,14 @@ def forgetting_check(model, tok, teacher, eval_dir: Path, max_new_tokens: int, b
     return out
 
 
+def forgetting_check_with(ev, model, tok, teacher, eval_dir: Path, system_prompt: str = "", server=None,
+                          switch=None) -> dict[str, Any]:
+    """:func:`forgetting_check` as 05 runs it: how many prompts, answer length and batch size from ``ev`` (the run's
+    ``evaluate`` settings), so that 05 and the benchmarks that rerun it cannot drift apart."""
+    return forgetting_check(model, tok, teacher, eval_dir, ev.general_max_new_tokens or ev.max_new_tokens,
+                            ev.batch_size, system_prompt, limit=ev.general_prompts, server=server, switch=switch)
+
+
 def score_general(rows: list[dict], teacher, eval_dir: Path) -> None:
     """``base_judge`` / ``tuned_judge`` (0–5) on each forgetting-check row: by key facts where the row has a
     reference, by the holistic ``general`` rubric where it has none."""
