@@ -2,8 +2,9 @@
 
 Small judges asked for one holistic 0–5 grade are lenient with fluent but wrong answers; here the teacher lists the
 key facts of the reference once per question, marks each stated / missing / contradicted per answer, and a
-"stated" stands only if the fact's numbers, `code` and names really are in the answer. Checked against the
-hand-labeled cases in ``tests/data/judge_labels.jsonl`` (``tests/test_judge_labels.py``).
+"stated" stands only if the fact's numbers, `code` and names really are in the answer (the exact checks:
+:mod:`tunebook.fact_checks`). Checked against the hand-labeled cases in ``tests/data/judge_labels.jsonl``
+(``tests/test_judge_labels.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .fact_checks import (check_verdicts, has_token, hard_tokens, says_yes, unit_mismatch,  # noqa: F401
+                          yes_no)  # re-exported: judge.check_verdicts is the judge's public check
 from .jsonio import read_jsonl
 from .paths import PARAMS_DIR
 from .progress import bar
@@ -62,159 +65,6 @@ def grounded_facts(facts: list[str], reference: str, min_overlap: float = 0.5) -
 
     kept = [f for f in facts if grounding(f, reference) >= min_overlap]
     return kept or [reference.strip()]
-
-
-_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])\d+(?:[.,:/-]\d+)*(?:[eE][+-]?\d+)?(?![A-Za-z0-9_])")  # "2000行": CJK may touch it
-
-
-_CODE = re.compile(r"`([^`]+)`")
-
-
-_NAME = re.compile(r"\b[A-Z][A-Za-z]{3,}\b")
-
-
-def _same_number(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    try:
-        return float(a.replace(",", "")) == float(b.replace(",", ""))
-    except ValueError:
-        return False
-
-
-def hard_tokens(fact: str, reference: str, question: str) -> list[str]:
-    """What a fact can't be stated without: its numbers, `code` spans, capitalized names and identifiers
-    (``BWATT_LICENSE``, ``--seed``, ``brindle.toml``: :func:`~tunebook.outcomes.identifiers`) — each only when it is
-    in the reference and not already in the question (the question gives those away)."""
-    from .outcomes import identifiers, mentions
-
-    ref, q = reference.lower(), question.lower()
-    words = fact.split()
-    first = words[0] if len(words) > 1 else ""  # a sentence's first word is capitalized anyway; a lone name is not
-    out = [n for n in _NUMBER.findall(fact) if n in reference and n not in question]
-    out += [c for c in _CODE.findall(fact) if c.lower() in ref and not mentions(q, c)]
-    out += [w for w in _NAME.findall(fact) if w != first and w.lower() in ref and w.lower() not in q]
-    out += [i for i in identifiers(_CODE.sub(" ", fact)) if i.lower() in ref and not mentions(q, i)]
-    return list(dict.fromkeys(out))
-
-
-def has_token(answer: str, token: str) -> bool:
-    """The token is in the answer: a number by value, a quantity (`24h`) by value and unit ("24 hours"), else
-    verbatim (case aside)."""
-    from .outcomes import quantities
-
-    qty = quantities(token)
-    if len(qty) == 1 and not _NUMBER.fullmatch(token) and qty[0] in quantities(answer):
-        return True
-    if _NUMBER.fullmatch(token):
-        from .text import arabic_numerals
-
-        answer = arabic_numerals(answer)
-        return any(_same_number(token, n) for n in _NUMBER.findall(answer))
-    from .outcomes import mentions
-
-    return mentions(answer.lower(), token)
-
-
-def unit_mismatch(fact: str, answer: str) -> bool:
-    """The fact gives a number with a unit (512 MB, 900 秒) and the answer has that number only without it or
-    with another unit (512 GB, "900")."""
-    from .outcomes import quantities
-
-    have = quantities(answer)
-    for value, unit in quantities(fact):
-        if any(v == value for v, _ in have) and not any(v == value and u == unit for v, u in have):
-            return True
-        if not any(v == value for v, _ in have) and re.search(rf"(?<![\d.]){value:g}(?![\d.])", answer):
-            return True
-    return False
-
-
-_YES_NO_EN = re.compile(r"^\s*(is|are|does|do|can|will|should|has|have|was|were|could|would|must|may)\b", re.I)
-_YES_NO_ZH = re.compile(r"吗\s*[？?]?\s*$|是否|能否|可否")
-_LEAD = re.compile(r"^\W*(?:(是的|是|对|可以|会|能|支持|yes\b)|(不|否|没有|no\b))", re.I)
-_NEGATION = re.compile(r"(?:不会|不能|不可以|不支持|无法|没有|不是|不再|并不|不|cannot|can't|can not|does not|doesn't|"
-                       r"do not|don't|will not|won't|is not|isn't|are not|aren't|not)\s*(\w{1,2}|[A-Za-z]+)", re.I)
-
-
-def yes_no(question: str) -> bool:
-    """A question answered by yes or no ("…会覆盖旧的项目吗？", "Does the dashboard …?") that negates nothing itself."""
-    q = question.strip()
-    return bool(_YES_NO_ZH.search(q) or _YES_NO_EN.match(q)) and not _NEGATION.search(q)
-
-
-def says_yes(text: str, question: str) -> bool | None:
-    """Whether ``text`` answers the yes/no ``question`` yes (True) or no (False): its opening word ("是的", "不", "No")
-    if it has one, else whether its first sentence negates a word of the question ("点击保存按钮*不会覆盖*旧的项目" for
-    "…会覆盖旧的项目吗？"). None when it says neither clearly (no sentence, or negations of other words only count as
-    a yes)."""
-    first = re.split(r"[。.!！\n]", text.strip(), maxsplit=1)[0]
-    if not first:
-        return None
-    lead = _LEAD.match(first)
-    if lead:
-        return lead.group(1) is not None
-    q = question.lower()
-    return not any(m.group(1).lower() in q for m in _NEGATION.finditer(first))
-
-
-def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference: str, question: str,
-                   overlap: float = 0.5) -> list[str]:
-    """The judge's verdicts, corrected by exact checks where they can decide. Measured on the 90 hand-labeled cases
-    (``tests/data/judge_labels.jsonl``): the 1.5B judge alone agreed with the labels on 70 % of facts — it marked
-    correct answers "contradicted" (43 of 184 facts) and read "1000" as stating "60". So:
-
-    * a degenerate answer (empty, a loop, an echo) states nothing;
-    * a yes/no question answered the other way than the reference (:func:`says_yes`) contradicts every fact — the
-      1.5B judge credited "点击保存按钮不会覆盖旧的项目" for "是的，…新的修改将会覆盖旧的项目" (cps-s16b, base and base + RAG);
-    * a fact with hard tokens (its numbers, `code` and names that the question does not give away) is stated
-      exactly when all of them are in the answer (numbers by value, and with the fact's unit);
-    * a "contradicted" needs evidence: an abstaining answer, or a fact with hard tokens while the answer names no
-      value the reference lacks, is only "missing";
-    * a fact without hard tokens keeps the judge's verdict unless the answer says it nearly word for word (its
-      character bigrams, :func:`text.grounding` ≥ ``overlap``; "missing" needs ``overlap`` + 0.2) — or names a
-      value the reference lacks while saying little of the fact beyond the question's words
-      (:func:`text.grounding_beyond` < ``overlap`` − 0.3): then "stated" is "missing" (the judge read an invented
-      file name as "an empty template", an invented URL as "the current platform's address"; the labeled stated
-      facts of this kind say 0.33–0.43 of theirs) — or says next to nothing of it beyond the question's words
-      (< ``overlap`` − 0.35, value or not): the base's generic answers on CloudPSS ("a tab list" for "the project
-      description and docs preview", another product's console steps, "是的，可以" for "可以，再次点击保存按钮…")
-      were called stated; every labeled stated fact without hard tokens says ≥ 0.18 of its own.
-    """
-    from .outcomes import abstains, degenerate, invented
-    from .text import grounding, grounding_beyond
-
-    if degenerate(answer, question):  # an empty answer, a loop or an echo states nothing, whatever the judge read
-        return ["missing"] * len(verdicts)
-    conflict = bool(invented(answer, reference, question))
-    abstaining = abstains(answer)
-    if yes_no(question) and not abstaining:  # "不会覆盖" for "是的，…会覆盖…" is a contradiction, however close its words
-        yes = says_yes(reference, question)
-        said = says_yes(answer, question)
-        if None not in (yes, said) and yes != said:
-            return ["contradicted"] * len(verdicts)
-    out = []
-    for v, f in zip(verdicts, facts):
-        tokens = hard_tokens(f, reference, question)
-        if tokens:
-            if all(has_token(answer, t) for t in tokens) and not unit_mismatch(f, answer):
-                v = "stated"
-            elif v == "stated":
-                v = "missing"
-            elif v == "contradicted" and not conflict:
-                v = "missing"
-        else:
-            share = grounding(f, answer)
-            if v == "contradicted" and share >= overlap:  # first: "the docs don't cover this" states itself
-                v = "stated"
-            elif v == "contradicted" and abstaining and not conflict:
-                v = "missing"
-            elif v == "missing" and share >= overlap + 0.2:
-                v = "stated"
-            elif v == "stated" and grounding_beyond(f, answer, question) < overlap - (0.3 if conflict else 0.35):
-                v = "missing"  # "生成一份名为 `file_not_found.txt` 的文件" does not state "只包含注释的空模板"
-        out.append(v)
-    return out
 
 
 def _judge_key(prompt: str, model: str, version: str = "v2") -> str:
