@@ -39,8 +39,13 @@ def judged(rows: list[dict], run: Path) -> list[dict]:
 
 
 def write_result(stem: str, payload, indent: int = 2) -> Path:
-    """``payload`` as ``benchmarks/results/<stem>-<today>.json``; prints and returns the path."""
+    """``payload`` as ``benchmarks/results/<stem>-<today>.json`` (``-2``, ``-3``, … when that day's file exists: a
+    second run the same day must not overwrite the first's committed result); prints and returns the path."""
     out = ROOT / "benchmarks" / "results" / f"{stem}-{date.today()}.json"
+    n = 1
+    while out.exists():
+        n += 1
+        out = out.with_name(f"{stem}-{date.today()}-{n}.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(payload, indent=indent, ensure_ascii=False))
     print(f"\nwrote {out.relative_to(ROOT)}")
