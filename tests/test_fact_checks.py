@@ -18,6 +18,8 @@ def test_commands_named_outside_code_are_hard_tokens():
     assert fc.commands("Create the environment with virtualenv -p python3.10 hdenv") == ["virtualenv"]
     assert "conda activate xsim" in fc.commands("用 conda activate xsim 激活")
     assert fc.commands("The Matlab and Python versions must be compatible") == []
+    assert fc.commands("Pass --threads 4 to use four threads") == []  # prose before a flag is not a command
+    assert fc.commands("front matter 支持 `title` 字段") == fc.commands("macOS 13 及以上版本") == []  # not command lines
     ref = "Create the environment with virtualenv -p python3.10 hdenv, then install the CLI with pip."
     fact = "Create the environment with virtualenv -p python3.10 hdenv"
     assert "virtualenv" in judge.hard_tokens(fact, ref, "How do I create an isolated environment?")

@@ -50,17 +50,20 @@ def names(fact: str) -> list[str]:
 
 
 _COMMAND_WORD = re.compile(r"(?<![\w./-])([a-z][a-z0-9_.-]{2,})(?=\s+--?[a-z])")
-_COMMAND_LINE = re.compile(r"[a-z][\w.-]*(?: +[\w.=/<>-]+)+")
+_COMMAND_LINE = re.compile(r"[a-z][\w.-]*(?: +[\w.=/<>-]+){2,}|[a-z][\w.-]*(?: +[\w.=/<>-]+)*? +(?:--?[a-z]|\S*=)\S*.*")
 _NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
+_PROSE = frozenset("the and for via with using use pass set add run call append specify give try type enter include "
+                   "supply provide then also flag option".split())  # words that precede a flag in prose
 
 
 def commands(fact: str) -> list[str]:
     """The commands a fact names outside `code` spans: the program or subcommand a flag follows ("virtualenv" in
-    "create it with virtualenv -p python3.10 env"; ``python -m venv`` does not state it), and in Chinese text a run
-    of lower-case ASCII words ("用 conda activate xsim 激活"). Measured: CloudPSS's base answers were credited for
-    ``python -m venv myenv`` where the fact was "virtualenv -p …" (RESULTS.md, session 30)."""
+    "create it with virtualenv -p python3.10 env"; ``python -m venv`` does not state it; not a prose word: "pass
+    --seed"), and in Chinese text a run of lower-case ASCII words that is a command line — three words or more, or
+    with a flag or ``=`` ("用 conda activate xsim 激活"; not "front matter", "macOS 13"). Measured: CloudPSS's base
+    answers were credited for ``python -m venv myenv`` where the fact was "virtualenv -p …" (RESULTS.md, session 30)."""
     plain = _CODE.sub(" ", fact)
-    out = _COMMAND_WORD.findall(plain)
+    out = [w for w in _COMMAND_WORD.findall(plain) if w not in _PROSE]
     if _NOT_ASCII.search(plain):
         out += [m.group(0).rstrip(".,:;") for seg in _NOT_ASCII.split(plain)
                 if (m := _COMMAND_LINE.fullmatch(seg.strip()))]
