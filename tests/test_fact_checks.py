@@ -47,6 +47,9 @@ def test_names_alone_do_not_state_a_relation():
     assert judge.check_verdicts(["stated"], [fact], listed, ref, q) == ["missing"]
     assert judge.check_verdicts(["missing"], [fact], "Matlab and Python versions must be compatible.", ref, q) == \
         ["stated"]
+    sdk = "针对 Python 算法的 Python-SDK 和针对 Matlab 算法的 Matlab-SDK"  # prose that names them states it
+    assert judge.check_verdicts(["stated"], [sdk], "FuncStudio-SDK 分为 Python-SDK 和 Matlab-SDK。", sdk,
+                                "FuncStudio-SDK 分为哪两种？") == ["stated"]
     assert fc.rest_said("需确保 Matlab 与 Python 的版本相互兼容", "安装 Python；安装 Matlab。", "启动前需要什么？",
                         ["Matlab", "Python"]) == 0.0
 

@@ -206,13 +206,15 @@ def listing(answer: str) -> bool:
 
 def says_tokens(fact: str, tokens: list[str], answer: str, reference: str, question: str) -> bool:
     """The answer states a fact with hard tokens: every token in it (numbers by value, with the fact's unit), none
-    only as one of two alternatives (:func:`hedged`); a fact whose tokens are names alone ("Matlab", "Python") must
-    also say something of the rest (:func:`rest_said` ≥ ``REST``): names are easy to list without stating anything."""
+    only as one of two alternatives (:func:`hedged`); a list (:func:`listing`) that names a fact's tokens when they are
+    names alone ("Matlab", "Python") must also say something of the rest (:func:`rest_said` ≥ ``REST``): names are
+    easy to list without stating anything. Prose is not asked for more: "FuncStudio-SDK 分为 Python-SDK 和 Matlab-SDK"
+    states "针对 Python 算法的 Python-SDK 和针对 Matlab 算法的 Matlab-SDK" (cps-s33a, base + RAG)."""
     if not all(has_token(answer, t) and not hedged(answer, t, reference, question) for t in tokens):
         return False
     if unit_mismatch(fact, answer):
         return False
-    return not (set(tokens) <= set(names(fact)) and says_little(fact, answer, question, tokens))
+    return not (set(tokens) <= set(names(fact)) and listing(answer) and says_little(fact, answer, question, tokens))
 
 
 def check_verdicts(verdicts: list[str], facts: list[str], answer: str, reference: str, question: str,
