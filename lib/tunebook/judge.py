@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .fact_checks import (check_verdicts, has_token, hard_tokens, says_yes, unit_mismatch,  # noqa: F401
-                          yes_no)  # re-exported: judge.check_verdicts is the judge's public check
+from .fact_checks import check_verdicts, has_token, hard_tokens, says_yes, yes_no  # noqa: F401  (re-exported: tests
+# and benchmarks call them as judge.*)
 from .jsonio import read_jsonl
 from .paths import PARAMS_DIR
 from .progress import bar
