@@ -69,6 +69,10 @@ def test_run_dir_has_every_artifact(ci_run):
         assert (data / f).is_file(), f
     gens = [json.loads(x) for x in (run_dir / "eval" / "generations.jsonl").read_text().splitlines()]
     assert gens and all({"question", "reference", "base", "tuned"} <= set(g) for g in gens)
+    # 03 wrote how close each eval question comes to a training question; 05 carried it and scored far recall apart
+    assert all(0.0 <= g["train_similarity"] <= 1.0 for g in gens)
+    far = [g for g in gens if g["split"] == "recall" and g["train_similarity"] < 0.5]
+    assert ("recall_far" in eval_metrics) == bool(far) and eval_metrics.get("recall_far", {"n": 0})["n"] == len(far)
     # fine-tuned + RAG searched with the question and with the student's closed-book answer (evaluate.draft_search):
     # the question's own chunks first, at most rag_k more, so it never retrieves less than base + RAG
     assert all(g["tuned_rag_chunks"][:len(g["rag_chunks"])] == g["rag_chunks"]

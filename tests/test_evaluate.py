@@ -31,6 +31,20 @@ def test_summarize_gives_means_intervals_outcomes_and_the_paired_gain():
     assert "rag_judge" not in s  # conditions that did not run are not reported
 
 
+def test_recall_worded_far_from_training_is_scored_apart(tmp_path):
+    rows = [{"id": str(i), "split": "recall", "question": "q", "reference": "r", "base": "b", "tuned": "t",
+             "base_judge": 0.0, "tuned_judge": j, "train_similarity": s}
+            for i, (j, s) in enumerate([(5.0, 0.7), (5.0, 0.6), (1.0, 0.3), (2.0, 0.45)])]
+    rows.append({**rows[0], "id": "u", "split": "unseen", "train_similarity": 0.1})  # far, but not recall
+    m = evaluate.write_results(rows, tmp_path)
+    assert m["recall"]["n"] == 4 and m["recall"]["tuned_judge"] == 3.25
+    assert m["recall_far"]["n"] == 2 and m["recall_far"]["tuned_judge"] == 1.5
+    assert [s for s in evaluate.metrics_table(m).index.get_level_values(0).unique()] == [
+        "recall", "recall_far", "unseen", "all"]
+    old = [{k: v for k, v in r.items() if k != "train_similarity"} for r in rows]  # a run from before 03 wrote it
+    assert "recall_far" not in evaluate.write_results(old, tmp_path)
+
+
 def test_metrics_table_and_verdict_name_the_winner():
     rows = [{"split": "recall", "base": "b", "rag": "r", "tuned": "t", "tuned_rag": "tr", "base_judge": 1.0,
              "rag_judge": 3.0, "tuned_judge": 4.0, "tuned_rag_judge": 4.5, "rag_hit": True}] * 3

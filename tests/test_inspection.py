@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from tunebook import inspection, pairs, splitting, text
+from tunebook import inspection, near_duplicates, pairs, splitting, text
 from tunebook.settings import InspectSettings
 
 FACTS = ["port", "cache size", "trial length", "bus limit", "release date", "config file", "licence variable",
@@ -105,6 +105,14 @@ def test_split_recall_and_unseen_are_leak_free(tmp_path):
     report = json.loads((tmp_path / "inspect_report.json").read_text())
     assert report["train"] == len(res.train) and report["eval_recall"] == len(recall)
     assert report["chunks_without_pairs"] == 1
+    # every eval row says how close its wording comes to a training question, and recall stays under the guard's
+    train_q = [r["instruction"] for r in res.train]
+    for e, r in zip(evals, res.eval):
+        assert e["train_similarity"] == r["train_similarity"] == round(max(
+            near_duplicates.jaccard(r["instruction"], q) for q in train_q), 3)
+    assert all(0.0 <= e["train_similarity"] < 0.8 for e in evals if e["split"] == "recall")
+    assert report["eval_recall_far"] == sum(e["train_similarity"] < splitting.FAR_BELOW for e in evals
+                                            if e["split"] == "recall")
 
 
 def test_paraphrase_too_close_to_its_original_is_not_a_recall_question():

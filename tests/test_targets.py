@@ -70,3 +70,28 @@ def test_unseen_questions_pooled_over_folds_count_each_question_once(tmp_path, c
     assert p["unseen_invents_base"]["mean"] == round(2 / 3, 4) and p["unseen_invents_tuned"]["mean"] == round(0.5 / 3, 4)
     targets.main([str(fold0), str(fold1)])
     assert "pooled unseen: 3 answers to 3 questions" in capsys.readouterr().out
+
+
+def test_recall_far_benchmark_splits_recall_by_wording_distance(tmp_path):
+    spec = importlib.util.spec_from_file_location("recall_far", ROOT / "benchmarks" / "recall_far.py")
+    rf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rf)
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "eval").mkdir()
+    train = ["What is the default port of the dashboard?", "Which flag sets the random seed?"]
+    (run / "data" / "train.jsonl").write_text("\n".join(json.dumps(
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "a"}]}) for q in train))
+    gens = [{"id": "near", "split": "recall", "question": "What is the default port of the dashboard server?",
+             "tuned_judge": 5.0, "rag_judge": 5.0},
+            {"id": "far", "split": "recall", "question": "On which port does it listen by default?",
+             "tuned_judge": 1.0, "rag_judge": 5.0},
+            {"id": "u", "split": "unseen", "question": "Which flag sets the random seed?", "tuned_judge": 0.0}]
+    (run / "eval" / "generations.jsonl").write_text("\n".join(json.dumps(g) for g in gens))
+    rows = rf.recall_rows(run)
+    assert [r["id"] for r in rows] == ["near", "far"]
+    assert rows[0]["train_similarity"] >= rf.FAR_BELOW > rows[1]["train_similarity"]
+    m = rf.far_near(rows, ("tuned", "rag"))
+    assert (m["n_far"], m["n_near"]) == (1, 1)
+    assert m["tuned"]["far"]["mean"] == 1.0 and m["tuned"]["far_minus_near"]["mean"] == -4.0
+    assert m["rag"]["far_minus_near"]["mean"] == 0.0

@@ -8,7 +8,7 @@ from typing import Any
 
 from .conditions import CONDITION_LABELS, conditions_in
 
-SPLITS_SHOWN = ("recall", "unseen", "outofdocs", "all")
+SPLITS_SHOWN = ("recall", "recall_far", "unseen", "outofdocs", "all")  # recall_far: a part of recall (evaluate)
 
 
 def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from .surer import surer, surer_pick  # noqa: F401  (05's fifth answerer; benchm
 from .forgetting import (GENERAL_FILE, forgetting_check, forgetting_check_with, general_metrics,  # noqa: F401
                          general_prompts, score_general)
 from .jsonio import write_json, write_jsonl
+from .splitting import FAR_BELOW
 from .text import char_f1, rouge_l
 
 GENERATIONS_FILE = "generations.jsonl"
@@ -168,7 +169,8 @@ def compare(model, tok, eval_rows: list[dict], max_new_tokens: int, batch_size: 
     for i, (r, q, ref) in enumerate(zip(eval_rows, questions, refs)):
         row = {"id": r["id"], "source": r.get("source", ""), "chunk_id": r.get("chunk_id", ""),
                "split": r.get("split", "eval"), "question": q, "reference": ref,
-               "engine": server.engine if server is not None else "transformers"}
+               "engine": server.engine if server is not None else "transformers",
+               **({"train_similarity": r["train_similarity"]} if "train_similarity" in r else {})}
         for cond, ans in answers.items():
             a, conf = ans[i], confidence[cond][i]
             if CONDITIONS[cond][0] and (abstain_below > 0 or trained):  # the gates are the fine-tuned student's
@@ -321,5 +323,8 @@ def write_results(rows: list[dict], eval_dir: Path) -> dict[str, Any]:
                                "all": summarize(rows)}
     for split in sorted({r["split"] for r in rows}):
         metrics[split] = summarize([r for r in rows if r["split"] == split])
+    far = [r for r in rows if r["split"] == "recall" and r.get("train_similarity", 1.0) < FAR_BELOW]
+    if far:  # recall worded far from every training question (03's ``train_similarity``)
+        metrics["recall_far"] = summarize(far)
     write_json(metrics, eval_dir / METRICS_FILE)
     return metrics

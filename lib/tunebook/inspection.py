@@ -23,7 +23,7 @@ from typing import Any, Callable
 from .jsonio import write_json, write_jsonl
 from .pairs import NearDup, answer, question  # noqa: F401  (03's notebook reads rows through these)
 from .settings import InspectSettings
-from .splitting import split
+from .splitting import FAR_BELOW, add_train_similarity, split
 # 03's notebook and tests use grounding and normalize from here
 from .text import grounding, is_question, normalize  # noqa: F401
 
@@ -188,6 +188,7 @@ def to_messages(r: dict, split_name: str) -> dict:
         **({"kind": r["kind"]} if r.get("kind") else {}),
         **({"bare_answer": r["bare_answer"]} if r.get("bare_answer") else {}),
         **({"contrast_of": r["contrast_of"]} if r.get("contrast_of") else {}),
+        **({"train_similarity": r["train_similarity"]} if "train_similarity" in r else {}),
         "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer(r)}],
     }
 
@@ -248,6 +249,7 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
     train, evals, leak = split(kept, cfg, seed, corpus="\n".join(chunk_text.values()))
     if teacher is not None:
         train = teacher_items(train, evals, cfg, teacher, data_dir, leak)
+    add_train_similarity(evals, train)
     write_jsonl((to_messages(r, "train") for r in train), data_dir / TRAIN_FILE)
     write_jsonl((to_messages(r, r["split"]) for r in evals), data_dir / EVAL_FILE)
     write_jsonl(dropped, data_dir / DROPPED_FILE)
@@ -263,6 +265,7 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
         "eval_recall": sum(r["split"] == "recall" for r in evals),
         "eval_unseen": sum(r["split"] == "unseen" for r in evals),
         "eval_outofdocs": sum(r["split"] == "outofdocs" for r in evals),
+        "eval_recall_far": sum(r["split"] == "recall" and r["train_similarity"] < FAR_BELOW for r in evals),
         "train_rewordings": sum(bool(r.get("reworded_from")) for r in train),
         "train_reverse": sum(bool(r.get("reverse_of")) for r in train),
         "train_abstain": sum(r.get("kind") == "abstain" and not r.get("swapped_from") for r in train),

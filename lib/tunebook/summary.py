@@ -70,6 +70,10 @@ def _metrics_lines(metrics: dict[str, Any]) -> list[str]:
     lines += ["| " + " | ".join(c.replace("condition", "answerer") for c in cols) + " |", "|---" * len(cols) + "|"]
     for r in metric_rows(metrics):
         lines.append("| " + " | ".join("" if c == "retrieval hit" and r[c] is None else _fmt(r[c]) for c in cols) + " |")
+    if "recall_far" in metrics:
+        lines += ["", "`recall_far`: the recall questions worded far from every training question (they share under "
+                  "half their character 3-shingles with the closest one); the rest differ from a trained wording by a "
+                  "word or two."]
     if metrics.get("engine"):
         lines += ["", f"Answered by: {ENGINES.get(metrics['engine'], metrics['engine'])} (`evaluate.engine`)."]
     return lines
