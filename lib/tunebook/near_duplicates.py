@@ -12,15 +12,9 @@ import re
 from typing import Any
 
 from .pairs import answer, question
-from .text import shingles
+from .text import jaccard
 
 _NEAR_REASON = re.compile(r"^(near duplicate( \(q\+a\))? of |abstain question close to a documented one: )(?P<id>.+)$")
-
-
-def jaccard(a: str, b: str) -> float:
-    """Exact Jaccard similarity of two texts' character 3-shingles (what MinHash estimates)."""
-    sa, sb = shingles(a), shingles(b)
-    return len(sa & sb) / len(sa | sb) if sa and sb else 0.0
 
 
 def pairs(kept: list[dict], dropped: list[dict], n: int = 3) -> list[dict]:

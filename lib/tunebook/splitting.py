@@ -9,7 +9,7 @@ from typing import Callable
 
 from .pairs import NearDup, answer, question
 from .settings import InspectSettings
-from .text import normalize, shingles, usable_paraphrase
+from .text import jaccard, normalize, usable_paraphrase
 
 # A recall question sharing less than half its character 3-shingles with every training question (Jaccard) is asked
 # "far" from what was trained: 05 scores those apart (``recall_far``). On demo-s33a / cps-s33a 10 of 29 and 4 of 22
@@ -46,12 +46,9 @@ def add_train_similarity(evals: list[dict], train: list[dict]) -> None:
     the closest training question (rewordings, reverse and abstain items included) — how far the eval's wording is
     from anything the student was trained on (1.0: a training question; MinHash kept recall under
     ``near_dup_threshold``)."""
-    trained = [shingles(question(t)) for t in train]
-    trained = [t for t in trained if t]
+    trained = [question(t) for t in train]
     for r in evals:
-        q = shingles(question(r))
-        best = max((len(q & t) / len(q | t) for t in trained), default=0.0) if q else 0.0
-        r["train_similarity"] = round(best, 3)
+        r["train_similarity"] = round(max((jaccard(question(r), t) for t in trained), default=0.0), 3)
 
 
 def near(rows: list[dict], threshold: float) -> Callable[[str], bool]:

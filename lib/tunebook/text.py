@@ -23,6 +23,12 @@ def shingles(text: str, k: int = 3) -> set[str]:
     return {t[i:i + k] for i in range(max(1, len(t) - k + 1))} if t else set()
 
 
+def jaccard(a: str, b: str) -> float:
+    """Exact Jaccard similarity of two texts' character 3-shingles (what 03's MinHash estimates)."""
+    sa, sb = shingles(a), shingles(b)
+    return len(sa & sb) / len(sa | sb) if sa and sb else 0.0
+
+
 def _bigrams(text: str) -> set[str]:
     t = normalize(text)
     return {t[i:i + 2] for i in range(len(t) - 1)}
