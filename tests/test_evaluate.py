@@ -43,6 +43,9 @@ def test_recall_worded_far_from_training_is_scored_apart(tmp_path):
         "recall", "recall_far", "unseen", "all"]
     old = [{k: v for k, v in r.items() if k != "train_similarity"} for r in rows]  # a run from before 03 wrote it
     assert "recall_far" not in evaluate.write_results(old, tmp_path)
+    m["outofdocs"] = m["unseen"]  # the plot shows every split but "all", recall_far beside recall
+    labels = [t.get_text() for t in evaluate.score_plot(m).axes[0].get_xticklabels()]
+    assert labels == ["recall (n=4)", "recall_far (n=2)", "unseen (n=1)", "outofdocs (n=1)"]
 
 
 def test_metrics_table_and_verdict_name_the_winner():

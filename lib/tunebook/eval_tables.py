@@ -48,7 +48,7 @@ def score_plot(metrics: dict[str, Any], measure: str = "judge"):
     """Bars per split, one per condition, with 95 % intervals (judge scaled to 0–1)."""
     from . import plots
 
-    splits = [s for s in SPLITS_SHOWN[:3] if s in metrics] or [s for s in metrics if s == "all"]
+    splits = [s for s in SPLITS_SHOWN if s != "all" and s in metrics] or [s for s in metrics if s == "all"]
     conds = metrics.get("conditions") or ["base", "tuned"]
     scale = 5.0 if measure == "judge" else 1.0
     series, errors = {}, {}
