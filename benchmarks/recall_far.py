@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_io import write_result  # noqa: E402
 from tunebook.conditions import CONDITION_LABELS, conditions_in  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
-from tunebook.splitting import FAR_BELOW, add_train_similarity  # noqa: E402
+from tunebook.splitting import FAR_BELOW, add_train_similarity, far_recall  # noqa: E402
 from tunebook.stats import fmt, mean_ci  # noqa: E402
 
 CONDS = ("base", "rag", "tuned", "tuned_rag", "surer")
@@ -32,19 +32,14 @@ CONDS = ("base", "rag", "tuned", "tuned_rag", "surer")
 
 def recall_rows(run: Path) -> list[dict]:
     """The run's judged recall rows, each with ``train_similarity`` (computed from ``data/`` when 03 lacked it)."""
-    train = [{"instruction": r["messages"][-2]["content"]} for r in read_jsonl(run / "data" / "train.jsonl")]
     rows = [r for r in read_jsonl(run / "eval" / "generations.jsonl") if r.get("split") == "recall"]
-    missing = [r for r in rows if "train_similarity" not in r]
-    probe = [{"instruction": r["question"]} for r in missing]
-    add_train_similarity(probe, train)
-    for r, p in zip(missing, probe):
-        r["train_similarity"] = p["train_similarity"]
+    add_train_similarity([r for r in rows if "train_similarity" not in r], read_jsonl(run / "data" / "train.jsonl"))
     return [r for r in rows if r.get("tuned_judge") is not None]
 
 
 def far_near(rows: list[dict], conds: tuple[str, ...]) -> dict:
-    far = [r for r in rows if r["train_similarity"] < FAR_BELOW]
-    near = [r for r in rows if r["train_similarity"] >= FAR_BELOW]
+    far = far_recall(rows)
+    near = [r for r in rows if not any(r is f for f in far)]
     out = {"n_far": len(far), "n_near": len(near)}
     for c in conds:
         out[c] = {"far": mean_ci([r.get(f"{c}_judge") for r in far]),

@@ -18,7 +18,7 @@ from .surer import surer, surer_pick  # noqa: F401  (05's fifth answerer; benchm
 from .forgetting import (GENERAL_FILE, forgetting_check, forgetting_check_with, general_metrics,  # noqa: F401
                          general_prompts, score_general)
 from .jsonio import write_json, write_jsonl
-from .splitting import FAR_BELOW
+from .splitting import far_recall
 from .text import char_f1, rouge_l
 
 GENERATIONS_FILE = "generations.jsonl"
@@ -323,7 +323,7 @@ def write_results(rows: list[dict], eval_dir: Path) -> dict[str, Any]:
                                "all": summarize(rows)}
     for split in sorted({r["split"] for r in rows}):
         metrics[split] = summarize([r for r in rows if r["split"] == split])
-    far = [r for r in rows if r["split"] == "recall" and r.get("train_similarity", 1.0) < FAR_BELOW]
+    far = far_recall(rows)
     if far:  # recall worded far from every training question (03's ``train_similarity``)
         metrics["recall_far"] = summarize(far)
     write_json(metrics, eval_dir / METRICS_FILE)

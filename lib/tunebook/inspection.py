@@ -23,7 +23,7 @@ from typing import Any, Callable
 from .jsonio import write_json, write_jsonl
 from .pairs import NearDup, answer, question  # noqa: F401  (03's notebook reads rows through these)
 from .settings import InspectSettings
-from .splitting import FAR_BELOW, add_train_similarity, split
+from .splitting import add_train_similarity, far_recall, split
 # 03's notebook and tests use grounding and normalize from here
 from .text import grounding, is_question, normalize  # noqa: F401
 
@@ -265,7 +265,7 @@ def run(rows: list[dict], chunks: list[dict], cfg: InspectSettings, seed: int, d
         "eval_recall": sum(r["split"] == "recall" for r in evals),
         "eval_unseen": sum(r["split"] == "unseen" for r in evals),
         "eval_outofdocs": sum(r["split"] == "outofdocs" for r in evals),
-        "eval_recall_far": sum(r["split"] == "recall" and r["train_similarity"] < FAR_BELOW for r in evals),
+        "eval_recall_far": len(far_recall(evals)),
         "train_rewordings": sum(bool(r.get("reworded_from")) for r in train),
         "train_reverse": sum(bool(r.get("reverse_of")) for r in train),
         "train_abstain": sum(r.get("kind") == "abstain" and not r.get("swapped_from") for r in train),

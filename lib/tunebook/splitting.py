@@ -51,6 +51,12 @@ def add_train_similarity(evals: list[dict], train: list[dict]) -> None:
         r["train_similarity"] = round(max((jaccard(question(r), t) for t in trained), default=0.0), 3)
 
 
+def far_recall(rows: list[dict]) -> list[dict]:
+    """The recall rows worded far from every training question (``train_similarity`` under :data:`FAR_BELOW`); a
+    row without ``train_similarity`` (a run from before 03 wrote it) is not counted as far."""
+    return [r for r in rows if r.get("split") == "recall" and r.get("train_similarity", 1.0) < FAR_BELOW]
+
+
 def near(rows: list[dict], threshold: float) -> Callable[[str], bool]:
     """Is a question the same as (normalized) or a near duplicate of (MinHash) one of these rows' questions?"""
     index, exact = NearDup(threshold), {normalize(question(r)) for r in rows}
