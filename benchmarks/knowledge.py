@@ -41,6 +41,10 @@ _LR = "train.learning_rate=0.001"  # the default until session 21 (5e-4 since; t
 _REPLAY = ["inspect.abstain_train=false", "inspect.abstain_swaps=0", "train.replay_fraction=0.1", "inspect.reverse_train=false",
            "train.replay_kl=0"]
 ROWS: dict[str, list[str]] = {
+    # the defaults as they ship (params/cpu.yaml; a reused synthesis keeps the settings it was made with), and the
+    # context rows over them (session 35: aimed at fine-tuned + RAG reading another line of a chunk that holds the answer)
+    "defaults": [],
+    "defaults+context3": ["train.context_fraction=0.5", "train.context_lines=3", "train.max_length=768"],
     # session 7's recipe: lr 3e-4, no rewordings (the student got 65-72 % of its own train answers right verbatim)
     "s7": ["train.learning_rate=0.0003", "inspect.train_rewordings=0", *_NONE],
     "lr1e-3": [_LR, "inspect.train_rewordings=0", *_NONE],
