@@ -7,7 +7,9 @@ request again for the questions of finished syntheses — the same request as 02
 paraphrases`: schema-constrained JSON, a fixed seed per question; the baseline is asked again in the same run, not
 read from 02's output) — once per prompts folder, and counts per
 language: paraphrases usable, paraphrases that start with the template's placeholder ("..."), questions with ``k``
-distinct usable ones (what 03 needs for one recall wording and one trained rewording), and how much of the question's
+distinct usable ones (what 03 needs for one recall wording and one trained rewording), paraphrases that repeat the
+question as it is (usable by the rules but rewording nothing: session 35 found a quarter of 02's first paraphrases to be
+such copies) and questions with ``k`` usable ones that are not the question itself, and how much of the question's
 terms a usable one keeps (one that drops its subject — "中间区域显示了什么？" — passes 03 but asks something vague). The first folder is the
 baseline (default: params/prompts).
 
@@ -36,7 +38,7 @@ from tunebook.jsonio import read_jsonl  # noqa: E402
 from tunebook.serve import Teacher  # noqa: E402
 from tunebook.splitting import rewording  # noqa: E402
 from tunebook.retrieval import term_set  # noqa: E402
-from tunebook.text import is_chinese  # noqa: E402
+from tunebook.text import is_chinese, normalize  # noqa: E402
 from bench_io import write_result  # noqa: E402
 
 
@@ -72,7 +74,10 @@ def count(items: list[tuple[dict, Chunk]], said: list[list[str]], k: int) -> dic
     for (r, _), ps in zip(items, said):
         c = by.setdefault("zh" if is_chinese(r["instruction"]) else "en", Counter())
         usable = {p for p in ps if rewording(p, r)}
+        new = {normalize(p) for p in usable} - {normalize(r["instruction"])}  # a copy of the question rewords nothing
         c["questions"] += 1
+        c["copies"] += sum(normalize(p) == normalize(r["instruction"]) for p in ps)
+        c[f"questions_with_{k}_new"] += len(new) >= k
         c["paraphrases"] += len(ps)
         c["usable"] += sum(rewording(p, r) for p in ps)
         c["placeholder"] += sum(p.lstrip().startswith(("...", "…")) for p in ps)
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             table.append(row)
             print(f"{folder} [{lang}]: {c['usable']}/{c['paraphrases']} usable ({c['usable'] / max(1, c['paraphrases']):.0%}), "
                   f"{c['placeholder']} start with the placeholder, {c[f'questions_with_{a.k}_usable']}/{c['questions']} "
-                  f"questions with {a.k} usable; usable ones keep {c['terms_kept_x100'] / max(1, c['usable']):.0f} % of the "
+                  f"questions with {a.k} usable, {c[f'questions_with_{a.k}_new']} with {a.k} that are not the question itself "
+                  f"({c['copies']} paraphrases repeat it); usable ones keep {c['terms_kept_x100'] / max(1, c['usable']):.0f} % of the "
                   f"question's terms on average, {c['usable_keeping_half']}/{c['usable']} keep half or more", flush=True)
     write_result(f"paraphrase_yield{'-' + a.label if a.label else ''}", {"table": table, "paraphrases": said_by})
     return 0
