@@ -16,7 +16,7 @@ baseline (default: params/prompts).
     .venv/bin/python benchmarks/paraphrase_yield.py outputs/demo-s16a outputs/cps-s16a \\
         --prompts params/prompts,benchmarks/prompt_variants/paraphrase-example --lang zh
 
-Needs the runs' teacher on its port (as 01 starts it). Writes the table and every paraphrase (with its verdict) as JSON to benchmarks/results/.
+Starts the runs' teacher from their params where it is not running, and stops it after. Writes the table and every paraphrase (with its verdict) as JSON to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from tunebook import qa_requests, settings  # noqa: E402
+from tunebook import qa_requests, serve, settings  # noqa: E402
 from tunebook.client import Client  # noqa: E402
 from tunebook.corpus import Chunk  # noqa: E402
 from tunebook.jsonio import read_jsonl  # noqa: E402
-from tunebook.serve import Teacher  # noqa: E402
 from tunebook.splitting import rewording  # noqa: E402
 from tunebook.retrieval import term_set  # noqa: E402
 from tunebook.text import is_chinese, normalize  # noqa: E402
@@ -53,7 +52,7 @@ def questions(run: Path, lang: str, limit: int) -> list[tuple[dict, Chunk]]:
 
 
 async def ask_all(run: Path, items: list[tuple[dict, Chunk]], prompts: Path, cfg: settings.SynthSettings) -> list[list[str]]:
-    teacher = Teacher.load(run)
+    teacher = serve.ensure(run)  # started from the run's params when it is not running (stopped in main)
     async with Client(teacher.base_url, teacher.api_key(), cfg.request_timeout, cfg.max_retries) as client:
         sem = asyncio.Semaphore(max(1, teacher.capacity))
 
@@ -99,30 +98,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", type=int, default=2, help="paraphrases asked per question (synth.paraphrases)")
     ap.add_argument("--label", default="", help="in the JSON file's name, so a second call the same day keeps the first")
     a = ap.parse_args(argv)
+    try:
+        table, said_by = ask_folders(a)
+    finally:
+        for run in a.runs:
+            serve.stop(run)
+    write_result(f"paraphrase_yield{'-' + a.label if a.label else ''}", {"table": table, "paraphrases": said_by})
+    return 0
+
+
+def ask_folders(a) -> tuple[list[dict], dict]:
     cfg = settings.SynthSettings(paraphrases=a.k)
     table, said_by = [], {}
-    for folder in a.prompts.split(","):
-        prompts = (ROOT / folder).resolve()
-        total: dict[str, Counter] = {}
-        for run in a.runs:
-            items = questions(run, a.lang, a.limit)
-            said = asyncio.run(ask_all(run, items, prompts, cfg))
+    folders = a.prompts.split(",")
+    totals: dict[str, dict[str, Counter]] = {f: {} for f in folders}
+    for run in a.runs:  # one teacher at a time: each run's is stopped before the next one's starts
+        items = questions(run, a.lang, a.limit)
+        for folder in folders:
+            said = asyncio.run(ask_all(run, items, (ROOT / folder).resolve(), cfg))
             said_by.setdefault(folder, []).extend(
                 {"run": run.name, "question": r["instruction"], "paraphrases": ps,
                  "usable": [rewording(p, r) for p in ps]} for (r, _), ps in zip(items, said))
             for lang, c in count(items, said, a.k).items():
-                total.setdefault(lang, Counter()).update(c)
+                totals[folder].setdefault(lang, Counter()).update(c)
                 table.append({"prompts": folder, "run": run.name, "lang": lang, **c})
+        serve.stop(run)
+    for folder, total in totals.items():
         for lang, c in sorted(total.items()):
-            row = {"prompts": folder, "run": "all", "lang": lang, **c}
-            table.append(row)
+            table.append({"prompts": folder, "run": "all", "lang": lang, **c})
             print(f"{folder} [{lang}]: {c['usable']}/{c['paraphrases']} usable ({c['usable'] / max(1, c['paraphrases']):.0%}), "
                   f"{c['placeholder']} start with the placeholder, {c[f'questions_with_{a.k}_usable']}/{c['questions']} "
                   f"questions with {a.k} usable, {c[f'questions_with_{a.k}_new']} with {a.k} that are not the question itself "
                   f"({c['copies']} paraphrases repeat it); usable ones keep {c['terms_kept_x100'] / max(1, c['usable']):.0f} % of the "
                   f"question's terms on average, {c['usable_keeping_half']}/{c['usable']} keep half or more", flush=True)
-    write_result(f"paraphrase_yield{'-' + a.label if a.label else ''}", {"table": table, "paraphrases": said_by})
-    return 0
+    return table, said_by
 
 
 if __name__ == "__main__":
