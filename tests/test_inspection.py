@@ -277,6 +277,21 @@ def test_rewordings_become_training_items_and_never_reach_the_recall_split(tmp_p
         == len(train) - len(reworded)
 
 
+def test_a_pairs_own_recall_wording_is_not_counted_as_a_rewording_lost_to_recall():
+    # 02's paraphrases of a pair: the one asked in recall comes back in the same list; it is spent on the eval, not a
+    # training rewording the leak guard stopped (session 35: the demo reported 33 "too close", of which 31 were these)
+    rows = _reworded_rows()
+    for r in rows:
+        r["paraphrases"] = r["paraphrases"][:2]
+    cfg = InspectSettings(eval_fraction=0.34, recall_fraction=1.0, train_rewordings=1)
+    train, evals, leak = splitting.split(rows, cfg, seed=3)
+    recall = [r for r in evals if r["split"] == "recall"]
+    assert recall and leak["rewordings_too_close_to_recall"] == 0
+    trained = {r["reworded_from"]: r["instruction"] for r in train if r.get("reworded_from")}
+    assert all(trained[r["paraphrase_of"]] != r["instruction"] for r in recall if r["paraphrase_of"] in trained)
+    assert len(trained) == len(recall)  # each recalled pair trains its other wording
+
+
 def test_abstain_items_are_trained_and_asked_out_of_docs():
     rows = _rows()
     topics = ["gpu_accel", "mobile_app", "ldap_login", "dark_mode", "k8s_deploy", "rest_api",

@@ -163,13 +163,16 @@ def _rewordings(train: list[dict], recall: list[dict], cfg: InspectSettings, lea
     if not cfg.train_rewordings:
         return []
     asked = near(recall, cfg.near_dup_threshold)
+    own = {}  # a pair's own recall wordings: already spent on the eval, not rewordings lost to it
+    for e in recall:
+        own.setdefault(e["paraphrase_of"], set()).add(normalize(question(e)))
     out = []
     for r in train:
-        seen = {normalize(question(r))}
+        seen, spent = {normalize(question(r))}, own.get(r["id"], set())
         for p in r.get("paraphrases") or []:
             if len(seen) > cfg.train_rewordings:
                 break
-            if normalize(p) in seen or not rewording(p, r):
+            if normalize(p) in seen or normalize(p) in spent or not rewording(p, r):
                 continue
             if asked(p):
                 leak["rewordings_too_close_to_recall"] += 1
