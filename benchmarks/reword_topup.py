@@ -42,11 +42,16 @@ from tunebook.client import Client  # noqa: E402
 from tunebook.corpus import Chunk  # noqa: E402
 from tunebook.jsonio import read_jsonl, write_jsonl  # noqa: E402
 from tunebook.pairs import question  # noqa: E402
-from tunebook.splitting import rewording  # noqa: E402
+from tunebook.splitting import add_train_similarity, rewording  # noqa: E402
 from tunebook.text import normalize  # noqa: E402
 from bench_io import write_result  # noqa: E402
 
 CONDS = ("tuned", "rag", "tuned_rag", "surer")
+
+
+def pair(g: dict) -> str:
+    """The train pair a recall row asks about (generations.jsonl keeps the id, "<pair>-p", not ``paraphrase_of``)."""
+    return g.get("paraphrase_of") or g["id"].rsplit("-p", 1)[0]
 
 
 def lacking(src: Path) -> dict[str, str]:
@@ -112,10 +117,19 @@ def check(src: Path, run: Path) -> dict:
     a = {g["id"]: g for g in read_jsonl(src / "eval" / "generations.jsonl") if g.get("split") == "recall"}
     b = {g["id"]: g for g in read_jsonl(run / "eval" / "generations.jsonl") if g.get("split") == "recall"}
     out = {"same_eval": same, "topped_up_pairs": len(topped), "now_trained_of_them": len(topped & trained)}
-    for name, pick in (("topped up", lambda g: g.get("paraphrase_of") in topped),
-                       ("the rest", lambda g: g.get("paraphrase_of") not in topped), ("all", lambda g: True)):
+    # how close the recall questions now are to anything trained (a top-up rewording may land nearer the recall
+    # wording than 02's did: that would lift recall by wording, not by knowledge)
+    sim = {}
+    for tag, d in (("before", src), ("after", run)):
+        ev = [r for r in read_jsonl(d / "data" / "eval.jsonl") if r.get("split") == "recall"]
+        add_train_similarity(ev, list(read_jsonl(d / "data" / "train.jsonl")))
+        sim[tag] = {r["paraphrase_of"]: r["train_similarity"] for r in ev}
+    for name, pick in (("topped up", lambda g: pair(g) in topped), ("the rest", lambda g: pair(g) not in topped),
+                       ("all", lambda g: True)):
         ids = [i for i in a if i in b and pick(a[i])]
         out[name] = {"n": len(ids)}
+        pids = [pair(a[i]) for i in ids]
+        out[name]["train_similarity"] = {t: round(sum(sim[t].get(q, 0) for q in pids) / max(1, len(pids)), 3) for t in sim}
         for c in CONDS:
             x = [a[i][f"{c}_judge"] for i in ids]
             y = [b[i][f"{c}_judge"] for i in ids]
