@@ -78,3 +78,43 @@ def test_a_windows_path_written_with_single_backslashes_keeps_them():
     assert answers.parse_pairs(raw)[0].answer == "%APPDATA%\\brindlewatt\\brindle.toml"
     assert answers.string_list(r'{"questions": ["Is \brindle.toml read twice?"]}', "questions", 3) == [
         "Is \\brindle.toml read twice?"]
+
+
+class _ScriptedTeacher:
+    """A stand-in for the client's chat call (no server): returns the scripted paraphrase lists in order and keeps
+    the request bodies."""
+
+    def __init__(self, answers: list[list[str]]):
+        self.answers, self.bodies = list(answers), []
+
+    async def chat(self, body: dict) -> dict:
+        self.bodies.append(body)
+        return {"choices": [{"message": {"content": json.dumps({"paraphrases": self.answers.pop(0)})}}]}
+
+
+def test_paraphrases_drop_the_question_itself_and_ask_again_with_another_seed():
+    import asyncio
+
+    from tunebook import qa_requests, settings as st
+    from tunebook.serve import Teacher
+
+    q = "What is the default port of Brindlewatt?"
+    teacher = Teacher(backend="llama.cpp", base_url="http://127.0.0.1:1/v1", model="m", capacity=1)
+    chunk = Chunk(id="c", source="a.md", lang="en", title="t", breadcrumb=[], text="x", tokens=1)
+    copy_first = [q, "Which port does Brindlewatt use by default?"]
+    cfg = st.load("ci", ["synth.paraphrases=2"]).synth
+    # retries off: the copy is dropped, one real rewording left, one request
+    client = _ScriptedTeacher([copy_first])
+    got = asyncio.run(qa_requests.paraphrases(client, teacher, q, chunk, cfg, seed=7))
+    assert got == ["Which port does Brindlewatt use by default?"] and len(client.bodies) == 1
+    # one retry: asked again with another seed until two new wordings (the copy, in any case, counts for none)
+    client = _ScriptedTeacher([copy_first, ["what is the default port of brindlewatt?",
+                                            "By default, on which port does Brindlewatt listen?"]])
+    got = asyncio.run(qa_requests.paraphrases(client, teacher, q, chunk, cfg.model_copy(update={"paraphrase_retries": 1}),
+                                              seed=7))
+    assert got == ["Which port does Brindlewatt use by default?", "By default, on which port does Brindlewatt listen?"]
+    assert [b["seed"] for b in client.bodies] == [7, 8]
+    # no retry when the first answer already has two new wordings
+    client = _ScriptedTeacher([["Which port does Brindlewatt use by default?", "Brindlewatt's default port?"]])
+    asyncio.run(qa_requests.paraphrases(client, teacher, q, chunk, cfg.model_copy(update={"paraphrase_retries": 2}), seed=7))
+    assert len(client.bodies) == 1

@@ -16,6 +16,7 @@ from .prompts import (abstain_schema, paraphrase_schema, prompt_template, qa_sch
                       render_prompt)
 from .serve import Teacher
 from .settings import SynthSettings
+from .text import normalize
 
 
 def request_extra(teacher: Teacher, cfg: SynthSettings) -> dict[str, Any]:
@@ -71,8 +72,17 @@ async def paraphrases(client: Client, teacher: Teacher, question: str, chunk: Ch
     body = {"model": teacher.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0.7,
             "max_tokens": 256, "seed": seed, **request_extra(teacher, cfg),
             "response_format": _schema_format("paraphrases", paraphrase_schema(cfg.paraphrases, cfg))}
-    content, _, _ = message(await client.chat(body))
-    return string_list(content, "paraphrases", cfg.paraphrases)
+    said: dict[str, str] = {}  # normalized -> as written; the question itself rewords nothing (session 35: the
+    for attempt in range(1 + cfg.paraphrase_retries):  # 1.5B teacher's first paraphrase was the question in 29 of 105)
+        if attempt:
+            body = {**body, "seed": None if seed is None else (seed + attempt) % 2**31}
+        content, _, _ = message(await client.chat(body))
+        for p in string_list(content, "paraphrases", cfg.paraphrases):
+            said.setdefault(normalize(p), p)
+        said.pop(normalize(question), None)
+        if len(said) >= cfg.paraphrases:
+            break
+    return list(said.values())[: cfg.paraphrases]
 
 
 async def unanswered(client: Client, teacher: Teacher, chunk: Chunk, cfg: SynthSettings, seed: int | None = None,

@@ -68,6 +68,7 @@ class SynthSettings(_Section):
     max_chunks: int = Field(0, ge=0)
     mode: Literal["closed_book", "open_book"] = "closed_book"
     paraphrases: int = Field(2, ge=0, le=8)  # rewordings per question: one for the recall eval, the rest trained on (1 → 2: demo recall 4.05 → 4.29, exact 0.79 → 0.84, 02 +~110 s)
+    paraphrase_retries: int = Field(0, ge=0, le=3)  # asks again (another seed) while fewer than `paraphrases` are new wordings: the teacher often copies the question
     abstain_questions: int = Field(0, ge=0, le=4)  # per chunk: questions on its topic that the docs do not answer
     temperature: float = Field(0.3, ge=0)
     max_tokens: int = Field(768, ge=16)
