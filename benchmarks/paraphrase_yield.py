@@ -9,7 +9,7 @@ read from 02's output) — once per prompts folder, and counts per
 language: paraphrases usable, paraphrases that start with the template's placeholder ("..."), questions with ``k``
 distinct usable ones (what 03 needs for one recall wording and one trained rewording), paraphrases that repeat the
 question as it is (usable by the rules but rewording nothing: session 35 found a quarter of 02's first paraphrases to be
-such copies) and questions with ``k`` usable ones that are not the question itself, and how much of the question's
+such copies; since then 02's request drops them itself, so a copy now shows as a paraphrase missing) and questions with ``k`` usable ones that are not the question itself, and how much of the question's
 terms a usable one keeps (one that drops its subject — "中间区域显示了什么？" — passes 03 but asks something vague). The first folder is the
 baseline (default: params/prompts).
 

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -96,7 +95,7 @@ def top_up(src: Path, out: Path, prompts: Path, k: int) -> dict:
     for (r, _), ps in zip(items, said):
         recall_q = need[r["id"]]
         old = [p for p in r.get("paraphrases") or [] if normalize(p) != normalize(recall_q)]
-        fresh = [p for p in ps if normalize(p) not in {normalize(question(r)), normalize(recall_q)} and rewording(p, r)]
+        fresh = [p for p in ps if normalize(p) != normalize(recall_q) and rewording(p, r)]  # 02's request drops copies
         added += bool(fresh)
         r["paraphrases"] = [recall_q, *dict.fromkeys(fresh), *old]
         log.append({"id": r["id"], "question": question(r), "recall": recall_q, "asked": ps, "kept": fresh})
