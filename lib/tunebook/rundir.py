@@ -63,9 +63,10 @@ class RunMismatch(st.SettingsError):
 # in session 23 at 0 and became 4 in session 24. train.replay_prompts (session 25) defaults to what older runs read,
 # replay.yaml; it is listed so that a later change of that default leaves them as they ran. evaluate.agreement_pass
 # came in session 26, on; older runs were gated without it. evaluate.rag_lines came in session 31 at 3; older runs
-# gave fine-tuned + RAG whole chunks.
+# gave fine-tuned + RAG whole chunks. synth.paraphrase_retries came in session 35 at 0, what older runs did; listed
+# like replay_prompts, so that a later default leaves them as they ran.
 LEGACY: dict[str, Any] = {"train.replay_kl": 0.0, "train.replay_prompts": "replay.yaml",
-                          "evaluate.agreement_pass": False, "evaluate.rag_lines": 0}
+                          "evaluate.agreement_pass": False, "evaluate.rag_lines": 0, "synth.paraphrase_retries": 0}
 
 
 def now() -> str:
