@@ -51,13 +51,16 @@ def questions(run: Path, lang: str, limit: int) -> list[tuple[dict, Chunk]]:
     return out[:limit] if limit else out
 
 
-async def ask_all(run: Path, items: list[tuple[dict, Chunk]], prompts: Path, cfg: settings.SynthSettings) -> list[list[str]]:
+async def ask_all(run: Path, items: list[tuple[dict, Chunk]], prompts: Path, cfg: settings.SynthSettings,
+                  salt: str = "") -> list[list[str]]:
+    """02's paraphrase request for each (pair, chunk), seeded per question (``salt`` before the question: another
+    seed than 02's); a failed request gives no paraphrase."""
     teacher = serve.ensure(run)  # started from the run's params when it is not running (stopped in main)
     async with Client(teacher.base_url, teacher.api_key(), cfg.request_timeout, cfg.max_retries) as client:
         sem = asyncio.Semaphore(max(1, teacher.capacity))
 
         async def one(r: dict, chunk: Chunk) -> list[str]:
-            seed = qa_requests.seed_for(hashlib.sha256(r["instruction"].encode()).hexdigest())
+            seed = qa_requests.seed_for(hashlib.sha256((salt + r["instruction"]).encode()).hexdigest())
             async with sem:
                 try:
                     return await qa_requests.paraphrases(client, teacher, r["instruction"], chunk, cfg, seed, prompts)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -36,14 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tunebook import qa_requests, serve, settings, stats  # noqa: E402
-from tunebook.client import Client  # noqa: E402
+from tunebook import serve, settings, stats  # noqa: E402
 from tunebook.corpus import Chunk  # noqa: E402
 from tunebook.jsonio import read_jsonl, write_jsonl  # noqa: E402
 from tunebook.pairs import question  # noqa: E402
 from tunebook.splitting import add_train_similarity, rewording  # noqa: E402
 from tunebook.text import normalize  # noqa: E402
 from bench_io import write_result  # noqa: E402
+from paraphrase_yield import ask_all  # noqa: E402
 
 CONDS = ("tuned", "rag", "tuned_rag", "surer")
 
@@ -61,24 +60,6 @@ def lacking(src: Path) -> dict[str, str]:
     return {pid: q for pid, q in recall.items() if pid not in reworded}
 
 
-async def ask(run: Path, items: list[tuple[dict, Chunk]], prompts: Path, k: int) -> list[list[str]]:
-    teacher = serve.ensure(run)
-    cfg = settings.SynthSettings(paraphrases=k)
-    async with Client(teacher.base_url, teacher.api_key(), cfg.request_timeout, cfg.max_retries) as client:
-        sem = asyncio.Semaphore(max(1, teacher.capacity))
-
-        async def one(r: dict, chunk: Chunk) -> list[str]:
-            seed = qa_requests.seed_for(hashlib.sha256(("topup:" + r["instruction"]).encode()).hexdigest())
-            async with sem:
-                try:
-                    return await qa_requests.paraphrases(client, teacher, r["instruction"], chunk, cfg, seed, prompts)
-                except Exception as e:  # noqa: BLE001 — a failed request tops up nothing
-                    print(f"  request failed: {e}", file=sys.stderr)
-                    return []
-
-        return await asyncio.gather(*(one(r, c) for r, c in items))
-
-
 def top_up(src: Path, out: Path, prompts: Path, k: int) -> dict:
     from knowledge import copy_run
 
@@ -88,7 +69,7 @@ def top_up(src: Path, out: Path, prompts: Path, k: int) -> dict:
     chunks = {c["id"]: Chunk(**{f: c[f] for f in Chunk.__dataclass_fields__}) for c in read_jsonl(out / "data" / "chunks.jsonl")}
     items = [(r, chunks[r["chunk_id"]]) for r in rows if r["id"] in need]
     try:
-        said = asyncio.run(ask(out, items, prompts, k))
+        said = asyncio.run(ask_all(out, items, prompts, settings.SynthSettings(paraphrases=k), salt="topup:"))
     finally:
         serve.stop(out)
     added, log = 0, []
@@ -129,11 +110,9 @@ def check(src: Path, run: Path) -> dict:
         out[name] = {"n": len(ids)}
         pids = [pair(a[i]) for i in ids]
         out[name]["train_similarity"] = {t: round(sum(sim[t].get(q, 0) for q in pids) / max(1, len(pids)), 3) for t in sim}
-        for c in CONDS:
+        for c in CONDS if ids else ():
             x = [a[i][f"{c}_judge"] for i in ids]
             y = [b[i][f"{c}_judge"] for i in ids]
-            if not ids:
-                continue
             out[name][c] = {"before": round(sum(x) / len(x), 2), "after": round(sum(y) / len(y), 2),
                             "after − before": stats.fmt(stats.paired_delta_ci(y, x))}
     print(json.dumps(out, indent=1))
